@@ -1,0 +1,390 @@
+"""ChannelGraph: which channels of a Keras functional model must be removed together.
+
+Every output channel of a producer (Conv, Dense, ...) and every model-input channel is an
+*atom*. Layer rules (:mod:`tfmot_mtl.layers`) say how atoms flow from inputs to outputs
+and which weight slices they own; element-wise merges couple atoms (union-find), and a
+layer called more than once couples the atoms of its call sites. Coupled atoms form one
+*channel*; channels whose atoms come from the same producers form one *channel group*
+(the unit a mask is defined on). This is the dependency-graph idea of Torch-Pruning,
+done on the Keras functional graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tfmot_mtl import layers as rules
+from tfmot_mtl.walk import FlatGraph, FlatNode, flatten
+
+
+@dataclass
+class Slice:
+    """The positions along one axis of one weight that belong to a group.
+
+    ``channels[i]`` is the group channel that owns ``positions[i]``. Role ``"out"``:
+    the slice belongs to the channel (zeroed when masked if ``zeroed``); role ``"in"``:
+    a consumer's input rows (removed with the channel, never zeroed).
+    """
+
+    layer: str
+    weight: int
+    weight_name: str
+    axis: int
+    role: str
+    zeroed: bool
+    defines_zero: bool
+    positions: np.ndarray
+    channels: np.ndarray
+
+
+@dataclass
+class ChannelGroup:
+    """A set of coupled channels; one mask entry removes one channel of the group everywhere."""
+
+    id: str
+    size: int
+    producers: tuple[str, ...]
+    slices: list[Slice]
+    tasks: frozenset
+    prunable: bool
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        """True when the group feeds more than one model output (task)."""
+        return len(self.tasks) > 1
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.reasons) if self.reasons else None
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.layer for s in self.slices))
+
+    def params_per_channel(self, roles: tuple[str, ...] = ("out", "in")) -> np.ndarray:
+        """Number of weights each channel owns in the slices of the given roles."""
+        return self._per_channel(lambda s: s.role in roles)
+
+    def _per_channel(self, keep) -> np.ndarray:
+        counts = np.zeros(self.size, np.int64)
+        for s in self.slices:
+            if keep(s):
+                counts += np.bincount(s.channels, minlength=self.size) * s.per_position
+        return counts
+
+
+@dataclass
+class _Axis:
+    layer: str
+    weight: int
+    axis: int
+    role: str
+    atoms: np.ndarray
+    zeroed: bool = True
+    defines_zero: bool = True
+
+
+@dataclass
+class FoldSite:
+    """A consumer input whose masked channels carry a constant that must be folded."""
+
+    layer: str
+    tensor: str
+    atoms: np.ndarray
+    positions: np.ndarray
+
+
+class ChannelGraph:
+    """Channel groups of a Keras 3 functional (or Sequential) model.
+
+    Build with :meth:`from_model`. ``groups`` maps group id -> :class:`ChannelGroup`.
+    """
+
+    def __init__(self, flat: FlatGraph):
+        self.flat = flat
+        self.model = flat.model
+        self._parent: list[int] = []
+        self._origin: list[tuple[str, int, int]] = []
+        self._frozen: dict[int, list[str]] = {}
+        self._n_origins = 0
+        self._producers: dict[tuple, np.ndarray] = {}
+        self.axes: dict[str, list[_Axis]] = {}
+        self.maps: dict[str, np.ndarray] = {}
+        self.states: dict[str, np.ndarray] = {}
+        self.fold_sites: list[FoldSite] = []
+        self.calls: dict[str, int] = {}
+        self.groups: dict[str, ChannelGroup] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(cls, model: Any) -> "ChannelGraph":
+        """Walks the model and groups its channels. Never fails on unknown layers: it freezes them."""
+        graph = cls(flatten(model))
+        graph._walk()
+        graph._build_groups()
+        return graph
+
+    def _alloc(self, n: int, origin: str, frozen: str | None = None) -> np.ndarray:
+        start = len(self._parent)
+        rank = self._n_origins
+        self._n_origins += 1
+        self._parent.extend(range(start, start + n))
+        self._origin.extend((origin, i, rank) for i in range(n))
+        atoms = np.arange(start, start + n)
+        if frozen:
+            self._freeze(atoms, frozen)
+        return atoms
+
+    def _find(self, a: int) -> int:
+        parent = self._parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra != rb:
+            self._parent[rb] = ra
+            if rb in self._frozen:
+                self._frozen.setdefault(ra, []).extend(self._frozen.pop(rb))
+
+    def _freeze(self, atoms, reason: str) -> None:
+        for a in np.asarray(atoms).reshape(-1):
+            reasons = self._frozen.setdefault(self._find(int(a)), [])
+            if reason not in reasons:
+                reasons.append(reason)
+
+    def _walk(self) -> None:
+        flat = self.flat
+        for name, key in flat.inputs.items():
+            width = _width(flat.tensors[key])
+            self.maps[key] = self._alloc(width, name, frozen=f"model input '{name}'")
+            self.states[key] = np.zeros(width, np.int8)
+        for node in flat.nodes:
+            self._visit(node)
+        for name, key in flat.outputs.items():
+            self._freeze(self.maps[key], f"reaches model output '{name}'")
+        self._check_folds()
+
+    def _visit(self, node: FlatNode) -> None:
+        ctx = _CallContext(self, node)
+        rule = rules.rule_for(node.layer)
+        if not ctx.maps_consistent():
+            rule = rules.UNKNOWN
+        out_maps = rule.propagate(ctx)
+        if any(len(m) != w for m, w in zip(out_maps, ctx.out_widths)):
+            out_maps = ctx.freeze_all(f"{rules.describe(node.layer)} changed the channel count "
+                                      "in a way its rule did not predict")
+            rule = rules.UNKNOWN
+        in_states = [self.states[k] for k in node.inputs]
+        out_states = rule.states(ctx, in_states) if not ctx.frozen_all else \
+            [np.zeros(w, np.int8) for w in ctx.out_widths]
+        for key, m, s in zip(node.outputs, out_maps, out_states):
+            self.maps[key] = np.asarray(m, dtype=np.int64)
+            self.states[key] = np.asarray(s, dtype=np.int8)
+        self.calls[node.name] = self.calls.get(node.name, 0) + 1
+        if node.inputs and not ctx.frozen_all:
+            self._record_folds(node, rule, in_states)
+
+    def _record_folds(self, node: FlatNode, rule, in_states) -> None:
+        in_axes = [a for a in self.axes.get(node.name, []) if a.role == "in"]
+        if not in_axes:
+            return
+        state = in_states[0]
+        const = np.flatnonzero(state >= rules.CONST)
+        if not len(const):
+            return
+        atoms = self.maps[node.inputs[0]][const]
+        bad = np.flatnonzero(state[const] > rules.CONST) if rule.can_fold(node.layer) else np.arange(len(const))
+        if len(bad):
+            self._freeze(atoms[bad], f"a removed channel would leave a constant (f(0) != 0) that "
+                                     f"{rules.describe(node.layer)} cannot absorb exactly")
+        self.fold_sites.append(FoldSite(node.name, node.inputs[0], atoms, const))
+
+    def _check_folds(self) -> None:
+        for site in self.fold_sites:
+            if self.calls[site.layer] > 1:
+                self._freeze(site.atoms, f"layer '{site.layer}' is called more than once and would "
+                                         "need a different constant folded at each call")
+
+    # ---------------------------------------------------------------------- groups
+    def _build_groups(self) -> None:
+        n = len(self._parent)
+        roots = np.array([self._find(a) for a in range(n)], dtype=np.int64)
+        # Channels (roots) sharing a producer belong to one group.
+        link = list(range(n))
+
+        def find(a):
+            while link[a] != a:
+                link[a] = link[link[a]]
+                a = link[a]
+            return a
+
+        first_root_of: dict[str, int] = {}
+        for a in range(n):
+            origin = self._origin[a][0]
+            r = roots[a]
+            if origin in first_root_of:
+                ra, rb = find(first_root_of[origin]), find(r)
+                if ra != rb:
+                    link[rb] = ra
+            else:
+                first_root_of[origin] = r
+        comp = np.array([find(r) for r in roots], dtype=np.int64)
+        order = sorted(range(n), key=lambda a: (self._origin[a][2], self._origin[a][1]))
+
+        self.atom_group = np.empty(n, dtype=object)
+        self.atom_channel = np.zeros(n, dtype=np.int64)
+        members: dict[int, dict[int, int]] = {}
+        group_ids: dict[int, str] = {}
+        producers: dict[int, list[str]] = {}
+        for a in order:
+            c, r = comp[a], roots[a]
+            chans = members.setdefault(c, {})
+            if r not in chans:
+                chans[r] = len(chans)
+            group_ids.setdefault(c, self._origin[a][0])
+            prods = producers.setdefault(c, [])
+            if self._origin[a][0] not in prods:
+                prods.append(self._origin[a][0])
+        for a in range(n):
+            self.atom_group[a] = group_ids[comp[a]]
+            self.atom_channel[a] = members[comp[a]][roots[a]]
+
+        reach = self.flat.reachable_outputs()
+        tasks: dict[str, set] = {gid: set() for gid in group_ids.values()}
+        for key, m in self.maps.items():
+            for gid in set(self.atom_group[m]) if len(m) else ():
+                tasks[gid] |= reach.get(key, frozenset())
+
+        slices: dict[str, list[Slice]] = {gid: [] for gid in group_ids.values()}
+        for layer_name, axes in self.axes.items():
+            layer = self.flat.layers[layer_name]
+            for ax in axes:
+                self._split_axis(layer, ax, slices)
+
+        for c, gid in group_ids.items():
+            reasons = []
+            for r in members[c]:
+                reasons.extend(x for x in self._frozen.get(int(r), []) if x not in reasons)
+            self.groups[gid] = ChannelGroup(
+                id=gid, size=len(members[c]), producers=tuple(producers[c]),
+                slices=slices[gid], tasks=frozenset(tasks[gid]),
+                prunable=not reasons, reasons=tuple(reasons),
+            )
+
+    def _split_axis(self, layer, ax: _Axis, slices: dict[str, list[Slice]]) -> None:
+        weight = layer.weights[ax.weight]
+        shape = tuple(weight.shape)
+        per_position = int(np.prod(shape)) // shape[ax.axis]
+        gids = self.atom_group[ax.atoms]
+        for gid in dict.fromkeys(gids):
+            pos = np.flatnonzero(gids == gid)
+            s = Slice(ax.layer, ax.weight, weight.name, ax.axis % len(shape), ax.role, ax.zeroed,
+                      ax.defines_zero, pos, self.atom_channel[ax.atoms[pos]])
+            s.per_position = per_position
+            slices[gid].append(s)
+
+    # -------------------------------------------------------------------- queries
+    @property
+    def prunable_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups.values() if g.prunable]
+
+    def shared_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups.values() if g.prunable and g.shared]
+
+    def keep_atoms(self, masks) -> np.ndarray:
+        """Boolean keep flag of every atom for a ChannelMasks (absent groups keep all)."""
+        keep = np.ones(len(self.atom_channel), dtype=bool)
+        for gid, mask in masks.items():
+            sel = self.atom_group == gid
+            keep[sel] = np.asarray(mask)[self.atom_channel[sel]]
+        return keep
+
+    def layer(self, name: str):
+        return self.flat.layers[name]
+
+    def summary(self, print_fn=None) -> str:
+        """A readable table of the groups: id, size, producers, tasks, shared, prunable, reason."""
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Channel groups of '{self.model.name}'")
+        for col in ("group", "size", "layers", "tasks", "shared", "prunable / reason"):
+            table.add_column(col, overflow="fold")
+        for g in self.groups.values():
+            if g.size == 0:
+                continue
+            layers_ = ", ".join(g.layers[:4]) + (" ..." if len(g.layers) > 4 else "")
+            table.add_row(g.id, str(g.size), layers_, ", ".join(sorted(g.tasks)) or "-",
+                          "yes" if g.shared else "no", "yes" if g.prunable else f"no: {g.reason}")
+        console = Console(width=160, record=True, file=open("/dev/null", "w"))
+        console.print(table)
+        text = console.export_text()
+        (print_fn or print)(text)
+        return text
+
+
+def _width(tensor) -> int:
+    shape = tuple(tensor.shape)
+    if len(shape) < 2 or shape[-1] is None:
+        return 0
+    return int(shape[-1])
+
+
+class _CallContext:
+    """What a rule sees and may do for one layer call."""
+
+    def __init__(self, graph: ChannelGraph, node: FlatNode):
+        self.graph, self.node, self.layer, self.name = graph, node, node.layer, node.name
+        self.in_maps = [graph.maps[k] for k in node.inputs]
+        self.in_shapes = [tuple(graph.flat.tensors[k].shape) for k in node.inputs]
+        self.out_shapes = [tuple(graph.flat.tensors[k].shape) for k in node.outputs]
+        self.out_widths = [_width(graph.flat.tensors[k]) for k in node.outputs]
+        self.frozen_all = False
+
+    def maps_consistent(self) -> bool:
+        return bool(self.in_maps) and all(
+            len(m) == (s[-1] if len(s) >= 2 and s[-1] is not None else 0) and len(m) > 0
+            for m, s in zip(self.in_maps, self.in_shapes))
+
+    def new_atoms(self, n: int) -> np.ndarray:
+        key = (self.name, "out")
+        if key not in self.graph._producers:
+            self.graph._producers[key] = self.graph._alloc(n, self.name)
+        return self.graph._producers[key]
+
+    def axis(self, weight: int, axis: int, role: str, atoms: np.ndarray, zeroed: bool = True,
+             defines_zero: bool = True) -> None:
+        axes = self.graph.axes.setdefault(self.name, [])
+        for ax in axes:
+            if ax.weight == weight and ax.axis == axis and ax.role == role:
+                self.couple(ax.atoms, atoms)  # a later call of a shared layer
+                return
+        if role == "in" or self.node.call_index == 0:
+            axes.append(_Axis(self.name, weight, axis, role, np.asarray(atoms), zeroed, defines_zero))
+
+    def couple(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)):
+            self.graph._union(int(x), int(y))
+
+    def freeze(self, atoms: np.ndarray, reason: str) -> None:
+        self.graph._freeze(atoms, reason)
+
+    def freeze_all(self, reason: str) -> list[np.ndarray]:
+        """Freezes every input channel and gives each output new frozen atoms."""
+        self.frozen_all = True
+        for m in self.in_maps:
+            self.freeze(m, reason)
+        outs = []
+        for i, w in enumerate(self.out_widths):
+            key = (self.name, "frozen", self.node.call_index, i)
+            if key not in self.graph._producers:
+                self.graph._producers[key] = self.graph._alloc(w, f"{self.name}:{i}" if i else self.name,
+                                                               frozen=reason)
+            outs.append(self.graph._producers[key])
+        return outs

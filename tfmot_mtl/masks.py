@@ -1,0 +1,299 @@
+"""Channel masks: which channels of each group to keep, and applying them to a model.
+
+A :class:`ChannelMasks` maps group id -> boolean array (True = keep). Applying masks
+zeroes every slice a removed channel owns (producer kernel columns and bias, BN gamma /
+beta / moving mean, depthwise slices) so that it contributes nothing downstream. Where
+an activation leaves a constant f(0) != 0 in a removed channel, the constant is folded
+into the consumer's bias and the consumer's input rows for it are zeroed, so the masked
+model computes exactly what the stripped model will.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from typing import Any, Iterator
+
+import keras
+import numpy as np
+
+from tfmot_mtl import layers as rules
+from tfmot_mtl.graph import ChannelGraph
+
+FORMAT = "tfmot_mtl.ChannelMasks"
+
+
+class ChannelMasks(Mapping):
+    """Group id -> boolean keep-array. Immutable mapping; validated against a graph.
+
+    Args:
+        masks: mapping of group id to a boolean sequence (True = keep the channel).
+        min_channels: a mask never keeps fewer channels than this; a mask that would drop
+            every channel keeps the first ``min_channels`` (or the best by ``scores`` when
+            built through :meth:`from_scores`).
+    """
+
+    def __init__(self, masks: Mapping[str, Any] | None = None, min_channels: int = 1):
+        if int(min_channels) < 0:
+            raise ValueError(f"min_channels must be >= 0, got {min_channels}")
+        self.min_channels = int(min_channels)
+        self._masks: dict[str, np.ndarray] = {}
+        for gid, mask in (masks or {}).items():
+            self._masks[str(gid)] = self._enforce_min(str(gid), _as_bool(gid, mask))
+
+    def _enforce_min(self, gid: str, mask: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        need = min(self.min_channels, len(mask))
+        if mask.sum() >= need:
+            return mask
+        warnings.warn(f"mask for group '{gid}' keeps {int(mask.sum())} of {len(mask)} channels; "
+                      f"keeping {need} (min_channels)", stacklevel=3)
+        mask = mask.copy()
+        order = np.argsort(-scores, kind="stable") if scores is not None else np.arange(len(mask))
+        for i in order:
+            if mask.sum() >= need:
+                break
+            mask[i] = True
+        return mask
+
+    @classmethod
+    def from_scores(cls, keep: Mapping[str, Any], scores: Mapping[str, np.ndarray],
+                    min_channels: int = 1) -> "ChannelMasks":
+        """Masks whose emptied groups keep their highest-scoring channels."""
+        out = cls({}, min_channels=min_channels)
+        for gid, mask in keep.items():
+            out._masks[gid] = out._enforce_min(gid, _as_bool(gid, mask), np.asarray(scores[gid]))
+        return out
+
+    @classmethod
+    def all_kept(cls, graph: ChannelGraph, min_channels: int = 1) -> "ChannelMasks":
+        return cls({g.id: np.ones(g.size, bool) for g in graph.prunable_groups}, min_channels)
+
+    # Mapping protocol
+    def __getitem__(self, gid: str) -> np.ndarray:
+        return self._masks[gid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        kept = sum(int(m.sum()) for m in self._masks.values())
+        total = sum(len(m) for m in self._masks.values())
+        return f"ChannelMasks({len(self)} groups, {kept}/{total} channels kept)"
+
+    def replace(self, gid: str, mask: Any) -> "ChannelMasks":
+        """A copy with one group's mask replaced."""
+        return ChannelMasks({**self._masks, gid: mask}, self.min_channels)
+
+    # ---------------------------------------------------------------- validation
+    def validate(self, graph: ChannelGraph) -> "ChannelMasks":
+        """Checks ids, lengths and frozen groups against `graph`; returns self."""
+        for gid, mask in self._masks.items():
+            if gid not in graph.groups:
+                known = ", ".join(list(graph.groups)[:8])
+                raise ValueError(f"mask for unknown channel group '{gid}' (groups include: {known} ...)")
+            group = graph.groups[gid]
+            if len(mask) != group.size:
+                raise ValueError(f"mask for group '{gid}' has {len(mask)} entries; the group has "
+                                 f"{group.size} channels")
+            if not group.prunable and not mask.all():
+                raise ValueError(f"group '{gid}' is frozen ({group.reason}); its mask must keep "
+                                 "every channel")
+        return self
+
+    def sparsity(self, graph: ChannelGraph | None = None, groups=None) -> float:
+        """Fraction of channels removed, over the given groups (default: all masked groups)."""
+        ids = [g.id for g in groups] if groups is not None else list(self._masks)
+        sizes = {g.id: g.size for g in graph.groups.values()} if graph else {}
+        total = removed = 0
+        for gid in ids:
+            mask = self._masks.get(gid)
+            n = len(mask) if mask is not None else sizes.get(gid, 0)
+            total += n
+            removed += 0 if mask is None else int((~mask).sum())
+        return removed / total if total else 0.0
+
+    # ---------------------------------------------------------------------- JSON
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": FORMAT, "version": 1, "min_channels": self.min_channels,
+            "masks": {gid: m.astype(int).tolist() for gid, m in self._masks.items()},
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> "ChannelMasks":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"channel masks JSON is corrupt: {err}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or "masks" not in data:
+            raise ValueError(f"not a channel masks file: expected a JSON object with "
+                             f"\"format\": \"{FORMAT}\" and \"masks\"")
+        masks = {}
+        for gid, bits in data["masks"].items():
+            if not isinstance(bits, list) or any(b not in (0, 1, True, False) for b in bits):
+                raise ValueError(f"channel masks JSON: group '{gid}' must be a list of 0/1")
+            masks[gid] = np.asarray(bits, dtype=bool)
+        return cls(masks, min_channels=data.get("min_channels", 1))
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ChannelMasks":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+
+def _as_bool(gid, mask) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.dtype != bool:
+        raise ValueError(f"mask for group '{gid}' must be boolean (True = keep), got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"mask for group '{gid}' must be 1-D, got shape {arr.shape}")
+    return arr.copy()
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Writes a file so that a crash never leaves a half-written file in its place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------ weights
+
+
+def read_weights(graph: ChannelGraph) -> dict[str, list[np.ndarray]]:
+    """Layer name -> copies of its weights (layer.weights order) as numpy arrays."""
+    return {name: [np.array(w.numpy()) for w in layer.weights]
+            for name, layer in graph.flat.layers.items() if getattr(layer, "weights", None)}
+
+
+def channel_norms(graph: ChannelGraph, weights: Mapping, gid: str, ord: float = 2,
+                  defines_only: bool = True) -> np.ndarray:
+    """Per-channel norm of the slices a group's channels own (role "out")."""
+    group = graph.groups[gid]
+    acc = np.zeros(group.size)
+    for s in group.slices:
+        if s.role != "out" or (defines_only and not s.defines_zero):
+            continue
+        w = np.moveaxis(np.asarray(weights[s.layer][s.weight]), s.axis, 0)[s.positions]
+        w = np.abs(w.reshape(len(s.positions), -1))
+        np.add.at(acc, s.channels, (w ** ord).sum(axis=1) if ord != np.inf else 0)
+        if ord == np.inf:
+            np.maximum.at(acc, s.channels, w.max(axis=1, initial=0))
+    return acc if ord == np.inf else acc ** (1.0 / ord)
+
+
+def mask_weights(graph: ChannelGraph, weights: Mapping, masks: ChannelMasks,
+                 probe: Mapping | None = None) -> tuple[dict, set]:
+    """Masked copies of `weights` and the names of the layers that changed."""
+    keep = graph.keep_atoms(masks)
+    out = {k: [np.array(w) for w in v] for k, v in weights.items()}
+    changed: set[str] = set()
+    for name, axes in graph.axes.items():
+        for ax in axes:
+            drop = np.flatnonzero(~keep[ax.atoms])
+            if ax.role != "out" or not ax.zeroed or not len(drop):
+                continue
+            w = out[name][ax.weight]
+            idx = [slice(None)] * w.ndim
+            idx[ax.axis] = drop
+            w[tuple(idx)] = 0
+            changed.add(name)
+    sites = [s for s in graph.fold_sites if not keep[s.atoms].all()]
+    if sites:
+        values = _run_stateless(graph, out, probe)
+        for site in sites:
+            dropped = ~keep[site.atoms]
+            pos = site.positions[dropped]
+            x = np.asarray(values[site.tensor])
+            consts = x.reshape(-1, x.shape[-1])[:, pos].mean(axis=0)
+            layer = graph.layer(site.layer)
+            rules.rule_for(layer).fold(layer, out[site.layer], pos, consts)
+            changed.add(site.layer)
+    return out, changed
+
+
+def _run_stateless(graph: ChannelGraph, weights: Mapping, probe: Mapping | None) -> dict:
+    """Runs the flattened graph with substituted weights (the model is not touched)."""
+    inputs = dict(probe) if probe else _probe_inputs(graph)
+
+    def call(node, args, kwargs):
+        layer = node.layer
+        if not isinstance(layer, keras.layers.Layer) or not layer.weights or node.name not in weights:
+            return layer(*args, **kwargs)
+        by_id = {id(v): w for v, w in zip(layer.weights, weights[node.name])}
+        trainable = [by_id[id(v)] for v in layer.trainable_variables]
+        non_trainable = [by_id[id(v)] for v in layer.non_trainable_variables]
+        return layer.stateless_call(trainable, non_trainable, *args, **kwargs)[0]
+
+    return {k: keras.ops.convert_to_numpy(v) for k, v in graph.flat.run(inputs, fn=call).items()}
+
+
+def _probe_inputs(graph: ChannelGraph) -> dict:
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, key in graph.flat.inputs.items():
+        t = graph.flat.tensors[key]
+        shape = tuple(1 if i == 0 else (d or 16) for i, d in enumerate(t.shape))
+        if "int" in str(t.dtype):
+            out[name] = np.zeros(shape, dtype=str(t.dtype))
+        else:
+            out[name] = rng.standard_normal(shape).astype(str(t.dtype))
+    return out
+
+
+def apply_masks_(model: keras.Model, masks: ChannelMasks, graph: ChannelGraph | None = None) -> keras.Model:
+    """Applies masks IN PLACE (zeroes removed channels, folds constants); returns the model."""
+    graph = graph or ChannelGraph.from_model(model)
+    masks = masks.validate(graph)
+    new, changed = mask_weights(graph, read_weights(graph), masks)
+    for name in changed:
+        for var, value in zip(graph.layer(name).weights, new[name]):
+            var.assign(value)
+    return model
+
+
+def apply_masks(model: keras.Model, masks: ChannelMasks) -> keras.Model:
+    """A masked copy of `model` (same architecture and names); `model` is not modified."""
+    clone = clone_with_weights(model)
+    return apply_masks_(clone, masks)
+
+
+def clone_with_weights(model: keras.Model) -> keras.Model:
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def masks_from_zeros(model: keras.Model, atol: float = 0.0, graph: ChannelGraph | None = None,
+                     min_channels: int = 1) -> ChannelMasks:
+    """Masks removing every prunable channel whose own weights are all |w| <= atol.
+
+    Only trainable slices count (kernel columns, biases, BN gamma and beta); running
+    statistics do not. With ``atol=0`` a channel must be exactly zero.
+    """
+    graph = graph or ChannelGraph.from_model(model)
+    weights = read_weights(graph)
+    masks = {}
+    for group in graph.prunable_groups:
+        if group.size == 0:
+            continue
+        peak = channel_norms(graph, weights, group.id, ord=np.inf)
+        masks[group.id] = peak > atol
+    return ChannelMasks(masks, min_channels=min_channels)

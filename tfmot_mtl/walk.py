@@ -1,0 +1,221 @@
+"""Flatten a Keras 3 functional model into one topologically ordered list of layer calls.
+
+Nested functional sub-models are inlined (their layers keep their own names, prefixed
+with the sub-model's name only where two layers would otherwise share one), Sequential
+models are read through their functional graph, and a layer called more than once
+appears once per call. Every tensor gets a string key that is unique in the flattened
+graph, also when a nested model is called twice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+from keras import tree
+
+
+@dataclass
+class FlatNode:
+    """One call of one layer (or keras op) in the flattened graph."""
+
+    layer: Any
+    name: str
+    call_index: int
+    inputs: list[str]
+    outputs: list[str]
+    _node: Any = field(repr=False)
+    _keys: dict[int, str] = field(repr=False)
+
+    def fill_in(self, values: dict[str, Any]) -> tuple[list, dict]:
+        """The node's call arguments with each symbolic tensor replaced by `values[key]`."""
+
+        def sub(x):
+            if isinstance(x, keras.KerasTensor):
+                return values[self._keys[id(x)]]
+            return x
+
+        args = tree.map_structure(sub, list(self._node.arguments.args))
+        kwargs = tree.map_structure(sub, dict(self._node.arguments.kwargs))
+        return args, kwargs
+
+    def call(self, values: dict[str, Any], layer: Any = None) -> list:
+        """Calls `layer` (default: this node's layer) on the values; returns flat outputs."""
+        args, kwargs = self.fill_in(values)
+        out = (layer or self.layer)(*args, **kwargs)
+        return tree.flatten(out)
+
+
+@dataclass
+class FlatGraph:
+    """A functional model flattened to layer calls in topological order."""
+
+    model: keras.Model
+    nodes: list[FlatNode]
+    tensors: dict[str, keras.KerasTensor]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    layers: dict[str, Any]
+
+    def consumers(self) -> dict[str, list[FlatNode]]:
+        """Tensor key -> nodes that read it."""
+        out: dict[str, list[FlatNode]] = {k: [] for k in self.tensors}
+        for node in self.nodes:
+            for key in node.inputs:
+                out[key].append(node)
+        return out
+
+    def reachable_outputs(self) -> dict[str, frozenset[str]]:
+        """Tensor key -> names of the model outputs that depend on it."""
+        reach: dict[str, set[str]] = {k: set() for k in self.tensors}
+        for name, key in self.outputs.items():
+            reach[key].add(name)
+        for node in reversed(self.nodes):
+            below = set().union(*(reach[k] for k in node.outputs)) if node.outputs else set()
+            for key in node.inputs:
+                reach[key] |= below
+        return {k: frozenset(v) for k, v in reach.items()}
+
+    def run(self, inputs: dict[str, Any], fn: Callable | None = None) -> dict[str, Any]:
+        """Executes the graph eagerly and returns every tensor's value by key.
+
+        `fn(node, args, kwargs)` may replace the layer call (default: call the layer
+        with `training=False` semantics as recorded in the graph).
+        """
+        values = {self.inputs[name]: x for name, x in inputs.items()}
+        for node in self.nodes:
+            if fn is None:
+                outs = node.call(values)
+            else:
+                args, kwargs = node.fill_in(values)
+                outs = tree.flatten(fn(node, args, kwargs))
+            for key, val in zip(node.outputs, outs):
+                values[key] = val
+        return values
+
+
+def as_functional(model: Any) -> keras.Model:
+    """The functional graph behind `model` (Functional or Sequential), or a clear error."""
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' has no known input shape; build it with "
+                "`keras.Input(shape)` as its first layer (or call `model.build(shape)`)."
+            )
+        return functional
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(
+            f"'{getattr(model, 'name', model)}' ({type(model).__name__}) is not a Keras "
+            "functional or Sequential model. Subclassed models have no inspectable graph: "
+            "rebuild it with the functional API (keras.Input -> layers -> keras.Model), or "
+            "wrap its layers in a functional model, then pass that."
+        )
+    return model
+
+
+def is_nested_model(layer: Any) -> bool:
+    return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth")
+
+
+def output_names(model: keras.Model) -> list[str]:
+    """Names of the model outputs: dict keys when outputs are a dict, else output layer names."""
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        return [str(k) for k, _ in _dict_items(struct)]
+    return list(model.output_names)
+
+
+def input_names(model: keras.Model) -> list[str]:
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        return [str(k) for k, _ in _dict_items(struct)]
+    return [t._keras_history.operation.name for t in model.inputs]
+
+
+def _dict_items(struct: dict) -> list[tuple[str, Any]]:
+    # keras.tree flattens dicts in sorted-key order; follow it so names match model.outputs.
+    return [(k, struct[k]) for k in sorted(struct)]
+
+
+def flatten(model: Any) -> FlatGraph:
+    """Flattens a functional/Sequential model (nested sub-models inlined)."""
+    model = as_functional(model)
+    builder = _Builder()
+    in_keys = [builder.key((), t) for t in model.inputs]
+    for t, k in zip(model.inputs, in_keys):
+        builder.tensors[k] = t
+    builder.walk(model, (), dict(zip((id(t) for t in model.inputs), in_keys)))
+    out_keys = [builder.resolve(builder.key((), t)) for t in model.outputs]
+    return FlatGraph(
+        model=model,
+        nodes=builder.nodes,
+        tensors=builder.tensors,
+        inputs=dict(zip(input_names(model), in_keys)),
+        outputs=dict(zip(output_names(model), out_keys)),
+        layers=builder.layers,
+    )
+
+
+class _Builder:
+    def __init__(self):
+        self.nodes: list[FlatNode] = []
+        self.tensors: dict[str, keras.KerasTensor] = {}
+        self.layers: dict[str, Any] = {}
+        self.calls: dict[int, int] = {}
+        self.alias: dict[str, str] = {}
+
+    @staticmethod
+    def key(ctx: tuple, tensor: Any) -> str:
+        return "/".join(map(str, ctx + (id(tensor),)))
+
+    def resolve(self, key: str) -> str:
+        while key in self.alias:
+            key = self.alias[key]
+        return key
+
+    def layer_name(self, layer: Any, ctx_names: tuple[str, ...]) -> str:
+        for name, known in self.layers.items():
+            if known is layer:
+                return name
+        name = layer.name
+        if name in self.layers:
+            name = "_".join(ctx_names + (layer.name,))
+        while name in self.layers:
+            name += "_"
+        self.layers[name] = layer
+        return name
+
+    def walk(self, model: keras.Model, ctx: tuple, seeds: dict[int, str],
+             ctx_names: tuple[str, ...] = ()) -> None:
+        model_nodes = [n for d in sorted(model._nodes_by_depth, reverse=True)
+                       for n in model._nodes_by_depth[d]]
+        for t in model.inputs:
+            if self.key(ctx, t) != seeds[id(t)]:
+                self.alias[self.key(ctx, t)] = seeds[id(t)]
+        for node in model_nodes:
+            op = node.operation
+            if op is None or node.is_input:
+                continue
+            in_keys = [self.resolve(self.key(ctx, t)) for t in node.input_tensors]
+            out_tensors = tree.flatten(node.outputs)
+            if is_nested_model(op):
+                inner = as_functional(op)
+                call = self.calls.get(id(op), 0)
+                self.calls[id(op)] = call + 1
+                inner_ctx = ctx + (f"{op.name}@{call}",)
+                inner_seeds = {id(t): k for t, k in zip(inner.inputs, in_keys)}
+                self.walk(inner, inner_ctx, inner_seeds, ctx_names + (op.name,))
+                for t_out, t_in in zip(out_tensors, inner.outputs):
+                    self.alias[self.key(ctx, t_out)] = self.resolve(self.key(inner_ctx, t_in))
+                continue
+            keys = {id(t): self.resolve(self.key(ctx, t)) for t in node.arguments.keras_tensors}
+            out_keys = [self.key(ctx, t) for t in out_tensors]
+            for t, k in zip(out_tensors, out_keys):
+                self.tensors[k] = t
+            call = self.calls.get(id(op), 0)
+            self.calls[id(op)] = call + 1
+            self.nodes.append(FlatNode(
+                layer=op, name=self.layer_name(op, ctx_names), call_index=call,
+                inputs=in_keys, outputs=out_keys, _node=node, _keys=keys,
+            ))
