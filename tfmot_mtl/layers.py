@@ -92,6 +92,15 @@ UNKNOWN = Unknown()
 # --------------------------------------------------------------------------- producers
 
 
+def _own_activation_state(layer: Any, width: int) -> np.ndarray:
+    """State of a masked output channel of a layer with a built-in activation f: f(0)."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return np.zeros(width, np.int8)
+    f0 = np.asarray(keras.ops.convert_to_numpy(activation(keras.ops.zeros((1,)))))
+    return np.full(width, CONST if np.any(f0) else ZERO, np.int8)
+
+
 def _fold_dense_like(kernel: np.ndarray, bias: np.ndarray, in_axis: int, positions, values):
     """bias += sum over all other kernel axes of kernel[..., c, ...] * value_c; rows -> 0."""
     rows = np.take(kernel, positions, axis=in_axis)
@@ -123,7 +132,7 @@ class ConvRule(Rule):
         return [out]
 
     def states(self, ctx, in_states):
-        return [np.zeros(ctx.layer.filters, np.int8)]
+        return [_own_activation_state(ctx.layer, ctx.out_widths[0])]
 
     def can_fold(self, layer):
         kernel_one = all(k == 1 for k in layer.kernel_size)
@@ -163,7 +172,7 @@ class DenseRule(ConvRule):
         return [out]
 
     def states(self, ctx, in_states):
-        return [np.zeros(ctx.layer.units, np.int8)]
+        return [_own_activation_state(ctx.layer, ctx.out_widths[0])]
 
     def can_fold(self, layer):
         return layer.use_bias
@@ -191,7 +200,7 @@ class DepthwiseRule(Rule):
         return [out]
 
     def states(self, ctx, in_states):
-        return [np.zeros(ctx.out_widths[0], np.int8)]
+        return [_own_activation_state(ctx.layer, ctx.out_widths[0])]
 
 
 @register(keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
@@ -212,7 +221,7 @@ class SeparableRule(Rule):
         return [out]
 
     def states(self, ctx, in_states):
-        return [np.zeros(ctx.layer.filters, np.int8)]
+        return [_own_activation_state(ctx.layer, ctx.out_widths[0])]
 
     def config(self, layer, config, in_keep, out_keep):
         return {**config, "filters": int(out_keep.sum())}
