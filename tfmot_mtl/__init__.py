@@ -1,1 +1,25 @@
-"""tfmot_mtl."""
+"""tfmot_mtl: structured compression of multi-task and multi-domain Keras 3 models.
+
+Every method produces channel masks; one surgeon (`strip_channels`) removes the masked
+channels from any functional model; `lite` ships the result to TFLite / LiteRT.
+"""
+from tfmot_mtl.graph import ChannelGraph, ChannelGroup
+from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros
+from tfmot_mtl.strip import StripReport, strip_channels
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelGraph", "ChannelGroup", "ChannelMasks", "StripReport", "apply_masks", "apply_masks_",
+    "masks_from_zeros", "strip_channels", "__version__",
+]
+
+
+def __getattr__(name):
+    # Sub-packages load on first use: `tm.sparsity`, `tm.pruning`, `tm.budget`, `tm.lite`, ...
+    import importlib
+
+    if name in ("sparsity", "pruning", "budget", "lite", "tasks", "models", "datasets", "profile",
+                "experiment"):
+        return importlib.import_module(f"tfmot_mtl.{name}")
+    raise AttributeError(f"module 'tfmot_mtl' has no attribute {name!r}")

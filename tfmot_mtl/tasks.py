@@ -45,6 +45,10 @@ KINDS = DENSE_KINDS + IMAGE_KINDS
 def _batch_mean(values, valid):
     """Per-sample losses (B,) whose Keras mean equals the mean of ``values`` over ``valid``.
 
+    Returning per-sample values rather than a scalar matters: Keras only divides
+    per-sample losses by the replica count under ``tf.distribute`` (a scalar loss would
+    give N-times too large gradients on N replicas).
+
     Sample ``i`` gets ``sum_valid_i(values) * B / n_valid``, so Keras' default
     ``sum_over_batch_size`` reduction (which also handles ``tf.distribute`` scaling and
     per-sample weights) yields the exact batch-wide masked mean; 0 when nothing is valid.
@@ -68,8 +72,10 @@ def _drop_channel_axis(y_true, y_pred):
 class MaskedSparseCrossEntropy(keras.losses.Loss):
     """Softmax cross-entropy from logits, averaged over labels != ``ignore_index``.
 
-    ``y_true``: int class ids (B, ...) (a trailing 1 axis is accepted); ``y_pred``:
-    logits (B, ..., C). A batch with no valid label gives 0, never NaN.
+    ``y_true``: int class ids in [0, C) or ``ignore_index``, shape (B, ...) (a trailing
+    1 axis is accepted); ``y_pred``: logits (B, ..., C). A batch with no valid label
+    gives 0, never NaN. As for every loss here, calling it returns the batch-wide masked
+    mean; per-sample weights weight whole samples.
     """
 
     def __init__(self, ignore_index: int = -1, name: str = "masked_sparse_ce", **kwargs):
@@ -203,8 +209,8 @@ class Task:
                 f"Task {self.name!r}: output_channels for kind {self.kind!r} must be {need}, "
                 f"got {self.output_channels!r}."
             )
-        if self.kind == "classification" and channels < 2:
-            raise ValueError(f"Task {self.name!r}: classification needs >= 2 classes.")
+        if self.kind in ("segmentation", "classification") and channels < 2:
+            raise ValueError(f"Task {self.name!r}: {self.kind} needs >= 2 classes.")
         names = tuple(str(n) for n in self.class_names)
         if names and len(names) != channels:
             raise ValueError(

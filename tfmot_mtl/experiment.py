@@ -1,0 +1,118 @@
+"""Shared experiment plumbing: embedded datasets by name, reference models, fit, atomic saving.
+
+Used by the CLI, the demo, the examples and the benchmarks so that each runs the same
+recipe.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from tfmot_mtl.masks import atomic_write
+
+DATASETS = ("synthetic_scenes", "multi_digits")
+
+
+@dataclass
+class Data:
+    """Train/test datasets of `(inputs, {task: target})` batches and their task specs."""
+
+    name: str
+    train: Any
+    test: Any
+    tasks: list
+    input_shape: tuple
+
+    def representative(self, batches: int = 8):
+        """Inputs-only batches for int8 calibration."""
+        return self.train.take(batches).map(lambda x, y: x)
+
+
+def load_data(name: str, n_train: int | None = None, n_test: int | None = None,
+              batch_size: int = 32, resolution: int = 64, seed: int = 0) -> Data:
+    """An embedded multi-task dataset by name ("synthetic_scenes" or "multi_digits")."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; choose one of {DATASETS}")
+    from tfmot_mtl import datasets
+
+    module = getattr(datasets, name)
+    train = module.load("train", n=n_train, batch_size=batch_size, resolution=resolution, seed=seed)
+    test = module.load("test", n=n_test, batch_size=batch_size, resolution=resolution, seed=seed,
+                       shuffle=False)
+    return Data(name, train, test, module.tasks(), (resolution, resolution, 3))
+
+
+def build_model(name: str, tasks: Sequence, input_shape: tuple, width: float = 1.0,
+                seed: int = 0, **kwargs) -> keras.Model:
+    """A reference model by name with deterministic initial weights."""
+    from tfmot_mtl import models
+
+    keras.utils.set_random_seed(seed)
+    return models.build(name, tasks, input_shape=input_shape, width=width, **kwargs)
+
+
+def compile_model(model: keras.Model, tasks: Sequence, lr: float = 2e-3, optimizer: str = "adam",
+                  weight_decay: float = 0.0) -> keras.Model:
+    from tfmot_mtl.tasks import compile_args
+
+    if optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    elif optimizer == "adam":
+        opt = keras.optimizers.Adam(lr)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+    model.compile(optimizer=opt, **compile_args(tasks))
+    return model
+
+
+def fit(model: keras.Model, data: Data, epochs: int, lr: float = 2e-3, callbacks: Sequence = (),
+        verbose: int = 2, compile: bool = True, **compile_kwargs) -> keras.callbacks.History:
+    """Compiles (unless told not to) and fits on `data.train`, with Keras progress output."""
+    if compile:
+        compile_model(model, data.tasks, lr=lr, **compile_kwargs)
+    return model.fit(data.train, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
+
+
+def evaluate(model, data: Data) -> dict:
+    from tfmot_mtl.task_eval import evaluate as _evaluate
+
+    return _evaluate(model, data.test, data.tasks)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> str:
+    """Saves a `.keras` file atomically (a crash never leaves half a file in its place)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> str:
+    atomic_write(path, json.dumps(obj, indent=2, default=_jsonable))
+    return os.fspath(path)
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (set, frozenset, tuple)):
+        return list(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
