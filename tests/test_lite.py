@@ -1,0 +1,326 @@
+"""tfmot_mtl.lite: Keras -> .tflite conversion, LiteRT runtime, parity, benchmark, bundle."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmot_mtl import lite
+from tfmot_mtl.tasks import Task
+
+SIZE = 16
+TASKS = [Task("seg", "segmentation", 4), Task("cls", "classification", 3, class_names=("a", "b", "c"))]
+# int8 outputs may differ from float by this share of the task's largest |output| (observed ~0.02).
+INT8_REL_TOL = 0.08
+REL_TOL = {None: 1e-4, "float16": 5e-3, "dynamic": 5e-2, "int8": INT8_REL_TOL}
+
+
+def tiny_multitask_model(size=SIZE, domains=0, seed=0):
+    """Conv trunk -> per-pixel "seg" head (4 classes) and pooled "cls" head (3 classes).
+
+    The third conv has 2304 weights, enough for dynamic-range quantization (it skips tensors
+    under 1024 elements). With `domains` > 0 an int32 "domain" input adds a learned bias.
+    """
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((size, size, 3), name="image")
+    inputs = {"image": image}
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(image)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    if domains:
+        inputs["domain"] = keras.Input((), dtype="int32", name="domain")
+        bias = keras.layers.Embedding(domains, 16, embeddings_initializer="random_normal")(inputs["domain"])
+        x = keras.layers.Add()([x, keras.layers.Reshape((1, 1, 16))(bias)])
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    seg = keras.layers.Conv2D(4, 1, name="seg")(x)
+    cls = keras.layers.Dense(3, name="cls")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, {"seg": seg, "cls": cls})
+
+
+def make_dataset(n=12, batch=4, size=SIZE, domains=0, targets=True, seed=1):
+    rng = np.random.default_rng(seed)
+    x = {"image": rng.random((n, size, size, 3), dtype=np.float32)}
+    if domains:
+        x["domain"] = (np.arange(n) % domains).astype(np.int32)
+    y = {"seg": rng.integers(0, 4, (n, size, size)).astype(np.int32), "cls": rng.integers(0, 3, n).astype(np.int32)}
+    return tf.data.Dataset.from_tensor_slices((x, y) if targets else x).batch(batch)
+
+
+def keras_outputs(model, inputs):
+    outputs = model(lite.structure_inputs(model, inputs), training=False)
+    return {k: np.asarray(v) for k, v in lite.named_outputs(model, outputs).items()}
+
+
+def assert_close(expected, actual, rel_tol):
+    assert set(expected) == set(actual)
+    for name, ref in expected.items():
+        assert actual[name].shape == ref.shape, name
+        assert actual[name].dtype == np.float32, name
+        err = np.abs(actual[name] - ref).max() / np.abs(ref).max()
+        assert err <= rel_tol, (name, err)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_multitask_model()
+
+
+@pytest.fixture(scope="module")
+def converted(model):
+    data = make_dataset()
+    return {q: lite.convert(model, q, representative_data=data, num_calibration_steps=3, verbose=False)
+            for q in (None, "float16", "dynamic", "int8")}
+
+
+@pytest.mark.parametrize("quantization", [None, "float16", "dynamic", "int8"])
+@pytest.mark.parametrize("num_threads", [1, 4])
+def test_convert_and_run_batches(model, converted, quantization, num_threads):
+    lm = lite.LiteModel(converted[quantization], num_threads=num_threads)
+    assert lm.quantization == quantization
+    assert sorted(lm.output_names) == ["cls", "seg"] and lm.input_names == ["image"]
+    for batch in (1, 3, 1):  # growing then shrinking the batch re-sizes the input tensors
+        x = np.random.default_rng(batch).random((batch, SIZE, SIZE, 3), dtype=np.float32)
+        out = lm.predict({"image": x})
+        assert out["seg"].shape == (batch, SIZE, SIZE, 4) and out["cls"].shape == (batch, 3)
+        assert_close(keras_outputs(model, {"image": x}), out, REL_TOL[quantization])
+    # a bare array works for a one-input model, and chunked prediction equals one call
+    x = np.random.default_rng(7).random((5, SIZE, SIZE, 3), dtype=np.float32)
+    whole, chunked = lm.predict(x), lm.predict({"image": x}, batch_size=2)
+    for name in whole:
+        np.testing.assert_allclose(whole[name], chunked[name], atol=1e-6)
+
+
+def test_quantized_tensors_and_sizes(converted):
+    float_lm, int8_lm = lite.LiteModel(converted[None]), lite.LiteModel(converted["int8"])
+    assert float_lm.input_details["image"]["dtype"] == np.float32
+    assert int8_lm.input_details["image"]["dtype"] == np.int8
+    assert all(d["dtype"] == np.int8 for d in int8_lm.output_details.values())
+    scale = int8_lm.input_details["image"]["quantization_parameters"]["scales"][0]
+    assert scale == pytest.approx(1 / 255, rel=0.02)  # calibrated on images in [0, 1]
+    sizes = {q: len(b) for q, b in converted.items()}
+    assert sizes["int8"] < sizes[None] and sizes["dynamic"] < sizes[None] and sizes["float16"] < sizes[None]
+    assert lite.LiteModel(converted["dynamic"]).input_details["image"]["dtype"] == np.float32
+
+
+def test_quantize_dequantize_hand_values():
+    details = {"dtype": np.int8, "quantization_parameters": {
+        "scales": np.array([0.5], np.float32), "zero_points": np.array([-3]), "quantized_dimension": 0}}
+    q = lite.quantize(np.array([0.0, 1.0, 1.26, 1000.0, -1000.0]), details)
+    np.testing.assert_array_equal(q, np.array([-3, -1, -0, 127, -128], np.int8))
+    np.testing.assert_allclose(lite.dequantize(q, details), [0.0, 1.0, 1.5, 65.0, -62.5])
+
+
+def test_float_parity_and_int8_task_metrics(model, converted):
+    data = make_dataset()
+    report = lite.parity(model, converted[None], data)
+    assert report["num_examples"] == 12 and report["quantization"] == "float32"
+    assert set(report["errors"]) == {"seg", "cls"} and "metrics" not in report
+    assert report["max_rel_error"] <= 1e-4
+
+    int8 = lite.LiteModel(converted["int8"])
+    report = lite.parity(model, int8, data, tasks=TASKS, max_batches=2)
+    assert report["num_examples"] == 8 and report["quantization"] == "int8"
+    assert 0 < report["errors"]["seg"]["max_rel_error"] <= INT8_REL_TOL
+    # the side-by-side metrics equal the task accumulators run by hand on each model's outputs
+    for task in TASKS:
+        by_hand = {"keras": task.accumulator(), "tflite": task.accumulator()}
+        for x, y in data.take(2).as_numpy_iterator():
+            by_hand["keras"].update(y[task.name], keras_outputs(model, x)[task.name])
+            by_hand["tflite"].update(y[task.name], int8.predict(x)[task.name])
+        for side in ("keras", "tflite"):
+            assert report["metrics"][task.name][side] == pytest.approx(by_hand[side].result(), nan_ok=True)
+    keras_acc = report["metrics"]["seg"]["keras"]["pixel_acc"]
+    assert abs(report["metrics"]["seg"]["tflite"]["pixel_acc"] - keras_acc) < 10  # percentage points
+
+
+def test_parity_needs_targets_for_tasks(model, converted):
+    with pytest.raises(ValueError, match="targets"):
+        lite.parity(model, converted[None], make_dataset(targets=False), tasks=TASKS)
+    with pytest.raises(ValueError, match="not outputs"):
+        lite.parity(model, converted[None], make_dataset(), tasks=[Task("depth", "depth", 1)])
+
+
+def test_fixed_batch_size_fuses_dilated_convs_and_runs_any_batch():
+    image = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2, activation="relu")(image)
+    m = keras.Model(image, {"seg": keras.layers.Conv2D(4, 1, name="seg")(x),
+                            "cls": keras.layers.Dense(3, name="cls")(keras.layers.GlobalAveragePooling2D()(x))})
+    dynamic = lite.LiteModel(lite.convert(m, verbose=False))
+    assert dynamic.fixed_batch_size is None and "SPACE_TO_BATCH_ND" in dynamic.describe()["op_counts"]
+    x = np.random.default_rng(0).random((3, SIZE, SIZE, 3), dtype=np.float32)
+    data = tf.data.Dataset.from_tensor_slices(x).batch(3)
+    for quantization, tol in ((None, 1e-4), ("int8", INT8_REL_TOL)):
+        fixed = lite.LiteModel(lite.convert(m, quantization, representative_data=data, batch_size=1, verbose=False))
+        info = fixed.describe()
+        assert fixed.fixed_batch_size == 1 and info["inputs"]["image"]["shape"] == [1, SIZE, SIZE, 3]
+        assert "SPACE_TO_BATCH_ND" not in info["op_counts"] and info["op_counts"]["CONV_2D"] == 2
+        assert_close(keras_outputs(m, {"image": x}), fixed.predict(x), tol)  # 3 examples, one at a time
+        assert lite.benchmark(fixed, runs=2, batch_size=4, verbose=False)["batch_size"] == 1
+    two = lite.LiteModel(lite.convert(m, batch_size=2, verbose=False))
+    assert_close(keras_outputs(m, {"image": x}), two.predict(x), 1e-4)  # chunks of 2, the last one padded
+    with pytest.raises(ValueError, match="batch_size"):
+        lite.convert(m, batch_size=0)
+
+
+def test_outputs_keyed_by_name_not_order():
+    image = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    zeta = keras.layers.Conv2D(5, 1, name="zeta")(x)  # created first, sorts last
+    alpha = keras.layers.Dense(2, name="alpha")(keras.layers.GlobalAveragePooling2D()(x))
+    mid = keras.layers.Dense(7, name="mid")(keras.layers.Flatten()(x))
+    dict_model = keras.Model(image, {"zeta": zeta, "alpha": alpha, "mid": mid})
+    list_model = keras.Model(image, [zeta, mid, alpha])  # list outputs are named by output layer
+    x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    for m in (dict_model, list_model):
+        lm = lite.LiteModel(lite.convert(m, verbose=False))
+        out = lm.predict(x)
+        assert {k: v.shape for k, v in out.items()} == {"zeta": (2, 8, 8, 5), "alpha": (2, 2), "mid": (2, 7)}
+        assert_close(keras_outputs(m, {"image": x}), out, 1e-4)
+
+
+def test_two_named_inputs_float_and_int8():
+    m = tiny_multitask_model(domains=2)
+    data = make_dataset(domains=2)
+    x = {"image": np.random.default_rng(3).random((3, SIZE, SIZE, 3), dtype=np.float32),
+         "domain": np.array([0, 1, 1], np.int32)}
+    for quantization, tol in ((None, 1e-4), ("int8", INT8_REL_TOL)):
+        lm = lite.LiteModel(lite.convert(m, quantization, representative_data=data, verbose=False))
+        assert sorted(lm.input_names) == ["domain", "image"]
+        assert lm.input_details["domain"]["dtype"] == np.int32
+        out = lm.predict(x)
+        assert_close(keras_outputs(m, x), out, tol)
+    # the domain input matters: same images, other domain, other outputs
+    other = lm.predict({**x, "domain": np.array([1, 0, 0], np.int32)})
+    assert not np.allclose(other["cls"], out["cls"])
+    with pytest.raises(ValueError, match="dict"):
+        lm.predict(x["image"])
+    with pytest.raises(ValueError, match="int16x8"):
+        lite.convert(m, "int16x8", representative_data=data)
+
+
+def test_int16x8_and_representative_data_forms(model, capsys):
+    images = np.random.default_rng(0).random((6, SIZE, SIZE, 3), dtype=np.float32)
+    x = images[:2]
+    forms = {
+        "int16x8": tf.data.Dataset.from_tensor_slices(images).batch(2),  # bare inputs
+        "int8": [({"image": images[i:i + 2]}, None) for i in range(0, 6, 2)],  # iterable of (x, y)
+    }
+    for quantization, data in forms.items():
+        lm = lite.LiteModel(lite.convert(model, quantization, representative_data=data, num_calibration_steps=2))
+        assert lm.quantization == quantization
+        assert_close(keras_outputs(model, {"image": x}), lm.predict(x), INT8_REL_TOL)
+    assert "calibrating: 2/2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int16x8"])
+def test_calibrated_quantization_needs_data(model, quantization):
+    with pytest.raises(ValueError, match="representative_data"):
+        lite.convert(model, quantization)
+
+
+def test_bad_arguments(model, converted, tmp_path):
+    with pytest.raises(ValueError, match="'dynamic'.*'int8'"):
+        lite.convert(model, "int4")
+    with pytest.raises(ValueError, match="no batches"):
+        lite.convert(model, "int8", representative_data=[], verbose=False)
+    text = tmp_path / "notes.tflite"
+    text.write_text("this is not a model\n" * 10)
+    for bad in (b"", b"\x00" * 64, str(text), b"1234TFL3" + b"\xff" * 40):
+        with pytest.raises(ValueError, match="TFLite|LiteRT"):
+            lite.LiteModel(bad)
+    with pytest.raises(ValueError, match="num_threads"):
+        lite.LiteModel(converted[None], num_threads=0)
+
+
+def test_predict_checks_inputs(converted):
+    lm = lite.LiteModel(converted[None])
+    with pytest.raises(ValueError, match="missing"):
+        lm.predict({"img": np.zeros((1, SIZE, SIZE, 3), np.float32)})
+    with pytest.raises(ValueError, match="shape"):
+        lm.predict(np.zeros((1, SIZE + 1, SIZE, 3), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        lm.predict(np.zeros((0, SIZE, SIZE, 3), np.float32))
+
+
+def test_describe_lists_ops(converted, tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(converted[None])
+    info = lite.LiteModel(path).describe()  # from a file path this time
+    assert info["op_counts"]["CONV_2D"] == 4  # three trunk convs + the 1x1 seg head
+    assert info["op_counts"]["FULLY_CONNECTED"] == 1
+    assert info["op_counts"].get("MEAN", 0) + info["op_counts"].get("AVERAGE_POOL_2D", 0) == 1
+    assert all(op["version"] >= 1 and op["count"] >= 1 for op in info["ops"])
+    assert sum(op["count"] for op in info["ops"]) == info["num_operators"]
+    assert info["num_tensors"] > info["num_operators"] and info["size_bytes"] == len(converted[None])
+    assert info["min_runtime_version"].count(".") == 2 and info["quantization"] == "float32"
+    assert info["inputs"]["image"]["shape"] == [-1, SIZE, SIZE, 3]
+    int8 = lite.LiteModel(converted["int8"]).describe()
+    assert int8["inputs"]["image"] == {"shape": [-1, SIZE, SIZE, 3], "dtype": "int8", "quantized": True}
+    assert {op["name"]: op["version"] for op in int8["ops"]}["CONV_2D"] >= 3  # int8 kernels are newer versions
+
+
+def test_runtime_compat(converted):
+    report = lite.runtime_compat(converted["int8"])
+    assert report["compatible"] is True and report["custom_ops"] == []
+    assert report["tflite_runtime"]["installed"] is False  # not installed here: skipped, not failed
+    assert lite.runtime_compat(converted["int8"], target_version="1.0.0")["compatible"] is False
+
+
+def test_benchmark_reports(converted, capsys):
+    for num_threads in (1, 2):
+        result = lite.benchmark(converted["int8"], runs=7, warmup=1, num_threads=num_threads, batch_size=2)
+        assert result["num_threads"] == num_threads and result["batch_size"] == 2 and result["runs"] == 7
+        assert 0 < result["min_ms"] <= result["median_ms"] <= result["p90_ms"] <= result["max_ms"]
+        assert result["mean_ms"] > 0 and result["size_bytes"] == len(converted["int8"])
+        assert result["peak_rss_bytes"] > 10 * 2**20 and result["quantization"] == "int8"
+    assert "benchmark (2 thread(s)): 7/7" in capsys.readouterr().out
+    lm = lite.LiteModel(converted[None], num_threads=2)
+    assert lite.benchmark(lm, runs=2, num_threads=None, verbose=False)["num_threads"] == 2
+    with pytest.raises(ValueError, match="runs"):
+        lite.benchmark(lm, runs=0)
+
+
+def test_save_bundle(model, converted, tmp_path):
+    folder = tmp_path / "bundle"
+    written = lite.save_bundle(model, converted["int8"], folder, tasks=TASKS)
+    assert sorted(os.listdir(folder)) == ["model.json", "model.tflite"]  # no temp files left behind
+    assert (folder / "model.tflite").read_bytes() == converted["int8"]
+    description = json.loads((folder / "model.json").read_text())
+    assert description == written
+    assert description["quantization"] == "int8" and description["tflite_size_bytes"] == len(converted["int8"])
+    (image,) = description["inputs"]
+    assert image["name"] == "image" and image["shape"] == [-1, SIZE, SIZE, 3] and image["dtype"] == "int8"
+    assert image["normalisation"] == "float32 RGB in [0, 1]" and image["quantization"]["zero_point"] == -128
+    outputs = {o["name"]: o for o in description["outputs"]}
+    assert set(outputs) == {"seg", "cls"}
+    assert outputs["seg"]["shape"] == [-1, SIZE, SIZE, 4] and "per-pixel class logits" in outputs["seg"]["meaning"]
+    assert outputs["cls"]["class_names"] == ["a", "b", "c"] and outputs["cls"]["task_kind"] == "classification"
+    lm, again = lite.load_bundle(folder)
+    assert again == description and lm.size_bytes == len(converted["int8"])
+    # rewriting replaces the files; a float bundle of a two-input model describes the int domain input
+    two = tiny_multitask_model(domains=3)
+    description = lite.save_bundle(two, lite.convert(two, verbose=False), folder)
+    domain = {i["name"]: i for i in description["inputs"]}["domain"]
+    assert domain["dtype"] == "int32" and "domain index" in domain["normalisation"]
+    assert json.loads((folder / "model.json").read_text())["quantization"] == "float32"
+    other = keras.Model(model.inputs, {"x": model.get_layer("seg").output})
+    with pytest.raises(ValueError, match="converted from this model"):
+        lite.save_bundle(other, converted[None], folder)
+    with pytest.raises(ValueError, match="not outputs"):
+        lite.save_bundle(model, converted[None], folder, tasks=[Task("depth", "depth", 1)])
+
+
+def test_example_runs_fast(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "examples" / "convert_to_tflite.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, str(script), "--fast", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for word in ("float32", "float16", "int8", "median", "max_rel_error"):
+        assert word in result.stdout
+    assert (tmp_path / "int8" / "model.json").exists()

@@ -1,0 +1,239 @@
+"""Mobile deployment: Keras model -> verified .tflite file running on LiteRT.
+
+    tfl = lite.convert(model, quantization="int8", representative_data=ds)
+    lm = lite.LiteModel(tfl, num_threads=4)
+    lm.predict({"image": x})                 # {task name: float array}
+    lite.parity(model, lm, ds, tasks=tasks)  # max errors (+ task metrics side by side)
+    lite.benchmark(lm)                       # latency, size, memory
+    lite.save_bundle(model, tfl, "out/", tasks=tasks)   # model.tflite + model.json for the app
+
+Conversion route (TF 2.21, Keras 3): the model is exported with `keras.export.ExportArchive` to a
+SavedModel in a temporary folder, with one "serving_default" endpoint that takes a dict of named
+inputs and returns a dict of named outputs; `tf.lite.TFLiteConverter.from_saved_model` converts it.
+`TFLiteConverter.from_keras_model` fails on Keras 3 models ("'NoneType' object is not callable"),
+and `from_concrete_functions` on a `tf.function`, like `tf.saved_model.save` of a `tf.Module`
+holding the model, keeps the weights as uninitialised resource variables (VAR_HANDLE /
+READ_VARIABLE ops): the file lacks the weights and LiteRT returns NaN.
+"""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from tfmot_mtl.lite_bundle import load_bundle, save_bundle
+from tfmot_mtl.lite_eval import benchmark, parity, runtime_compat
+from tfmot_mtl.lite_model import LiteModel, dequantize, inspect_tflite, progress, quantize
+
+__all__ = ["QUANTIZATIONS", "convert", "LiteModel", "parity", "benchmark", "runtime_compat",
+           "save_bundle", "load_bundle", "inspect_tflite", "quantize", "dequantize", "input_specs", "split_inputs",
+           "named_outputs", "iterate_batches", "structure_inputs"]
+
+QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int16x8")
+_CALIBRATED = ("int8", "int16x8")
+
+
+def input_specs(model, batch_size: int | None = None) -> dict[str, tuple[tuple[int | None, ...], str]]:
+    """{input name: (shape with the batch dimension, dtype name)} of a Keras functional model.
+
+    `batch_size` replaces the batch dimension (None keeps the model's, usually dynamic).
+    """
+    specs = {}
+    for tensor in model.inputs:
+        if tensor.name in specs:
+            raise ValueError(f"model has two inputs named {tensor.name!r}; give each keras.Input a unique name.")
+        shape = tuple(tensor.shape)
+        if batch_size is not None:
+            shape = (batch_size,) + shape[1:]
+        specs[tensor.name] = (shape, str(tensor.dtype))
+    return specs
+
+
+def named_outputs(model, outputs: Any) -> dict:
+    """A model call's outputs as {output name: tensor}: dict outputs as they are, lists by output_names."""
+    if isinstance(outputs, Mapping):
+        return dict(outputs)
+    if isinstance(outputs, (list, tuple)):
+        return dict(zip(model.output_names, outputs))
+    return {model.output_names[0]: outputs}
+
+
+def structure_inputs(model, inputs: Mapping[str, Any]) -> Any:
+    """Arranges {input name: value} in the structure the model was built with (tensor, list or dict)."""
+    import keras
+
+    return keras.tree.map_structure(lambda tensor: inputs[tensor.name], model.input)
+
+
+def split_inputs(element: Any, input_names: Iterable[str]) -> tuple[dict[str, np.ndarray], Any]:
+    """Splits a dataset element into ({input name: array}, targets or None).
+
+    Elements follow Keras' conventions: `(inputs, targets[, sample_weights])` or inputs alone, where
+    inputs is a dict keyed by input name (extra keys are ignored), a single array (one-input models)
+    or a list (not a tuple: tuples are `(x, y, sample_weight)` as in Keras) in `model.inputs` order.
+    """
+    names = list(input_names)
+    targets = None
+    if isinstance(element, tuple) and 1 <= len(element) <= 3:  # Keras: (x,), (x, y), (x, y, sample_weight)
+        element, targets = element[0], (element[1] if len(element) > 1 else None)
+    if isinstance(element, Mapping):
+        missing = [n for n in names if n not in element]
+        if missing:
+            raise ValueError(f"dataset inputs lack {missing}; they have keys {sorted(element)}.")
+        inputs = {n: element[n] for n in names}
+    elif isinstance(element, (list, tuple)):
+        if len(element) != len(names):
+            raise ValueError(f"dataset gives {len(element)} inputs as a list; the model takes {names}.")
+        inputs = dict(zip(names, element))
+    else:
+        if len(names) != 1:
+            raise ValueError(f"dataset gives one array; the model takes the named inputs {names}: yield a dict.")
+        inputs = {names[0]: element}
+    return {k: np.asarray(v) for k, v in inputs.items()}, targets
+
+
+def iterate_batches(data: Any, limit: int | None = None):
+    """Yields numpy elements of a tf.data.Dataset (or any iterable of batches), at most `limit` of them."""
+    if hasattr(data, "as_numpy_iterator"):
+        data = data.take(limit) if limit is not None else data
+        data = data.as_numpy_iterator()
+    for i, element in enumerate(data):
+        if limit is not None and i >= limit:
+            return
+        yield element
+
+
+def _representative_dataset(data: Any, specs: Mapping, steps: int, verbose: bool):
+    total = steps
+    if hasattr(data, "cardinality"):
+        cardinality = int(data.cardinality())
+        total = min(steps, cardinality) if cardinality >= 0 else steps
+
+    fixed = next(iter(specs.values()))[0][0] if specs else None
+
+    def generate():
+        count = 0
+        for element in iterate_batches(data, steps):
+            inputs, _ = split_inputs(element, specs)
+            inputs = {name: inputs[name].astype(dtype) for name, (_, dtype) in specs.items()}
+            count += 1
+            if fixed is None:
+                yield inputs
+            else:  # a fixed-batch signature takes exactly `fixed` examples per call: pad the last chunk
+                n = len(next(iter(inputs.values())))
+                for i in range(0, n, fixed):
+                    yield {name: _pad_batch(value[i:i + fixed], fixed) for name, value in inputs.items()}
+            progress(count, total, "calibrating", verbose)
+        if count == 0:
+            raise ValueError("representative_data yielded no batches; pass a non-empty dataset of inputs.")
+        if count < total:  # the data ran out before num_calibration_steps
+            progress(count, count, "calibrating", verbose)
+
+    return generate
+
+
+def _pad_batch(value: np.ndarray, size: int) -> np.ndarray:
+    if len(value) >= size:
+        return value
+    return np.concatenate([value, np.repeat(value[-1:], size - len(value), axis=0)])
+
+
+def _export_saved_model(model, folder: str, specs: Mapping) -> None:
+    import keras
+    import tensorflow as tf
+
+    signature = {name: tf.TensorSpec(shape, dtype, name=name) for name, (shape, dtype) in specs.items()}
+
+    def serve(inputs):
+        return named_outputs(model, model(structure_inputs(model, inputs), training=False))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=[signature])
+    archive.write_out(folder, verbose=False)
+
+
+def _configure(converter, quantization: str | None, representative) -> None:
+    import tensorflow as tf
+
+    if quantization is None:
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    elif quantization == "int16x8":
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int16
+
+
+def convert(model, quantization: str | None = None, representative_data: Any = None,
+            num_calibration_steps: int = 100, batch_size: int | None = None, verbose: bool = True) -> bytes:
+    """Converts a Keras functional model to a .tflite flatbuffer with a named "serving_default" signature.
+
+    The signature keeps the model's input names (e.g. "image", "domain") and names the outputs by
+    the dict output keys (task names), so `LiteModel.predict` returns outputs keyed by task.
+
+    Args:
+        model: a built Keras functional model (named inputs, dict or list outputs).
+        quantization: None (float32), "dynamic" (int8 weights, float activations; the converter
+            keeps weight tensors under 1024 elements in float32), "float16" (float16 weights),
+            "int8" (full-integer: int8 weights, activations, inputs and outputs), or "int16x8"
+            (int16 activations, int8 weights; float inputs only).
+        representative_data: calibration data for "int8" / "int16x8": a tf.data.Dataset (or iterable)
+            of batches `(inputs, targets)` or of inputs alone; inputs as in `split_inputs`.
+        num_calibration_steps: how many batches of representative_data to calibrate on.
+        batch_size: None keeps a dynamic batch dimension (any batch runs); an int fixes it. A
+            fixed batch (1 for a phone app) lets the converter drop shape arithmetic and fuse
+            dilated convolutions (no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND), so the model is
+            smaller and faster; LiteModel.predict then runs larger batches in chunks.
+        verbose: print a progress line while calibrating.
+
+    Returns:
+        The .tflite file content (write it to a .tflite file, or pass it to LiteModel / save_bundle).
+
+    Raises:
+        ValueError: unknown quantization, missing calibration data, or a model int16x8 cannot handle.
+        RuntimeError: when the TFLite converter fails (its message is kept).
+    """
+    if quantization == "float32":
+        quantization = None
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS} (or 'float32'), got {quantization!r}.")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (dynamic) or a positive int, got {batch_size!r}.")
+    specs = input_specs(model, batch_size)
+    if quantization in _CALIBRATED:
+        if representative_data is None:
+            raise ValueError(f"quantization={quantization!r} calibrates activation ranges: pass "
+                             f"representative_data, a tf.data.Dataset of (inputs, targets) or input batches.")
+        if not isinstance(num_calibration_steps, int) or num_calibration_steps < 1:
+            raise ValueError(f"num_calibration_steps must be a positive int, got {num_calibration_steps!r}.")
+    non_float = [n for n, (_, dtype) in specs.items() if not dtype.startswith("float")]
+    if quantization == "int16x8" and non_float:
+        raise ValueError(f"quantization='int16x8' cannot calibrate the integer inputs {non_float} (the TFLite "
+                         f"16x8 quantizer needs a range for every input); use 'int8' for this model.")
+    import tensorflow as tf
+
+    representative = (_representative_dataset(representative_data, specs, num_calibration_steps, verbose)
+                      if quantization in _CALIBRATED else None)
+    with tempfile.TemporaryDirectory(prefix="tfmot_mtl_export_") as folder:
+        _export_saved_model(model, folder, specs)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        _configure(converter, quantization, representative)
+        try:
+            with warnings.catch_warnings():  # calibration runs the deprecated tf.lite.Interpreter internally
+                warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+                return converter.convert()
+        except Exception as exc:
+            if isinstance(exc, ValueError) and "representative_data" in str(exc):
+                raise  # our own message about the calibration data
+            hint = " Ops without an int8 kernel need quantization='dynamic'." if quantization == "int8" else ""
+            raise RuntimeError(f"TFLite conversion (quantization={quantization!r}) failed: {exc}.{hint}") from exc
