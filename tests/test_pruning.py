@@ -1,0 +1,420 @@
+"""Tests of tfmot_mtl.pruning: criteria vs hand-computed scores, schedules, callback, reinit."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmot_mtl.graph import ChannelGraph
+from tfmot_mtl.pruning import (BNScale, ChannelPruningCallback, CosPrune, IterativeSchedule, Magnitude,
+                               Random, Taylor, evaluate_schedule, reinitialize)
+from tfmot_mtl.strip import strip_channels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------ tiny models
+
+K1 = np.array([[1.0, -2.0, 0.0, 3.0],
+               [0.5, 1.0, -1.0, 0.0],
+               [0.0, 0.0, 2.0, -4.0]], np.float32)
+B1 = np.array([0.5, -1.0, 0.0, 2.0], np.float32)
+GAMMA = np.array([0.5, -2.0, 0.1, 1.0], np.float32)
+BETA = np.array([0.0, 1.0, -1.0, 0.5], np.float32)
+
+
+def dense_bn_model():
+    """image(3) -> d1(4) -> bn1 -> relu -> {ha(3) -> a(2), b(1)}; hand-set d1 / bn1 / ha."""
+    x = keras.Input((3,), name="image")
+    h = keras.layers.Dense(4, name="d1")(x)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU(name="r1")(h)
+    a = keras.layers.Dense(3, name="ha")(h)
+    a = keras.layers.Dense(2, name="a")(a)
+    b = keras.layers.Dense(1, name="b")(h)
+    model = keras.Model({"image": x}, {"a": a, "b": b})
+    model.get_layer("d1").set_weights([K1, B1])
+    bn = model.get_layer("bn1")
+    bn.set_weights([GAMMA, BETA, np.zeros(4, np.float32), np.ones(4, np.float32)])
+    ha = model.get_layer("ha")
+    ha.set_weights([np.arange(12, dtype=np.float32).reshape(4, 3) - 6, np.zeros(3, np.float32)])
+    return model
+
+
+def linear_model(u=(1.0, 1.0), v=(1.0, -1.0)):
+    """image(3) -> h(2, no bias) -> a = h.u, b = h.v (no bias): gradients by hand."""
+    x = keras.Input((3,), name="image")
+    h = keras.layers.Dense(2, use_bias=False, name="h")(x)
+    a = keras.layers.Dense(1, use_bias=False, name="a")(h)
+    b = keras.layers.Dense(1, use_bias=False, name="b")(h)
+    model = keras.Model({"image": x}, {"a": a, "b": b})
+    model.get_layer("h").set_weights([np.array([[1.0, 0.5], [-1.0, 2.0], [0.5, -0.5]], np.float32)])
+    model.get_layer("a").set_weights([np.array(u, np.float32).reshape(2, 1)])
+    model.get_layer("b").set_weights([np.array(v, np.float32).reshape(2, 1)])
+    return model
+
+
+def conv_model():
+    x = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(h)
+    a = keras.layers.Conv2D(6, 1, activation="relu", name="ha")(h)
+    a = keras.layers.Conv2D(2, 1, name="a")(a)
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    b = keras.layers.Dense(6, activation="relu", name="hb")(g)
+    b = keras.layers.Dense(3, name="b")(b)
+    model = keras.Model({"image": x}, {"a": a, "b": b})
+    model.compile(keras.optimizers.Adam(1e-2),
+                  loss={"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    return model
+
+
+def conv_data(n=32, batch=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 8, 8, 3)).astype(np.float32)
+    y = {"a": rng.standard_normal((n, 8, 8, 2)).astype(np.float32),
+         "b": rng.integers(0, 3, n).astype(np.int32)}
+    return tf.data.Dataset.from_tensor_slices(({"image": x}, y)).batch(batch)
+
+
+# ------------------------------------------------------------------ criteria
+
+
+def test_magnitude_l1_l2_hand_computed():
+    model = dense_bn_model()
+    graph = ChannelGraph.from_model(model)
+    l1 = Magnitude(p=1)(model, graph)
+    np.testing.assert_allclose(l1["d1"], [1.5, 3.0, 3.0, 7.0], rtol=1e-6)
+    l2 = Magnitude(p=2)(model, graph)
+    np.testing.assert_allclose(l2["d1"], np.sqrt([1.25, 5.0, 5.0, 25.0]), rtol=1e-6)
+    with_bias = Magnitude(p=1, include_bias=True)(model, graph)
+    np.testing.assert_allclose(with_bias["d1"], [2.0, 4.0, 3.0, 9.0], rtol=1e-6)
+    # BN unit (|gamma| + |beta|) combined with the kernel unit by each reduction
+    bn_unit = np.abs(GAMMA) + np.abs(BETA)
+    kernel_unit = np.array([2.0, 4.0, 3.0, 9.0])
+    for red, expect in [("sum", kernel_unit + bn_unit), ("mean", (kernel_unit + bn_unit) / 2),
+                        ("max", np.maximum(kernel_unit, bn_unit))]:
+        got = Magnitude(p=1, include_bias=True, include_bn=True, reduction=red)(model, graph)
+        np.testing.assert_allclose(got["d1"], expect, rtol=1e-6)
+    # every prunable group is scored, frozen ones are not
+    assert set(l1) == {g.id for g in graph.prunable_groups}
+    assert "a" not in l1 and "b" not in l1
+
+
+def test_bn_scale_and_fallback():
+    model = dense_bn_model()
+    graph = ChannelGraph.from_model(model)
+    scores = BNScale()(model, graph)
+    np.testing.assert_allclose(scores["d1"], np.abs(GAMMA), rtol=1e-6)
+    assert np.isnan(scores["ha"]).all()  # no BN in the head group: excluded
+    fallback = BNScale(fallback="magnitude")(model, graph)
+    ha_kernel = np.arange(12).reshape(4, 3) - 6
+    np.testing.assert_allclose(fallback["ha"], np.abs(ha_kernel).sum(axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="fallback"):
+        BNScale(fallback="zero")
+    with pytest.raises(ValueError, match="reduction"):
+        Magnitude(reduction="median")
+
+
+def _linear_hand(model, x, ya, yb):
+    w = model.get_layer("h").get_weights()[0]
+    u = model.get_layer("a").get_weights()[0][:, 0]
+    v = model.get_layer("b").get_weights()[0][:, 0]
+    h = x @ w
+    ea, eb = h @ u - ya, h @ v - yb
+    n = len(x)
+    grad_a = (2.0 / n) * np.outer(x.T @ ea, u)  # dL_a/dW, shape (3, 2)
+    grad_b = (2.0 / n) * np.outer(x.T @ eb, v)
+    return w, grad_a, grad_b
+
+
+def test_taylor_hand_computed_with_loss_weights():
+    model = linear_model(u=(1.0, 2.0), v=(0.5, -1.0))
+    model.compile("sgd", loss={"a": "mse", "b": "mse"}, loss_weights={"a": 2.0, "b": 1.0})
+    graph = ChannelGraph.from_model(model)
+    rng = np.random.default_rng(1)
+    batches = [(rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32),
+                rng.standard_normal(5).astype(np.float32)) for _ in range(2)]
+    expect = np.zeros(2)
+    for x, ya, yb in batches:
+        w, ga, gb = _linear_hand(model, x.astype(np.float64), ya, yb)
+        expect += ((2.0 * ga + gb) * w).sum(axis=0) ** 2
+    expect /= len(batches)
+    crit = Taylor()
+    data = [({"image": x}, {"a": ya[:, None], "b": yb[:, None]}) for x, ya, yb in batches]
+    scores = crit(model, graph, data)
+    np.testing.assert_allclose(scores["h"], expect, rtol=1e-4)
+    assert crit.batches == 2
+    crit.reset()
+    with pytest.raises(ValueError, match="accumulate"):
+        crit.scores()
+
+
+def test_cosprune_opposite_gradients_rank_below_agreeing():
+    model = linear_model(u=(1.0, 1.0), v=(1.0, -1.0))
+    graph = ChannelGraph.from_model(model)
+    x = np.random.default_rng(2).standard_normal((6, 3)).astype(np.float32)
+    out = model.predict({"image": x}, verbose=0)
+    # equal per-sample errors for both tasks: r_a == r_b, so cos = sign(u_c * v_c)
+    y = {"a": out["a"] - 1.0, "b": out["b"] - 1.0}
+    crit = CosPrune(losses={"a": "mse", "b": "mse"})
+    scores = crit(model, graph, ({"image": x}, y))["h"]
+    np.testing.assert_allclose(scores, [1.0, -1.0], atol=1e-5)
+    assert scores[1] < scores[0]  # conflicting channel goes first
+
+
+def test_cosprune_matches_formula_and_uses_compiled_losses():
+    model = linear_model(u=(0.3, -2.0), v=(1.5, 0.7))
+    model.compile("sgd", loss={"a": "mse", "b": "mse"})
+    graph = ChannelGraph.from_model(model)
+    rng = np.random.default_rng(3)
+    expect, data = np.zeros(2), []
+    for _ in range(3):
+        x = rng.standard_normal((4, 3)).astype(np.float32)
+        ya, yb = rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+        _, ga, gb = _linear_hand(model, x.astype(np.float64), ya, yb)
+        expect += (ga * gb).sum(0) / (np.linalg.norm(ga, axis=0) * np.linalg.norm(gb, axis=0))
+        data.append(({"image": x}, {"a": ya[:, None], "b": yb[:, None]}))
+    crit = CosPrune(tasks=["a", "b"])
+    for x, y in data:
+        crit.accumulate(model, graph, x, y)
+    np.testing.assert_allclose(crit.scores()["h"], expect / 3, atol=1e-5)
+
+
+def test_cosprune_single_task_groups_are_nan_and_bad_task_named():
+    model = dense_bn_model()
+    model.compile("sgd", loss={"a": "mse", "b": "mse"})
+    graph = ChannelGraph.from_model(model)
+    x = np.random.default_rng(0).random((4, 3)).astype(np.float32)
+    y = {"a": np.zeros((4, 2), np.float32), "b": np.zeros((4, 1), np.float32)}
+    scores = CosPrune()(model, graph, ({"image": x}, y))
+    assert np.isnan(scores["ha"]).all() and np.isfinite(scores["d1"]).all()
+    with pytest.raises(ValueError, match="no loss"):
+        CosPrune(tasks=["a", "depth"])(model, graph, ({"image": x}, y))
+    with pytest.raises(ValueError, match="losses"):
+        CosPrune()(dense_bn_model(), None, ({"image": x}, y))  # not compiled, no losses=
+
+
+def test_random_is_seeded():
+    model = dense_bn_model()
+    graph = ChannelGraph.from_model(model)
+    s1, s2 = Random(seed=4)(model, graph), Random(seed=4)(model, graph)
+    np.testing.assert_array_equal(s1["d1"], s2["d1"])
+    assert not np.array_equal(s1["d1"], Random(seed=5)(model, graph)["d1"])
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def test_iterative_schedule_values():
+    s = IterativeSchedule(target=0.5, frequency=10, step=0.2, begin_step=5)
+    got = {k: evaluate_schedule(s, k) for k in (0, 4, 5, 6, 15, 25, 35)}
+    assert got[0][0] is False and got[4][0] is False and got[6][0] is False
+    assert got[5] == (True, pytest.approx(0.2))
+    assert got[15] == (True, pytest.approx(0.4))
+    assert got[25] == (True, pytest.approx(0.5)) and got[35] == (True, pytest.approx(0.5))
+    ended = IterativeSchedule(target=0.5, frequency=10, step=0.2, begin_step=5, end_step=20)
+    assert evaluate_schedule(ended, 15)[0] is True and evaluate_schedule(ended, 25)[0] is False
+    counted = IterativeSchedule(target=0.3, frequency=2, count=3, total_channels=20)
+    assert evaluate_schedule(counted, 0) == (True, pytest.approx(0.15))
+    assert evaluate_schedule(counted, 2)[1] == pytest.approx(0.3)
+    assert evaluate_schedule(counted, 8)[1] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="total_channels"):
+        IterativeSchedule(target=0.3, frequency=2, count=3)(0)
+
+
+def test_schedule_config_round_trip_and_errors():
+    s = IterativeSchedule(target=0.7, frequency=500, count=100, begin_step=10, end_step=5000)
+    again = IterativeSchedule.from_config(s.get_config())
+    assert again.get_config() == s.get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
+    assert isinstance(restored, IterativeSchedule) and restored.get_config() == s.get_config()
+    for kwargs, word in [({"target": 1.2, "frequency": 1, "step": 0.1}, "target"),
+                         ({"target": 0.5, "frequency": 0, "step": 0.1}, "frequency"),
+                         ({"target": 0.5, "frequency": 1}, "exactly one"),
+                         ({"target": 0.5, "frequency": 1, "step": 0.1, "count": 2}, "exactly one"),
+                         ({"target": 0.5, "frequency": 1, "step": 0.1, "begin_step": 5, "end_step": 2},
+                          "end_step")]:
+        with pytest.raises(ValueError, match=word):
+            IterativeSchedule(**kwargs)
+
+
+class HalfAtTen:
+    """A duck-typed schedule (the tfmot protocol without tfmot)."""
+
+    def __call__(self, step):
+        return tf.equal(step, 10), tf.constant(0.5)
+
+
+def test_duck_typed_schedule_accepted_and_bad_return_rejected():
+    assert evaluate_schedule(HalfAtTen(), 10) == (True, 0.5)
+    assert evaluate_schedule(HalfAtTen(), 3)[0] is False
+    with pytest.raises(ValueError, match="should_prune"):
+        evaluate_schedule(lambda step: 0.5, 1)
+    with pytest.raises(ValueError, match="callable"):
+        ChannelPruningCallback(Magnitude(), schedule=0.5)
+
+
+@pytest.mark.slow  # importing tfmot + TF in a fresh process takes ~25 s
+def test_tfmot_polynomial_decay_accepted_in_subprocess():
+    code = ("import tensorflow_model_optimization as tfmot\n"
+            "from tfmot_mtl.pruning.schedules import evaluate_schedule\n"
+            "s = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=100, frequency=10)\n"
+            "c = tfmot.sparsity.keras.ConstantSparsity(0.3, begin_step=4, frequency=2)\n"
+            "print(evaluate_schedule(s, 0), evaluate_schedule(s, 5), evaluate_schedule(s, 100),"
+            " evaluate_schedule(c, 6))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(True, 0.0) (False, " in res.stdout and "(True, 0.5)" in res.stdout
+    assert "(True, 0.3" in res.stdout
+
+
+# ------------------------------------------------------------------ callback
+
+
+def _pruned_slices_are_zero(model, cb):
+    graph = cb.graph
+    for gid, mask in cb.masks.items():
+        for s in graph.groups[gid].slices:
+            if s.role != "out" or not s.zeroed:
+                continue
+            w = np.moveaxis(graph.layer(s.layer).weights[s.weight].numpy(), s.axis, 0)
+            dropped = s.positions[~mask[s.channels]]
+            assert np.all(w[dropped] == 0.0), (gid, s.layer, s.weight_name)
+
+
+def test_callback_prunes_and_channels_stay_exactly_zero():
+    model = conv_model()
+    cb = ChannelPruningCallback(Magnitude(), IterativeSchedule(target=0.5, frequency=2, step=0.25),
+                                verbose=0)
+    hist = model.fit(conv_data(), epochs=3, callbacks=[cb], verbose=0)  # 12 steps, last prune at 2
+    total = sum(g.size for g in cb.selected)
+    assert cb.pruned_channels() == total // 2
+    assert hist.history["channel_sparsity"][-1] == pytest.approx(cb.sparsity())
+    assert [h["step"] for h in cb.history][:2] == [0, 2]
+    _pruned_slices_are_zero(model, cb)  # after 9+ optimizer (Adam) steps since the last prune
+    model.fit(conv_data(), epochs=1, callbacks=[cb], verbose=0)
+    _pruned_slices_are_zero(model, cb)
+    # the masked model and the stripped one agree
+    small, report = strip_channels(model, cb.masks)
+    x = np.random.default_rng(5).random((4, 8, 8, 3)).astype(np.float32)
+    ref, got = model.predict({"image": x}, verbose=0), small.predict({"image": x}, verbose=0)
+    for task in ("a", "b"):
+        err = np.abs(ref[task] - got[task]).max() / (np.abs(ref[task]).max() + 1e-12)
+        assert err <= 1e-4, (task, err)
+    assert report.totals["params_after"] < report.totals["params_before"]
+
+
+@pytest.mark.parametrize("criterion", [CosPrune(), Taylor()], ids=["cosprune", "taylor"])
+def test_callback_with_gradient_criteria(criterion):
+    model = conv_model()
+    cb = ChannelPruningCallback(criterion, IterativeSchedule(target=0.3, frequency=3, count=4),
+                                groups="shared", data=conv_data(batch=4).repeat(), score_batches=2,
+                                accumulate_every=1, verbose=0)
+    model.fit(conv_data(), epochs=2, callbacks=[cb], verbose=0)
+    assert {g.id for g in cb.selected} == {"c1", "c2"}
+    assert cb.schedule.total_channels == 16
+    assert cb.pruned_channels() == 4  # floor(0.3 * 16)
+    assert all(cb.masks[g].all() for g in ("ha", "hb"))
+    _pruned_slices_are_zero(model, cb)
+    with pytest.raises(ValueError, match="data="):
+        ChannelPruningCallback(Taylor(), IterativeSchedule(target=0.3, frequency=3, count=4))
+
+
+def test_protect_layer_and_task():
+    model = conv_model()
+    cb = ChannelPruningCallback(Random(seed=0), HalfAtTen(), protect=("c2",), verbose=0)
+    cb._setup(model)
+    assert cb.model is model
+    # c2 consumes group c1 and produces group c2: both untouched
+    assert {g.id for g in cb.selected} == {"ha", "hb"}
+    cb = ChannelPruningCallback(Random(seed=0), HalfAtTen(), protect="a", verbose=0)
+    cb._setup(model)
+    assert {g.id for g in cb.selected} == {"c1", "c2", "hb"}  # only a's head is protected
+    cb.prune_to(0.5, step=0)
+    assert cb.masks["ha"].all() and cb.pruned_channels() == 11  # floor(0.5 * (8 + 8 + 6))
+    with pytest.raises(ValueError, match="neither a task"):
+        ChannelPruningCallback(Random(), HalfAtTen(), protect=("nope",))._setup(model)
+
+
+def test_min_channels_and_round_to():
+    model = conv_model()
+    cb = ChannelPruningCallback(Magnitude(), HalfAtTen(), scope="layer", min_channels=3, verbose=0)
+    cb._setup(model)
+    cb.prune_to(0.9, step=0)
+    for g in cb.selected:
+        assert cb.masks[g.id].sum() == 3, g.id
+    glob = ChannelPruningCallback(Magnitude(), HalfAtTen(), min_channels=2, verbose=0)
+    glob._setup(conv_model())
+    glob.prune_to(0.95, step=0)
+    assert all(glob.masks[g.id].sum() >= 2 for g in glob.selected)
+    rounded = ChannelPruningCallback(Magnitude(), HalfAtTen(), round_to=4, verbose=0)
+    rounded._setup(conv_model())
+    rounded.prune_to(0.4, step=0)
+    assert all(rounded.masks[g.id].sum() % 4 == 0 for g in rounded.selected)
+    assert rounded.pruned_channels() > 0
+
+
+def test_global_ranking_uses_scores_across_groups():
+    model = conv_model()
+    cb = ChannelPruningCallback(Magnitude(), HalfAtTen(), verbose=0)
+    cb._setup(model)
+    scores = Magnitude()(model, cb.graph)
+    cb.prune_to(0.25, step=0)
+    pool = np.concatenate([scores[g.id] for g in cb.selected])
+    pruned = np.concatenate([scores[g.id][~cb.masks[g.id]] for g in cb.selected])
+    kept = np.concatenate([scores[g.id][cb.masks[g.id]] for g in cb.selected])
+    assert len(pruned) == int(0.25 * len(pool)) and pruned.max() <= kept.min()
+
+
+def test_tensorboard_summaries(tmp_path):
+    model = conv_model()
+    cb = ChannelPruningCallback(Magnitude(), IterativeSchedule(target=0.2, frequency=2, step=0.1),
+                                log_dir=str(tmp_path), verbose=1)
+    model.fit(conv_data(n=16), epochs=2, callbacks=[cb], verbose=0)  # prunes at steps 0, 2
+    events = [p for p in tmp_path.iterdir() if p.name.startswith("events")]
+    assert events
+    tags = set()
+    for record in tf.data.TFRecordDataset([str(p) for p in events]):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        tags |= {v.tag for v in event.summary.value}
+    assert {"pruning/sparsity", "pruning/group/c1"} <= tags
+    assert cb.history[-1]["sparsity"] == pytest.approx(0.2, abs=0.05)
+
+
+# ------------------------------------------------------------------ reinit + example
+
+
+def test_reinitialize_fresh_weights_same_architecture():
+    x = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.Conv2D(4, 3, name="c", kernel_initializer=keras.initializers.GlorotUniform(seed=1))(x)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    out = keras.layers.Dense(2, name="t")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model({"image": x}, {"t": out})
+    model.get_layer("bn").set_weights([np.full(4, 3.0, np.float32)] * 4)
+    fresh = reinitialize(model, seed=0)
+    assert [w.shape for w in fresh.weights] == [w.shape for w in model.weights]
+    assert [l.name for l in fresh.layers] == [l.name for l in model.layers]
+    assert [t.name for t in fresh.inputs] == ["image"] and list(fresh.input) == ["image"]
+    assert fresh.output_names == ["t"] and fresh is not model
+    assert not np.allclose(fresh.get_layer("c").kernel.numpy(), model.get_layer("c").kernel.numpy())
+    np.testing.assert_array_equal(fresh.get_layer("bn").gamma.numpy(), np.ones(4))
+    again = reinitialize(model, seed=0)
+    np.testing.assert_array_equal(again.get_layer("c").kernel.numpy(), fresh.get_layer("c").kernel.numpy())
+    assert fresh.predict({"image": np.zeros((1, 8, 8, 3), np.float32)}, verbose=0)["t"].shape == (1, 2)
+
+
+@pytest.mark.slow  # trains a small VGG three times: ~1-2 min on 2 CPU cores
+def test_example_runs_fast():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "iterative_pruning.py"), "--fast"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "stripped" in res.stdout and "reinitialized" in res.stdout

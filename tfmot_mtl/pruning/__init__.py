@@ -1,0 +1,15 @@
+"""Seed 2: importance-based iterative channel pruning for multi-task networks.
+
+Criteria (:mod:`.importance`) score channel groups, schedules (:mod:`.schedules`) say when
+and how far to prune, :class:`ChannelPruningCallback` prunes during ``fit`` and exposes
+``masks`` for :func:`tfmot_mtl.strip.strip_channels`; :func:`reinitialize` rebuilds a
+stripped architecture with fresh weights for training from scratch.
+"""
+from tfmot_mtl.pruning.callback import ChannelPruningCallback
+from tfmot_mtl.pruning.importance import (BNScale, CosPrune, Importance, Magnitude, Random, Taylor,
+                                          resolve_losses)
+from tfmot_mtl.pruning.reinit import reinitialize
+from tfmot_mtl.pruning.schedules import IterativeSchedule, evaluate_schedule
+
+__all__ = ["ChannelPruningCallback", "Importance", "Magnitude", "BNScale", "Taylor", "CosPrune",
+           "Random", "IterativeSchedule", "evaluate_schedule", "reinitialize", "resolve_losses"]

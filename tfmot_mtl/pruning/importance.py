@@ -1,0 +1,399 @@
+"""Channel importance criteria over the channel groups of a :class:`ChannelGraph`.
+
+Every criterion returns ``{group_id: np.ndarray}`` with one score per channel for every
+prunable group; HIGHER = more important (kept longer). NaN marks a channel the criterion
+cannot score; the pruning callback never removes it.
+
+A group couples several layers (a residual Add joins producers; BN follows a conv). A
+criterion first scores each *unit* -- the group's trainable "out" slices in ONE layer
+(e.g. conv kernel columns + bias, or BN gamma + beta) -- and then combines the units with
+``reduction`` = "sum" | "mean" | "max" (the DepGraph group importance).
+
+Data-free criteria (:class:`Magnitude`, :class:`BNScale`, :class:`Random`) ignore data.
+Gradient criteria (:class:`Taylor`, :class:`CosPrune`) average over mini-batches:
+``accumulate(model, graph, x, y)`` adds one batch, ``scores()`` returns the average since
+the last ``reset()``; calling ``criterion(model, graph, data)`` resets, accumulates every
+batch of ``data`` and returns the scores. Gradients are taken with ``tf.GradientTape``
+with the model called in inference mode (``training=False``), so scoring never updates
+BatchNormalization statistics.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmot_mtl.graph import ChannelGraph, ChannelGroup
+
+REDUCTIONS = ("sum", "mean", "max")
+Scores = dict[str, np.ndarray]
+
+
+@dataclass
+class _Part:
+    """One weight slice of a unit: positions along ``axis`` of ``var`` owned by ``channels``."""
+
+    var: Any
+    axis: int
+    positions: np.ndarray
+    channels: np.ndarray
+
+
+def _units(graph: ChannelGraph, group: ChannelGroup, select: Callable) -> list[list[_Part]]:
+    """The group's trainable "out" slices, one list per layer, filtered by ``select(layer, s)``."""
+    by_layer: dict[str, list[_Part]] = {}
+    for s in group.slices:
+        if s.role != "out" or not s.defines_zero:
+            continue
+        layer = graph.layer(s.layer)
+        if select(layer, s):
+            part = _Part(layer.weights[s.weight], s.axis, s.positions, s.channels)
+            by_layer.setdefault(s.layer, []).append(part)
+    return list(by_layer.values())
+
+
+def _channel_sum(values: np.ndarray, part: _Part, size: int) -> np.ndarray:
+    """Per-channel sum of ``values`` (shaped like ``part.var``) over the part's positions."""
+    rows = np.moveaxis(values, part.axis, 0)[part.positions]
+    rows = rows.reshape(len(part.positions), -1).sum(axis=1)
+    out = np.zeros(size)
+    np.add.at(out, part.channels, rows)
+    return out
+
+
+def _reduce(per_unit: list[np.ndarray], size: int, reduction: str) -> np.ndarray:
+    if not per_unit:
+        return np.full(size, np.nan)
+    stack = np.stack(per_unit)
+    return {"sum": stack.sum, "mean": stack.mean, "max": stack.max}[reduction](axis=0)
+
+
+def _is_kernel(layer, s) -> bool:
+    return len(layer.weights[s.weight].shape) >= 2
+
+
+def _is_bn(layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def _scorable(graph: ChannelGraph) -> list[ChannelGroup]:
+    return [g for g in graph.prunable_groups if g.size > 0]
+
+
+class Importance:
+    """Base class: ``criterion(model, graph, data=None) -> {group_id: scores}``."""
+
+    needs_data = False
+
+    def __init__(self, reduction: str = "sum"):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def __call__(self, model: keras.Model, graph: ChannelGraph | None = None, data=None) -> Scores:
+        graph = graph or ChannelGraph.from_model(model)
+        return {g.id: self.score_group(graph, g) for g in _scorable(graph)}
+
+    def score_group(self, graph: ChannelGraph, group: ChannelGroup) -> np.ndarray:
+        raise NotImplementedError
+
+    # Gradient-free criteria accumulate nothing; the callback may call these uniformly.
+    def accumulate(self, model, graph, x, y) -> None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
+    def get_config(self) -> dict:
+        return {"reduction": self.reduction}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+class Magnitude(Importance):
+    """L_p norm of each channel's own weights (L1: Li et al. 2017, "Pruning filters").
+
+    Per unit (layer) the score is ``||w_c||_p`` over the channel's producer kernel
+    columns (depthwise slices included); ``include_bias`` adds 1-D slices (bias and, when
+    ``include_bn``, BN gamma/beta). BN layers count only with ``include_bn=True``.
+    """
+
+    def __init__(self, p: float = 1, include_bias: bool = False, include_bn: bool = False,
+                 reduction: str = "sum"):
+        super().__init__(reduction)
+        if p not in (1, 2):
+            raise ValueError(f"p must be 1 or 2, got {p!r}")
+        self.p, self.include_bias, self.include_bn = p, include_bias, include_bn
+
+    def _select(self, layer, s) -> bool:
+        if _is_bn(layer):
+            return self.include_bn
+        return _is_kernel(layer, s) or self.include_bias
+
+    def score_group(self, graph, group):
+        per_unit = []
+        for unit in _units(graph, group, self._select):
+            acc = sum(_channel_sum(np.abs(np.asarray(p.var.numpy())) ** self.p, p, group.size)
+                      for p in unit)
+            per_unit.append(acc ** (1.0 / self.p))
+        return _reduce(per_unit, group.size, self.reduction)
+
+    def get_config(self):
+        return {"p": self.p, "include_bias": self.include_bias, "include_bn": self.include_bn,
+                **super().get_config()}
+
+
+class BNScale(Importance):
+    """|gamma| of the group's BatchNormalization layers (network slimming, Liu et al. 2017).
+
+    Groups without a BN scale are scored by ``fallback``: ``"nan"`` (default: NaN, so they
+    are never pruned -- |gamma| and kernel norms are not comparable in a global ranking)
+    or ``"magnitude"`` (L1 kernel norm, :class:`Magnitude`).
+    """
+
+    def __init__(self, fallback: str = "nan", reduction: str = "sum"):
+        super().__init__(reduction)
+        if fallback not in ("nan", "magnitude"):
+            raise ValueError(f"fallback must be 'nan' or 'magnitude', got {fallback!r}")
+        self.fallback = fallback
+
+    def score_group(self, graph, group):
+        select = lambda layer, s: _is_bn(layer) and layer.weights[s.weight] is getattr(layer, "gamma", None)
+        per_unit = [sum(_channel_sum(np.abs(np.asarray(p.var.numpy())), p, group.size) for p in unit)
+                    for unit in _units(graph, group, select)]
+        if not per_unit and self.fallback == "magnitude":
+            return Magnitude(p=1, reduction=self.reduction).score_group(graph, group)
+        return _reduce(per_unit, group.size, self.reduction)
+
+    def get_config(self):
+        return {"fallback": self.fallback, **super().get_config()}
+
+
+class Random(Importance):
+    """Uniform random scores (control baseline); reproducible with ``seed``."""
+
+    def __init__(self, seed: int | None = None):
+        super().__init__("sum")
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def score_group(self, graph, group):
+        return self._rng.random(group.size)
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+
+# ----------------------------------------------------------------- gradient criteria
+
+
+def resolve_losses(model: keras.Model, losses: Mapping | None = None) -> dict[str, Callable]:
+    """Task name -> loss function, from ``losses`` or the compiled model's ``model.loss``."""
+    source = losses if losses is not None else getattr(model, "loss", None)
+    names = list(getattr(model, "output_names", None) or [])
+    if source is None:
+        raise ValueError("no per-task losses: compile the model with a dict of losses or pass "
+                         "losses={task_name: loss_fn}")
+    if _is_mapping(source):
+        out = {k: source[k] for k in source.keys()}
+    elif isinstance(source, (list, tuple)):
+        if len(source) != len(names):
+            raise ValueError(f"losses list has {len(source)} entries; the model has outputs {names}")
+        out = dict(zip(names, source))
+    else:
+        out = {name: source for name in names}
+    unknown = [t for t in out if names and t not in names]
+    if unknown:
+        raise ValueError(f"losses name tasks {unknown} that are not model outputs {names}")
+    return {t: keras.losses.get(fn) if isinstance(fn, (str, dict)) else fn
+            for t, fn in out.items() if fn is not None}
+
+
+def _is_mapping(obj) -> bool:
+    # Keras wraps compile() dicts in a tracking DictWrapper that is not a Mapping.
+    return isinstance(obj, Mapping) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__"))
+
+
+def _loss_weights(model, weights: Mapping | None) -> dict:
+    if weights is not None:
+        return dict(weights)
+    found = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
+    return {k: found[k] for k in found.keys()} if _is_mapping(found) else {}
+
+
+def _outputs(model, x) -> dict:
+    out = model(x, training=False)
+    if not _is_mapping(out):
+        out = {model.output_names[0]: out}
+    return out
+
+
+def _task_loss(fn, y_true, y_pred):
+    return tf.reduce_mean(tf.cast(fn(y_true, y_pred), tf.float32))
+
+
+def iterate_batches(data) -> Iterable[tuple]:
+    """Yields (x, y) from a dataset / iterable of batches, or one ``(x, y)`` tuple."""
+    if isinstance(data, tuple) and len(data) in (2, 3) and not isinstance(data[0], tuple):
+        yield data[0], data[1]
+        return
+    for batch in data:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("scoring data must yield (x, y) batches with y a dict of targets by task")
+        yield batch[0], batch[1]
+
+
+class _GradientImportance(Importance):
+    """Accumulating base: subclasses implement ``_batch_scores(model, graph, x, y)``."""
+
+    needs_data = True
+
+    def __init__(self, losses: Mapping | None = None, include_bias: bool = True,
+                 reduction: str = "sum"):
+        super().__init__(reduction)
+        self.losses, self.include_bias = losses, include_bias
+        self.reset()
+
+    def reset(self) -> None:
+        self._sum, self.batches = {}, 0
+
+    def _select(self, layer, s) -> bool:
+        return self.include_bias or _is_kernel(layer, s)
+
+    def _plan(self, graph: ChannelGraph) -> dict[str, list[list[_Part]]]:
+        if getattr(self, "_plan_graph", None) is not graph:
+            self._plan_cache = {g.id: _units(graph, g, self._select) for g in _scorable(graph)}
+            self._plan_graph = graph
+        return self._plan_cache
+
+    def _variables(self, plan) -> list:
+        parts = (p for units in plan.values() for unit in units for p in unit)
+        return list({id(p.var): p.var for p in parts}.values())
+
+    def accumulate(self, model: keras.Model, graph: ChannelGraph, x, y) -> None:
+        """Adds one mini-batch ``(x, y)`` (y: dict of targets by task) to the running average."""
+        for gid, s in self._batch_scores(model, graph, x, y).items():
+            self._sum[gid] = self._sum.get(gid, 0.0) + s
+        self.batches += 1
+
+    def scores(self) -> Scores:
+        """Average per-channel scores over the batches accumulated since the last reset."""
+        if not self.batches:
+            raise ValueError(f"{type(self).__name__} has no accumulated batches: call "
+                             "accumulate(model, graph, x, y) or pass data=")
+        return {gid: s / self.batches for gid, s in self._sum.items()}
+
+    def __call__(self, model, graph=None, data=None) -> Scores:
+        graph = graph or ChannelGraph.from_model(model)
+        if data is not None:
+            self.reset()
+            for x, y in iterate_batches(data):
+                self.accumulate(model, graph, x, y)
+        return self.scores()
+
+    def get_config(self):
+        return {"include_bias": self.include_bias, **super().get_config()}
+
+
+def _grads_np(grads, variables) -> dict[int, np.ndarray]:
+    return {id(v): (np.zeros(v.shape) if g is None else np.asarray(g, dtype=np.float64))
+            for v, g in zip(variables, grads)}
+
+
+class Taylor(_GradientImportance):
+    """First-order Taylor importance on the TOTAL loss (Molchanov et al. 2019).
+
+    Per unit and batch ``z_c = sum_{w in channel c} w * dL/dw`` (the gate view:
+    ``g * dL/dg`` for an all-ones gate on the unit's output); ``I_c = z_c**2``, averaged
+    over the batches since the last reset, then reduced over the group's units. The total
+    loss is ``sum_t weight_t * loss_t`` plus the model's regularization losses; losses
+    and weights come from the compiled model unless ``losses`` / ``loss_weights`` are given.
+    """
+
+    def __init__(self, losses: Mapping | None = None, loss_weights: Mapping | None = None,
+                 include_bias: bool = True, reduction: str = "sum"):
+        super().__init__(losses, include_bias, reduction)
+        self.loss_weights = loss_weights
+
+    def _batch_scores(self, model, graph, x, y) -> Scores:
+        plan = self._plan(graph)
+        variables = self._variables(plan)
+        fns = resolve_losses(model, self.losses)
+        weights = _loss_weights(model, self.loss_weights)
+        with tf.GradientTape() as tape:
+            out = _outputs(model, x)
+            total = tf.add_n([weights.get(t, 1.0) * _task_loss(fn, y[t], out[t]) for t, fn in fns.items()])
+            if model.losses:
+                total += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+        grads = _grads_np(tape.gradient(total, variables), variables)
+        result = {}
+        for gid, units in plan.items():
+            size = graph.groups[gid].size
+            per_unit = [sum(_channel_sum(grads[id(p.var)] * np.asarray(p.var.numpy()), p, size)
+                            for p in unit) ** 2 for unit in units]
+            result[gid] = _reduce(per_unit, size, self.reduction)
+        return result
+
+    def get_config(self):
+        return {"loss_weights": self.loss_weights, **super().get_config()}
+
+
+class CosPrune(_GradientImportance):
+    """Task-gradient agreement (Garg, Zhang & Guan 2023): prune the most conflicting first.
+
+    Per task t, ``G_t`` is the gradient of task t's loss alone with respect to the
+    channel's own weights in a unit. ``c = mean over task pairs of cos(G_t, G_t')``,
+    averaged over batches, reduced over units (default "mean"). The score IS ``c``: high
+    (agreeing tasks) = keep, low (opposing gradients) = pruned first. Only tasks the group
+    feeds are paired (a head feeding one task has no pair): groups feeding fewer than two
+    of ``tasks`` score NaN and are never pruned by this criterion. A channel whose
+    gradient for a task is exactly zero gets cos = 0 for that pair.
+    """
+
+    def __init__(self, tasks: Iterable[str] | None = None, losses: Mapping | None = None,
+                 include_bias: bool = True, reduction: str = "mean", eps: float = 1e-12):
+        super().__init__(losses, include_bias, reduction)
+        self.tasks = list(tasks) if tasks is not None else None
+        self.eps = eps
+
+    def _batch_scores(self, model, graph, x, y) -> Scores:
+        plan = self._plan(graph)
+        variables = self._variables(plan)
+        fns = resolve_losses(model, self.losses)
+        tasks = self.tasks or list(fns)
+        missing = [t for t in tasks if t not in fns]
+        if missing:
+            raise ValueError(f"CosPrune tasks {missing} have no loss; losses are known for {list(fns)}")
+        with tf.GradientTape(persistent=True) as tape:
+            out = _outputs(model, x)
+            task_losses = {t: _task_loss(fns[t], y[t], out[t]) for t in tasks}
+        grads = {t: _grads_np(tape.gradient(task_losses[t], variables), variables) for t in tasks}
+        del tape
+        result = {}
+        for gid, units in plan.items():
+            group = graph.groups[gid]
+            pairs = list(itertools.combinations([t for t in tasks if t in group.tasks], 2))
+            if not pairs:
+                result[gid] = np.full(group.size, np.nan)
+                continue
+            per_unit = [self._unit_cos(unit, grads, pairs, group.size) for unit in units]
+            result[gid] = _reduce(per_unit, group.size, self.reduction)
+        return result
+
+    def _unit_cos(self, unit, grads, pairs, size) -> np.ndarray:
+        def dot(a, b):
+            return sum(_channel_sum(grads[a][id(p.var)] * grads[b][id(p.var)], p, size) for p in unit)
+
+        cos = []
+        for a, b in pairs:
+            denom = np.sqrt(dot(a, a) * dot(b, b))
+            cos.append(np.where(denom > self.eps, dot(a, b) / np.maximum(denom, self.eps), 0.0))
+        return np.mean(cos, axis=0)
+
+    def get_config(self):
+        return {"tasks": self.tasks, "eps": self.eps, **super().get_config()}
