@@ -1,0 +1,311 @@
+"""ProximalGroupLasso: a callback applying the group-lasso proximal step after each update.
+
+The proximal step is what produces *exact* zeros: a channel whose weights fall under the
+threshold becomes zero in every slice it owns (producer kernel columns, bias, BN gamma
+and beta, depthwise slices), so it is truly dead and ``strip_channels`` removes it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import keras
+import numpy as np
+
+from tfmot_mtl.graph import ChannelGraph
+from tfmot_mtl.sparsity.prox_ops import group_sums, prox_adam, prox_plain
+from tfmot_mtl.sparsity.regularizer import ChannelGroupLasso, regularized_layers
+from tfmot_mtl.sparsity.selection import LayerSelection, select_groups
+
+Strength = Union[float, Callable[[int], Any], None]
+MODES = ("plain", "adam")
+SCALES = ("sqrt_group_size", "sqrt_num_groups", "none")
+
+
+@dataclass
+class _Entry:
+    """The positions of one weight (along one axis) that belong to selected channels."""
+
+    var: int  # index into the plan's variable list
+    axis: int
+    positions: np.ndarray
+    rows: np.ndarray  # global channel id of each position
+    elements: np.ndarray  # global channel id of each element of the gathered block
+
+
+def evaluate_strength(strength: Strength, step: int) -> tuple[bool, float]:
+    """(should_apply, value) of a float, a ``schedule(step) -> (bool, value)`` or ``step -> float``."""
+    if strength is None:
+        return True, 1.0
+    if not callable(strength):
+        return True, float(strength)
+    out = strength(step)
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError("a strength schedule must return (should_apply, value) or a float; "
+                             f"got a sequence of length {len(out)}")
+        return bool(np.asarray(out[0])), float(np.asarray(out[1]))
+    return True, float(np.asarray(out))
+
+
+def _unwrap(optimizer):
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+@keras.saving.register_keras_serializable(package="tfmot_mtl")
+class ProximalGroupLasso(keras.callbacks.Callback):
+    """Applies the group-lasso proximal operator to whole channels after optimizer steps.
+
+    A channel's vector is the concatenation of every trainable slice it owns (role
+    ``"out"``, ``defines_zero``) in the model's :class:`ChannelGraph`. With threshold
+    ``tau_g = lr * lambda * c_g * k`` (``lr`` the learning rate of the step just taken,
+    ``c_g = sqrt(p_g)`` for ``p_g`` weights in the channel, ``k`` optimizer steps since the
+    last application):
+
+    * ``mode="plain"``: ``W_g <- max(0, 1 - tau_g / ||W_g||) W_g``;
+    * ``mode="adam"`` (Less-is-More reference code, Adam/AdamW only): with
+      ``D = sqrt(v_hat) + eps`` from the optimizer's bias-corrected second moments, zero if
+      ``||D W_g|| <= tau_g``, else ``W_g <- D theta / (D theta + tau_g) W_g`` where theta
+      solves ``sum_i W_i^2 / (theta + tau_g / D_i)^2 = 1``.
+
+    Args:
+        l1: lambda. A float; a schedule ``schedule(step) -> (should_apply, value)`` (the
+            tfmot ``PruningSchedule`` protocol, e.g. ``ConstantSparsity``); a plain
+            callable ``step -> float``; or ``None`` to use, per channel group, the ``l1``
+            of the :class:`ChannelGroupLasso` on its producer's kernel (groups without
+            one are skipped). ``step`` is the optimizer's iteration count after the update.
+        schedule: optional multiplier of ``l1`` with the same protocol (e.g. a ramp from 0
+            to 1); the step is skipped when either says ``should_apply=False``.
+        layers: ``"shared"``, ``"all"``, producer layer names or ``layer -> bool``.
+        mode: ``"plain"`` or ``"adam"``.
+        update_every: apply every this many optimizer steps (the threshold grows with the
+            steps elapsed, so the total shrinkage stays the same).
+        scale: ``c_g``: ``"sqrt_group_size"`` (default), ``"sqrt_num_groups"`` (sqrt of the
+            group's channel count) or ``"none"``.
+        log_key: name of the logged group sparsity (fraction of selected channels that are
+            exactly zero), added to the batch and epoch ``logs``.
+    """
+
+    def __init__(self, l1: Strength = None, schedule: Strength = None,
+                 layers: LayerSelection = "shared", mode: str = "plain", update_every: int = 1,
+                 scale: str = "sqrt_group_size", log_key: str = "group_sparsity"):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        if int(update_every) < 1:
+            raise ValueError(f"update_every must be a positive integer, got {update_every}")
+        if l1 is not None and not callable(l1) and float(l1) < 0:
+            raise ValueError(f"l1 must be >= 0, got {l1}")
+        self.l1, self.schedule, self.layers = l1, schedule, layers
+        self.mode, self.update_every, self.scale, self.log_key = mode, int(update_every), scale, log_key
+        self._plan_model = None
+        self._last_step = None
+        self._zero: np.ndarray | None = None
+
+    # ---------------------------------------------------------------------- plan
+    def on_train_begin(self, logs=None):
+        self.build(self.model)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            self._check_optimizer(_unwrap(optimizer))
+            self._last_step = int(np.asarray(_unwrap(optimizer).iterations))
+
+    def build(self, model: keras.Model) -> "ProximalGroupLasso":
+        """Precomputes, per weight, the gather indices of the selected channels."""
+        graph = ChannelGraph.from_model(model)
+        groups = select_groups(graph, self.layers)
+        strengths = self._group_strengths(model, groups)
+        self.graph = graph
+        self.groups = [g for g in groups if g.id in strengths and self._trainable(graph, g)]
+        self.variables: list = []
+        self.entries: list[_Entry] = []
+        var_index: dict[int, int] = {}
+        offset = 0
+        sizes, lam = [], []
+        for g in self.groups:
+            for s in g.slices:
+                if s.role != "out" or not s.defines_zero:
+                    continue
+                var = graph.layer(s.layer).weights[s.weight]
+                if id(var) not in var_index:
+                    var_index[id(var)] = len(self.variables)
+                    self.variables.append(var)
+                rest = int(np.prod(var.shape)) // int(var.shape[s.axis])
+                rows = offset + np.asarray(s.channels, np.int64)
+                self.entries.append(_Entry(var_index[id(var)], s.axis, np.asarray(s.positions),
+                                           rows, np.repeat(rows, rest)))
+            sizes.append(g.size)
+            lam.append(np.full(g.size, strengths[g.id]))
+            offset += g.size
+        self.num_channels = offset
+        self._channel_group = np.repeat(np.arange(len(self.groups)), sizes).astype(np.int64)
+        self._lambda = np.concatenate(lam) if lam else np.zeros(0)
+        counts = np.zeros(offset)
+        for e in self.entries:
+            counts += np.bincount(e.elements, minlength=offset)
+        self._params = counts
+        self._scale = {"sqrt_group_size": np.sqrt(counts),
+                       "sqrt_num_groups": np.sqrt(np.asarray(sizes, float))[self._channel_group]
+                       if sizes else np.zeros(0),
+                       "none": np.ones(offset)}[self.scale]
+        self._plan_model = model
+        if not self.groups:
+            warnings.warn("ProximalGroupLasso selected no channel group; it will do nothing",
+                          stacklevel=2)
+        return self
+
+    def _group_strengths(self, model, groups) -> dict[str, float]:
+        if self.l1 is not None:
+            return {g.id: 1.0 for g in groups}
+        regs = regularized_layers(model)
+        out = {}
+        for g in groups:
+            found = [regs[p].l1 for p in g.producers if p in regs]
+            if found:
+                out[g.id] = max(found)
+        if groups and not out:
+            raise ValueError("ProximalGroupLasso(l1=None) takes lambda from ChannelGroupLasso "
+                             "regularizers, but no selected layer has one: pass l1=... or build "
+                             "the model with apply_group_sparsity")
+        return out
+
+    @staticmethod
+    def _trainable(graph: ChannelGraph, group) -> bool:
+        return all(graph.layer(s.layer).weights[s.weight].trainable
+                   for s in group.slices if s.role == "out" and s.defines_zero)
+
+    def _check_optimizer(self, optimizer) -> None:
+        if self.mode == "adam" and not isinstance(optimizer, keras.optimizers.Adam):
+            raise ValueError(f"mode='adam' reads Adam's second moments and needs a "
+                             f"keras.optimizers.Adam or AdamW optimizer; the model uses "
+                             f"{type(optimizer).__name__}. Use mode='plain' instead.")
+
+    # ---------------------------------------------------------------------- step
+    def on_train_batch_end(self, batch, logs=None):
+        optimizer = _unwrap(self.model.optimizer)
+        if self._plan_model is not self.model:
+            self.build(self.model)
+        step = int(np.asarray(optimizer.iterations))
+        if self._last_step is None:
+            self._check_optimizer(optimizer)
+            self._last_step = step - 1
+        if step - self._last_step >= self.update_every:
+            self.apply(optimizer, step)
+        if logs is not None and self._zero is not None:
+            logs[self.log_key] = self.sparsity()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._plan_model is not None:
+            logs[self.log_key] = self.sparsity()
+
+    def learning_rate(self, optimizer, step: int) -> float:
+        """The learning rate the optimizer used for its update number ``step`` (1-based)."""
+        lr = optimizer._learning_rate
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            return float(np.asarray(lr(max(step - 1, 0))))
+        return float(np.asarray(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+
+    def strength(self, step: int) -> tuple[bool, float]:
+        """(should_apply, lambda multiplier) at ``step``."""
+        go_a, a = evaluate_strength(self.l1, step)
+        go_b, b = evaluate_strength(self.schedule, step)
+        return go_a and go_b, a * b
+
+    def apply(self, optimizer, step: int) -> None:
+        """One proximal step on the selected channels (weights are assigned in place)."""
+        elapsed = step - self._last_step
+        self._last_step = step
+        go, lam = self.strength(step)
+        if not go or not self.entries:
+            return
+        tau = self.learning_rate(optimizer, step) * lam * elapsed * self._lambda * self._scale
+        values = [np.array(keras.ops.convert_to_numpy(v)) for v in self.variables]
+        blocks = [self._gather(values[e.var], e) for e in self.entries]
+        flat = np.concatenate([b.reshape(-1) for b in blocks])
+        group = np.concatenate([e.elements for e in self.entries])
+        if self.mode == "adam":
+            d = np.concatenate([self._gather(m, e).reshape(-1)
+                                for m, e in zip(self._preconditioners(optimizer, step), self.entries)])
+            new = prox_adam(flat, d, group, tau)
+        else:
+            new = prox_plain(flat, group, tau)
+        self._zero = group_sums(new.astype(np.float64) ** 2, group, self.num_channels) == 0
+        changed = set()
+        start = 0
+        for e, block in zip(self.entries, blocks):
+            part = new[start:start + block.size].reshape(block.shape)
+            start += block.size
+            if not np.array_equal(part, block):
+                np.moveaxis(values[e.var], e.axis, 0)[e.positions] = part
+                changed.add(e.var)
+        for i in changed:
+            self.variables[i].assign(values[i])
+
+    @staticmethod
+    def _gather(value: np.ndarray, e: _Entry) -> np.ndarray:
+        return np.moveaxis(value, e.axis, 0)[e.positions]
+
+    def _preconditioners(self, optimizer, step: int) -> list[np.ndarray]:
+        """Per entry, ``D = sqrt(v_hat) + eps`` of the entry's variable."""
+        self._check_optimizer(optimizer)
+        velocities = optimizer._velocity_hats if optimizer.amsgrad else optimizer._velocities
+        correction = 1.0 - float(optimizer.beta_2) ** max(step, 1)
+        out = []
+        for e in self.entries:
+            v = velocities[optimizer._get_variable_index(self.variables[e.var])]
+            v_hat = np.asarray(keras.ops.convert_to_numpy(v), np.float64) / correction
+            out.append(np.sqrt(v_hat) + float(optimizer.epsilon))
+        return out
+
+    # ------------------------------------------------------------------ queries
+    def sparsity(self) -> float:
+        """Fraction of the selected channels that are exactly zero (read from the model)."""
+        if self._plan_model is None:
+            if self.model is None:
+                raise ValueError("sparsity() needs a model: call build(model) or fit first")
+            self.build(self.model)
+        norms = np.zeros(self.num_channels)
+        for e in self.entries:
+            block = self._gather(np.asarray(keras.ops.convert_to_numpy(self.variables[e.var])), e)
+            norms += np.bincount(e.elements, weights=np.abs(block.reshape(-1)).astype(np.float64),
+                                 minlength=self.num_channels)
+        self._zero = norms == 0
+        return float(self._zero.mean()) if self.num_channels else 0.0
+
+    def zero_channels(self) -> dict[str, np.ndarray]:
+        """Group id -> boolean array, True where the channel is exactly zero (last known)."""
+        if self._zero is None:
+            self.sparsity()
+        return {g.id: self._zero[self._channel_group == i] for i, g in enumerate(self.groups)}
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        if callable(self.layers) and not isinstance(self.layers, str):
+            raise ValueError("ProximalGroupLasso with a callable `layers` cannot be serialized; "
+                             "pass a list of layer names instead")
+        return {"l1": _serialize(self.l1, "l1"), "schedule": _serialize(self.schedule, "schedule"),
+                "layers": self.layers if isinstance(self.layers, str) else list(self.layers),
+                "mode": self.mode, "update_every": self.update_every, "scale": self.scale,
+                "log_key": self.log_key}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ProximalGroupLasso":
+        config = dict(config)
+        for key in ("l1", "schedule"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def _serialize(value, name: str):
+    if value is None or not callable(value):
+        return value if value is None else float(value)
+    if hasattr(value, "get_config"):
+        return keras.saving.serialize_keras_object(value)
+    raise ValueError(f"ProximalGroupLasso `{name}` is a plain callable and cannot be serialized; "
+                     "use a float or a schedule object with get_config")
