@@ -304,4 +304,17 @@ def test_datasets_tour_fast(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("synthetic_scenes.png", "multi_digits.png", "multi_domain.png"):
         assert (tmp_path / name).stat().st_size > 1000
-    assert "class balance" in result.stdout
+    assert "class_balance" in result.stdout
+
+
+def test_preview_summary_and_cli(tmp_path):
+    from tfmot_mtl.cli import main
+    from tfmot_mtl.datasets.preview import preview
+
+    summary = preview("synthetic_scenes", n=4, out=tmp_path, resolution=32, shown=2)
+    assert summary["arrays"]["image"]["shape"] == [4, 32, 32, 3]
+    assert abs(sum(summary["class_balance"].values()) - 100) < 0.1
+    with pytest.raises(ValueError, match="unknown dataset"):
+        preview("nope", out=tmp_path)
+    assert main(["data", "multi_domain", "--n", "3", "--resolution", "32", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "data_multi_domain" / "multi_domain.png").exists()

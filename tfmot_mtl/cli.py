@@ -14,7 +14,8 @@ DEFAULT_OUT = "saved_models"
 def _cmd_data(args) -> int:
     from tfmot_mtl.datasets.preview import preview
 
-    summary = preview(args.name, n=args.n, out=os.path.join(args.out, f"data_{args.name}"))
+    summary = preview(args.name, n=args.n, out=os.path.join(args.out, f"data_{args.name}"),
+                      resolution=args.resolution)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="build an embedded dataset, print a summary, save a sample grid")
     p.add_argument("name", choices=["synthetic_scenes", "multi_digits", "multi_domain"])
     p.add_argument("--n", type=int, default=16, help="examples to generate for the summary")
+    p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--out", default=DEFAULT_OUT)
     p.set_defaults(fn=_cmd_data)
 
