@@ -58,7 +58,9 @@ def build_model(name: str, tasks: Sequence, input_shape: tuple, width: float = 1
 
 
 def compile_model(model: keras.Model, tasks: Sequence, lr: float = 2e-3, optimizer: str = "adam",
-                  weight_decay: float = 0.0) -> keras.Model:
+                  weight_decay: float = 0.0, jit_compile: bool = False) -> keras.Model:
+    """Compiles with per-task losses. XLA is off by default: on CPU its compile time
+    dominates short runs and its steps were not faster for these models."""
     from tfmot_mtl.tasks import compile_args
 
     if optimizer == "adamw":
@@ -67,7 +69,7 @@ def compile_model(model: keras.Model, tasks: Sequence, lr: float = 2e-3, optimiz
         opt = keras.optimizers.Adam(lr)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
-    model.compile(optimizer=opt, **compile_args(tasks))
+    model.compile(optimizer=opt, jit_compile=jit_compile, **compile_args(tasks))
     return model
 
 
