@@ -142,3 +142,23 @@ def test_keras_applications_parity(app):
     xs = _inputs(model)
     assert_parity(_outputs(masked, xs), _outputs(small, xs))
     assert report.param_ratio < 0.5
+
+
+def test_inputs_without_channel_axis_and_frozen_reshape():
+    image = keras.Input((8, 8, 3), name="image")
+    domain = keras.Input((), name="domain")
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c")(image)
+    gate = keras.layers.Reshape((1, 1, 1), name="gate")(domain)  # rank-1 input: frozen, kept as is
+    x = keras.layers.Multiply(name="mul")([x, gate])
+    x = keras.layers.Conv2D(4, 1, name="d")(x)
+    model = zoo.randomize(keras.Model({"image": image, "domain": domain},
+                                      {"out": keras.layers.Conv2D(2, 1, name="out")(x)}))
+    graph = ChannelGraph.from_model(model)
+    assert graph.groups["c"].prunable and graph.groups["d"].prunable
+    masks = zoo.random_masks(graph, 0.5)
+    small, _ = strip_channels(model, masks)
+    feed = {"image": np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32"),
+            "domain": np.array([0.5, 2.0], "float32")}
+    a = apply_masks(model, masks)(feed)["out"]
+    np.testing.assert_allclose(np.asarray(small(feed)["out"]), np.asarray(a), rtol=1e-4, atol=1e-5)
+    assert small.get_layer("gate").target_shape == (1, 1, 1)

@@ -116,6 +116,7 @@ class ChannelGraph:
         self.states: dict[str, np.ndarray] = {}
         self.fold_sites: list[FoldSite] = []
         self.calls: dict[str, int] = {}
+        self.frozen_layers: set[str] = set()
         self.groups: dict[str, ChannelGroup] = {}
 
     # ------------------------------------------------------------------ construction
@@ -180,6 +181,8 @@ class ChannelGraph:
             out_maps = ctx.freeze_all(f"{rules.describe(node.layer)} changed the channel count "
                                       "in a way its rule did not predict")
             rule = rules.UNKNOWN
+        if ctx.frozen_all:
+            self.frozen_layers.add(node.name)
         in_states = [self.states[k] for k in node.inputs]
         out_states = rule.states(ctx, in_states) if not ctx.frozen_all else \
             [np.zeros(w, np.int8) for w in ctx.out_widths]
@@ -348,9 +351,16 @@ class _CallContext:
         self.frozen_all = False
 
     def maps_consistent(self) -> bool:
-        return bool(self.in_maps) and all(
-            len(m) == (s[-1] if len(s) >= 2 and s[-1] is not None else 0) and len(m) > 0
-            for m, s in zip(self.in_maps, self.in_shapes))
+        """The first input carries channels; others do too, or have no channel axis (rank < 2)."""
+        if not self.in_maps:
+            return False
+        for i, (m, s) in enumerate(zip(self.in_maps, self.in_shapes)):
+            has_axis = len(s) >= 2 and s[-1] is not None
+            if not has_axis and i > 0:
+                continue
+            if not has_axis or len(m) != s[-1] or len(m) == 0:
+                return False
+        return True
 
     def new_atoms(self, n: int) -> np.ndarray:
         key = (self.name, "out")

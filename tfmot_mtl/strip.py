@@ -100,7 +100,8 @@ def _new_layer(graph: ChannelGraph, node, keep: np.ndarray):
     in_keep = keep[graph.maps[node.inputs[0]]] if node.inputs else None
     out_keep = keep[graph.maps[node.outputs[0]]] if node.outputs else None
     config = {**layer.get_config(), "name": node.name}
-    config = rules.rule_for(layer).config(layer, config, in_keep, out_keep)
+    if node.name not in graph.frozen_layers:  # a frozen layer keeps every channel as it is
+        config = rules.rule_for(layer).config(layer, config, in_keep, out_keep)
     return type(layer).from_config(config)
 
 

@@ -1,0 +1,163 @@
+"""BudgetCallback: keeps each domain's switches within a budget and pushes domains to share.
+
+After every optimizer step (which trains weights and switch latents on the task loss) the
+callback takes one penalty step on the latents only (operator splitting):
+
+    ŝ ← clip(ŝ − lr · N · ∂(P + γ·S)/∂ŝ, −clip, clip)     (lr: the optimizer's by default)
+    λ_d ← λ_d + multiplier_lr · max(0, usage_d − β)          (gradient ascent while violated)
+
+with P the budget penalty and S the sharing loss of `budget.losses` (STE gradients), N the
+number of switch channels (so `lr` is one switch's step at unit gradient share) and γ
+`sharing_weight`. With Adam the task loss moves a latent by about the learning rate per
+step, so with the same `lr` a switch goes off once λ_d outweighs its task gradient. λ_d only grows, so once a domain has been pushed under its budget any new
+violation is corrected at once. At the end of training (``project=True``) the switches of a
+domain still over budget are turned off lowest latent first until it is within budget.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfmot_mtl.budget import losses
+from tfmot_mtl.budget.switch import switch_infos
+
+
+@keras.saving.register_keras_serializable(package="tfmot_mtl")
+class BudgetCallback(keras.callbacks.Callback):
+    """Budget-aware training of the DomainSwitch latents of a multi-domain model.
+
+    Args:
+        budget: β in (0, 1], the fraction of channels (or MACs) each domain may keep on.
+        sharing: None, "intersection", "union" or "jaccard" (see `budget.losses`).
+        sharing_weight: γ, the weight of the sharing loss.
+        measure: "channels" (each switch counts 1) or "macs" (each switch counts its MACs).
+        multiplier_lr: step of the multipliers λ_d.
+        lr: step of the penalty update of the latents (None: the optimizer's learning rate).
+        project: enforce the budget exactly at the end of training.
+        input_shape: per-example image shape for the MAC measure when the model's is unknown.
+        frequency: apply the penalty step every `frequency` batches.
+
+    Attributes: ``lambdas`` (D,), ``history`` (one dict per epoch: usage, lambdas, losses).
+    """
+
+    def __init__(self, budget: float = 0.5, sharing: str | None = None, sharing_weight: float = 1.0,
+                 measure: str = "channels", multiplier_lr: float = 0.05, lr: float | None = None,
+                 project: bool = True, input_shape: Any = None, frequency: int = 1):
+        super().__init__()
+        self.budget = losses.check_budget(budget)
+        self.sharing = losses.check_sharing(sharing)
+        if measure not in losses.MEASURES:
+            raise ValueError(f"measure must be one of {losses.MEASURES}, got {measure!r}")
+        for arg, value in (("sharing_weight", sharing_weight), ("multiplier_lr", multiplier_lr),
+                           ("lr", 0.0 if lr is None else lr)):
+            if not value >= 0:
+                raise ValueError(f"{arg} must be >= 0, got {value!r}")
+        if not isinstance(frequency, int) or frequency < 1:
+            raise ValueError(f"frequency must be a positive int, got {frequency!r}")
+        self.sharing_weight, self.measure = float(sharing_weight), measure
+        self.multiplier_lr, self.project = float(multiplier_lr), bool(project)
+        self.lr = None if lr is None else float(lr)
+        self.input_shape, self.frequency = input_shape, frequency
+        self.lambdas: np.ndarray | None = None
+        self.history: list[dict] = []
+        self._infos: list = []
+        self._step = 0
+
+    # ------------------------------------------------------------------ state
+    def attach(self, model) -> None:
+        """Reads the model's switches (called at the start of training)."""
+        self._infos = switch_infos(model, self.measure, self.input_shape)
+        if not self._infos:
+            raise ValueError(f"BudgetCallback: model '{model.name}' has no DomainSwitch of a prunable group; "
+                             "build it with budget.add_domain_switches.")
+        num_domains = self._infos[0].layer.num_domains
+        if self.lambdas is None or len(self.lambdas) != num_domains:
+            self.lambdas = np.zeros(num_domains)
+
+    def _latents(self) -> list[np.ndarray]:
+        return [np.asarray(keras.ops.convert_to_numpy(i.layer.latent), np.float64) for i in self._infos]
+
+    def _assign(self, latents: list[np.ndarray]) -> None:
+        for info, value in zip(self._infos, latents):
+            info.layer.latent.assign(np.clip(value, -info.layer.clip, info.layer.clip).astype("float32"))
+
+    def _args(self):
+        return [i.cost for i in self._infos], [i.domains for i in self._infos]
+
+    def usage(self) -> np.ndarray:
+        """(D,) fraction of channels (or MACs) each domain currently uses."""
+        costs, served = self._args()
+        switches = [(x > 0).astype(np.float64) for x in self._latents()]
+        return losses.usage(switches, costs, served, len(self.lambdas))
+
+    def penalties(self) -> dict[str, float]:
+        """Current budget penalty and sharing loss."""
+        costs, served = self._args()
+        switches = [(x > 0).astype(np.float64) for x in self._latents()]
+        u = losses.usage(switches, costs, served, len(self.lambdas))
+        out = {"budget_penalty": losses.budget_penalty(u, self.budget, self.lambdas)}
+        if self.sharing:
+            out["sharing_loss"] = losses.sharing_loss(switches, self.sharing, costs, served)
+        return out
+
+    # ------------------------------------------------------------ the step
+    def step(self) -> np.ndarray:
+        """One multiplier update and one penalty step on the latents; returns the usage before it."""
+        costs, served = self._args()
+        latents = self._latents()
+        switches = [(x > 0).astype(np.float64) for x in latents]
+        u = losses.usage(switches, costs, served, len(self.lambdas))
+        self.lambdas = self.lambdas + self.multiplier_lr * np.maximum(0.0, u - self.budget)
+        grads = losses.budget_grads(u, self.budget, self.lambdas, switches, costs, served)
+        if self.sharing and self.sharing_weight:
+            share = losses.sharing_grads(switches, self.sharing, costs, served)
+            grads = [g + self.sharing_weight * s for g, s in zip(grads, share)]
+        scale = self._lr() * sum(len(c) for c in costs)
+        self._assign([x - scale * g for x, g in zip(latents, grads)])
+        return u
+
+    def _lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        optimizer = getattr(getattr(self, "model", None), "optimizer", None)
+        rate = getattr(optimizer, "learning_rate", None)
+        if rate is None:
+            return 1e-3
+        return float(keras.ops.convert_to_numpy(rate(optimizer.iterations) if callable(rate) else rate))
+
+    def enforce(self) -> None:
+        """Projects every domain onto its budget (lowest latents off first)."""
+        costs, served = self._args()
+        self._assign(losses.project_to_budget(self._latents(), costs, served, self.budget))
+
+    # ------------------------------------------------------------ Keras hooks
+    def on_train_begin(self, logs=None):
+        self.attach(self.model)
+        self._step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.frequency == 0:
+            self.step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        u = self.usage()
+        record = {"epoch": epoch, "usage": u.tolist(), "lambdas": self.lambdas.tolist(), **self.penalties()}
+        self.history.append(record)
+        if logs is not None:
+            logs.update({f"usage_{d}": float(x) for d, x in enumerate(u)})
+
+    def on_train_end(self, logs=None):
+        if self.project:
+            self.enforce()
+
+    def get_config(self) -> dict[str, Any]:
+        return {"budget": self.budget, "sharing": self.sharing, "sharing_weight": self.sharing_weight,
+                "measure": self.measure, "multiplier_lr": self.multiplier_lr, "lr": self.lr,
+                "project": self.project, "input_shape": self.input_shape, "frequency": self.frequency}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "BudgetCallback":
+        return cls(**config)
