@@ -102,3 +102,21 @@ def test_masks_from_zeros_roundtrip(trunk):
     for gid, mask in masks.items():
         np.testing.assert_array_equal(found[gid], mask)
     assert abs(found.sparsity() - masks.sparsity()) < 1e-9
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    from tfmot_mtl.atomic import atomic_save_model, atomic_write
+
+    path = tmp_path / "report.json"
+    atomic_write(path, "good")
+
+    class Broken:
+        def save(self, tmp):
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_save_model(Broken(), path)
+    assert path.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 
-from tfmot_mtl.masks import atomic_write
+from tfmot_mtl.atomic import atomic_save_model, atomic_write
 
 DATASETS = ("synthetic_scenes", "multi_digits")
 
@@ -89,18 +88,7 @@ def evaluate(model, data: Data) -> dict:
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> str:
     """Saves a `.keras` file atomically (a crash never leaves half a file in its place)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_save_model(model, path)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tfmot_mtl.atomic import atomic_write
 from tfmot_mtl.lite_model import LiteModel
 
 BUNDLE_FORMAT = "tfmot_mtl.lite.bundle"
@@ -24,22 +24,6 @@ OUTPUT_MEANINGS = {
     "classification": "class logits (batch, classes); argmax (or softmax) over the last axis",
     "binary": "per-attribute logits (batch, attributes); sigmoid > 0.5 (logit > 0) means present",
 }
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a file so that readers see the old or the new content, never half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _quantization(details: Mapping) -> dict[str, Any] | None:
@@ -128,8 +112,8 @@ def save_bundle(model, tflite_bytes: bytes, folder: str | os.PathLike, tasks: Se
     description = describe_bundle(lite, tasks or (), input_normalisation, getattr(model, "name", None))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / MODEL_FILE, lite.model_content)
-    write_atomic(folder / DESCRIPTION_FILE, (json.dumps(description, indent=2) + "\n").encode())
+    atomic_write(folder / MODEL_FILE, lite.model_content)
+    atomic_write(folder / DESCRIPTION_FILE, (json.dumps(description, indent=2) + "\n").encode())
     return description
 
 

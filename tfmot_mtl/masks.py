@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from typing import Any, Iterator
@@ -20,6 +19,7 @@ import keras
 import numpy as np
 
 from tfmot_mtl import layers as rules
+from tfmot_mtl.atomic import atomic_write
 from tfmot_mtl.graph import ChannelGraph
 
 FORMAT = "tfmot_mtl.ChannelMasks"
@@ -156,22 +156,6 @@ def _as_bool(gid, mask) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"mask for group '{gid}' must be 1-D, got shape {arr.shape}")
     return arr.copy()
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Writes a file so that a crash never leaves a half-written file in its place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------ weights
