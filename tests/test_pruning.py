@@ -331,23 +331,23 @@ def test_callback_with_gradient_criteria(criterion):
 def test_protect_layer_and_task():
     model = conv_model()
     cb = ChannelPruningCallback(Random(seed=0), HalfAtTen(), protect=("c2",), verbose=0)
-    cb._setup(model)
+    cb.setup(model)
     assert cb.model is model
     # c2 consumes group c1 and produces group c2: both untouched
     assert {g.id for g in cb.selected} == {"ha", "hb"}
     cb = ChannelPruningCallback(Random(seed=0), HalfAtTen(), protect="a", verbose=0)
-    cb._setup(model)
+    cb.setup(model)
     assert {g.id for g in cb.selected} == {"c1", "c2", "hb"}  # only a's head is protected
     cb.prune_to(0.5, step=0)
     assert cb.masks["ha"].all() and cb.pruned_channels() == 11  # floor(0.5 * (8 + 8 + 6))
     with pytest.raises(ValueError, match="neither a task"):
-        ChannelPruningCallback(Random(), HalfAtTen(), protect=("nope",))._setup(model)
+        ChannelPruningCallback(Random(), HalfAtTen(), protect=("nope",)).setup(model)
 
 
 def test_min_channels_and_round_to():
     model = conv_model()
     cb = ChannelPruningCallback(Magnitude(), HalfAtTen(), scope="layer", min_channels=3, verbose=0)
-    cb._setup(model)
+    cb.setup(model)
     cb.prune_to(0.9, step=0)
     for g in cb.selected:
         assert cb.masks[g.id].sum() == 3, g.id
@@ -365,7 +365,7 @@ def test_min_channels_and_round_to():
 def test_global_ranking_uses_scores_across_groups():
     model = conv_model()
     cb = ChannelPruningCallback(Magnitude(), HalfAtTen(), verbose=0)
-    cb._setup(model)
+    cb.setup(model)
     scores = Magnitude()(model, cb.graph)
     cb.prune_to(0.25, step=0)
     pool = np.concatenate([scores[g.id] for g in cb.selected])

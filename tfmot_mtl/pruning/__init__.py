@@ -9,7 +9,9 @@ from tfmot_mtl.pruning.callback import ChannelPruningCallback
 from tfmot_mtl.pruning.importance import (BNScale, CosPrune, Importance, Magnitude, Random, Taylor,
                                           resolve_losses)
 from tfmot_mtl.pruning.reinit import reinitialize
+from tfmot_mtl.pruning.run import prune_model, retrain_from_scratch
 from tfmot_mtl.pruning.schedules import IterativeSchedule, evaluate_schedule
 
 __all__ = ["ChannelPruningCallback", "Importance", "Magnitude", "BNScale", "Taylor", "CosPrune",
-           "Random", "IterativeSchedule", "evaluate_schedule", "reinitialize", "resolve_losses"]
+           "Random", "IterativeSchedule", "evaluate_schedule", "reinitialize", "resolve_losses", "prune_model",
+           "retrain_from_scratch"]

@@ -92,9 +92,9 @@ class ChannelPruningCallback(keras.callbacks.Callback):
     # ------------------------------------------------------------------ setup
     def on_train_begin(self, logs=None):
         if self.graph is None or self.graph.model is not self.model:
-            self._setup(self.model)
+            self.setup(self.model)
 
-    def _setup(self, model: keras.Model) -> None:
+    def setup(self, model: keras.Model) -> None:
         if self.model is not model:
             self.set_model(model)
         self.graph = ChannelGraph.from_model(model)
@@ -193,7 +193,7 @@ class ChannelPruningCallback(keras.callbacks.Callback):
     def prune_to(self, sparsity: float, step: int | None = None) -> ChannelMasks:
         """Scores the channels now and prunes the selection up to ``sparsity``."""
         if self.graph is None or self.graph.model is not self.model:
-            self._setup(self.model)
+            self.setup(self.model)
         scores = self._scores()
         keep = {g.id: self.masks[g.id].copy() for g in self.selected}
         if self.scope == "global":
