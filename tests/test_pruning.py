@@ -352,11 +352,11 @@ def test_min_channels_and_round_to():
     for g in cb.selected:
         assert cb.masks[g.id].sum() == 3, g.id
     glob = ChannelPruningCallback(Magnitude(), HalfAtTen(), min_channels=2, verbose=0)
-    glob._setup(conv_model())
+    glob.setup(conv_model())
     glob.prune_to(0.95, step=0)
     assert all(glob.masks[g.id].sum() >= 2 for g in glob.selected)
     rounded = ChannelPruningCallback(Magnitude(), HalfAtTen(), round_to=4, verbose=0)
-    rounded._setup(conv_model())
+    rounded.setup(conv_model())
     rounded.prune_to(0.4, step=0)
     assert all(rounded.masks[g.id].sum() % 4 == 0 for g in rounded.selected)
     assert rounded.pruned_channels() > 0
