@@ -406,3 +406,22 @@ def test_example_runs_fast(tmp_path):
     total = [l for l in proc.stdout.splitlines() if l.startswith("TOTAL ")][0]
     assert float(total.split()[2]) > 0  # some channels died
     assert (tmp_path / "sparsity_pattern.png").exists()
+
+
+def test_target_sparsity_controller_steers_to_target():
+    """With `target`, the gain grows until enough channels are dead, then the pattern is locked."""
+    keras.utils.set_random_seed(0)
+    model = two_task_model()
+    model.compile(keras.optimizers.Adam(1e-2),
+                  loss={"seg": "mse", "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    x, y = data(32)
+    cb = ProximalGroupLasso(l1=1e-3, target=0.5, adapt_rate=0.1)
+    hist = model.fit(x, y, batch_size=4, epochs=12, callbacks=[cb], verbose=0)
+    assert cb.gain > 1.0  # lambda had to grow from 1e-3 to kill channels
+    assert cb.locked is not None and 0.5 <= cb.sparsity() <= 0.75
+    locked = hist.history["group_sparsity"].index(cb.sparsity())
+    assert all(v == cb.sparsity() for v in hist.history["group_sparsity"][locked:])  # stays dead
+    again = ProximalGroupLasso.from_config(cb.get_config())
+    assert again.target == 0.5 and again.gain == cb.gain
+    with pytest.raises(ValueError, match="target sparsity"):
+        ProximalGroupLasso(l1=0.1, target=1.0)

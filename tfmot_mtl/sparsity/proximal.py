@@ -87,12 +87,29 @@ class ProximalGroupLasso(keras.callbacks.Callback):
             group's channel count) or ``"none"``.
         log_key: name of the logged group sparsity (fraction of selected channels that are
             exactly zero), added to the batch and epoch ``logs``.
+        target: optional channel sparsity to stop at. While the selected channels' sparsity
+            is below ``target`` the step runs with lambda times a gain that grows by
+            ``adapt_rate`` per step; once it is reached the zero pattern is locked: dead
+            channels are kept exactly zero and the others train freely (fine-tuning).
+            With Adam the proximal step competes with normalised updates, so whether a
+            channel dies depends on lambda against the consistency of its gradient: a
+            fixed lambda tends to kill nothing or almost everything, while the growing
+            gain stops at the level that gives the target.
+        adapt_rate: relative growth of the gain per step while below ``target``.
     """
 
     def __init__(self, l1: Strength = None, schedule: Strength = None,
                  layers: LayerSelection = "shared", mode: str = "plain", update_every: int = 1,
-                 scale: str = "sqrt_group_size", log_key: str = "group_sparsity"):
+                 scale: str = "sqrt_group_size", log_key: str = "group_sparsity",
+                 target: float | None = None, adapt_rate: float = 0.02, gain: float = 1.0):
         super().__init__()
+        if target is not None and not 0.0 < float(target) < 1.0:
+            raise ValueError(f"target sparsity must be in (0, 1), got {target}")
+        if not 0.0 < float(adapt_rate) < 1.0:
+            raise ValueError(f"adapt_rate must be in (0, 1), got {adapt_rate}")
+        self.target = None if target is None else float(target)
+        self.adapt_rate, self.gain = float(adapt_rate), float(gain)
+        self.locked: np.ndarray | None = None
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if scale not in SCALES:
@@ -223,18 +240,25 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         go, lam = self.strength(step)
         if not go or not self.entries:
             return
-        tau = self.learning_rate(optimizer, step) * lam * elapsed * self._lambda * self._scale
+        tau = self.learning_rate(optimizer, step) * lam * self.gain * elapsed * self._lambda * self._scale
+        if self.locked is not None:  # target reached: only keep the dead channels dead
+            tau = np.where(self.locked, np.inf, 0.0)
         values = [np.array(keras.ops.convert_to_numpy(v)) for v in self.variables]
         blocks = [self._gather(values[e.var], e) for e in self.entries]
         flat = np.concatenate([b.reshape(-1) for b in blocks])
         group = np.concatenate([e.elements for e in self.entries])
-        if self.mode == "adam":
+        if self.mode == "adam" and self.locked is None:
             d = np.concatenate([self._gather(m, e).reshape(-1)
                                 for m, e in zip(self._preconditioners(optimizer, step), self.entries)])
             new = prox_adam(flat, d, group, tau)
         else:
             new = prox_plain(flat, group, tau)
         self._zero = group_sums(new.astype(np.float64) ** 2, group, self.num_channels) == 0
+        if self.target is not None and self.locked is None:
+            if self._zero.mean() >= self.target:
+                self.locked = self._zero.copy()
+            else:
+                self.gain *= 1 + self.adapt_rate
         changed = set()
         start = 0
         for e, block in zip(self.entries, blocks):
@@ -291,7 +315,8 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         return {"l1": _serialize(self.l1, "l1"), "schedule": _serialize(self.schedule, "schedule"),
                 "layers": self.layers if isinstance(self.layers, str) else list(self.layers),
                 "mode": self.mode, "update_every": self.update_every, "scale": self.scale,
-                "log_key": self.log_key}
+                "log_key": self.log_key, "target": self.target, "adapt_rate": self.adapt_rate,
+                "gain": self.gain}
 
     @classmethod
     def from_config(cls, config: dict) -> "ProximalGroupLasso":
