@@ -425,3 +425,16 @@ def test_target_sparsity_controller_steers_to_target():
     assert again.target == 0.5 and again.gain == cb.gain
     with pytest.raises(ValueError, match="target sparsity"):
         ProximalGroupLasso(l1=0.1, target=1.0)
+
+
+def test_min_fraction_keeps_strongest_channels_of_every_group():
+    keras.utils.set_random_seed(0)
+    model = two_task_model()
+    model.compile(keras.optimizers.SGD(0.1), loss={"seg": zero_loss, "cls": zero_loss})
+    x, y = data(8)
+    cb = ProximalGroupLasso(l1=1e6, min_fraction=0.25)  # kills everything that is not protected
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[cb], verbose=0)
+    for gid, zero in cb.zero_channels().items():
+        assert (~zero).sum() == 2, gid  # ceil(0.25 * 8) strongest channels survive untouched
+    with pytest.raises(ValueError, match="min_fraction"):
+        ProximalGroupLasso(l1=1.0, min_fraction=1.0)

@@ -34,6 +34,8 @@ class DemoConfig:
     adapt_rate: float = 0.02
     target: float = 0.7
     l1_loss: float = 1e-5
+    min_fraction: float = 0.1
+    scale: str = "sqrt_group_size"
     mode: str = "plain"
     batch_size: int = 32
     seed: int = 0
@@ -76,7 +78,8 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     init = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg.width, seed=cfg.seed)
     sparse = apply_group_sparsity(init, l1=cfg.l1_loss, layers="shared")
     prox = ProximalGroupLasso(l1=cfg.l1, layers="shared", mode=cfg.mode, target=cfg.target,
-                              adapt_rate=cfg.adapt_rate)
+                              adapt_rate=cfg.adapt_rate, min_fraction=cfg.min_fraction,
+                              scale=cfg.scale)
     ex.fit(sparse, data, cfg.epochs, lr=cfg.lr, callbacks=[prox], verbose=verbose)
     pattern_png = os.path.join(out, "sparsity_pattern.png")
     sparsity = sparsity_report(sparse, layers="shared", plot_path=pattern_png)

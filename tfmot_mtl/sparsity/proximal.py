@@ -96,13 +96,21 @@ class ProximalGroupLasso(keras.callbacks.Callback):
             fixed lambda tends to kill nothing or almost everything, while the growing
             gain stops at the level that gives the target.
         adapt_rate: relative growth of the gain per step while below ``target``.
+        min_channels, min_fraction: the strongest ``max(min_channels, ceil(min_fraction *
+            size))`` channels of every group are never shrunk, so no layer loses all (or
+            nearly all) of its channels.
     """
 
     def __init__(self, l1: Strength = None, schedule: Strength = None,
                  layers: LayerSelection = "shared", mode: str = "plain", update_every: int = 1,
                  scale: str = "sqrt_group_size", log_key: str = "group_sparsity",
-                 target: float | None = None, adapt_rate: float = 0.02, gain: float = 1.0):
+                 target: float | None = None, adapt_rate: float = 0.02, gain: float = 1.0,
+                 min_channels: int = 0, min_fraction: float = 0.0):
         super().__init__()
+        if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
+            raise ValueError(f"min_channels must be >= 0 and min_fraction in [0, 1), got "
+                             f"{min_channels}, {min_fraction}")
+        self.min_channels, self.min_fraction = int(min_channels), float(min_fraction)
         if target is not None and not 0.0 < float(target) < 1.0:
             raise ValueError(f"target sparsity must be in (0, 1), got {target}")
         if not 0.0 < float(adapt_rate) < 1.0:
@@ -247,6 +255,8 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         blocks = [self._gather(values[e.var], e) for e in self.entries]
         flat = np.concatenate([b.reshape(-1) for b in blocks])
         group = np.concatenate([e.elements for e in self.entries])
+        if self.locked is None:
+            tau = np.where(self._protected(flat, group), 0.0, tau)
         if self.mode == "adam" and self.locked is None:
             d = np.concatenate([self._gather(m, e).reshape(-1)
                                 for m, e in zip(self._preconditioners(optimizer, step), self.entries)])
@@ -269,6 +279,17 @@ class ProximalGroupLasso(keras.callbacks.Callback):
                 changed.add(e.var)
         for i in changed:
             self.variables[i].assign(values[i])
+
+    def _protected(self, flat: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """Channels exempt from shrinking: the strongest few of every group."""
+        norms = group_sums(flat.astype(np.float64) ** 2, group, self.num_channels)
+        keep = np.zeros(self.num_channels, bool)
+        for i, g in enumerate(self.groups):
+            idx = np.flatnonzero(self._channel_group == i)
+            k = min(len(idx), max(self.min_channels, int(np.ceil(self.min_fraction * len(idx)))))
+            if k:
+                keep[idx[np.argsort(-norms[idx], kind="stable")[:k]]] = True
+        return keep
 
     @staticmethod
     def _gather(value: np.ndarray, e: _Entry) -> np.ndarray:
@@ -316,7 +337,8 @@ class ProximalGroupLasso(keras.callbacks.Callback):
                 "layers": self.layers if isinstance(self.layers, str) else list(self.layers),
                 "mode": self.mode, "update_every": self.update_every, "scale": self.scale,
                 "log_key": self.log_key, "target": self.target, "adapt_rate": self.adapt_rate,
-                "gain": self.gain}
+                "gain": self.gain, "min_channels": self.min_channels,
+                "min_fraction": self.min_fraction}
 
     @classmethod
     def from_config(cls, config: dict) -> "ProximalGroupLasso":
