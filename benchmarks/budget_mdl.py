@@ -1,15 +1,18 @@
 """Budget-aware multi-domain pruning on `multi_domain` with ResNet-26 (seed 3 benchmark).
 
-Protocol: one multi-domain ResNet-26 (switches frozen on = the unpruned model) is trained
-for `pretrain` epochs; then, for every budget x sharing loss, a copy is trained `budget`
-epochs with `BudgetCallback` (switches learn, budget projected at the end) and fine-tuned
-`finetune` epochs with the switches frozen; it is stripped with the union mask and the
+Protocol (`tfmot_mtl.budget.pipeline`): one multi-domain ResNet-26 (switches frozen on =
+the unpruned model) is trained for `pretrain` epochs; then, for every budget x sharing
+loss, a copy is trained `budget` epochs with `BudgetCallback` (switches learn; the budget is
+annealed from 1 to beta by per-epoch projections, in one order common to all domains when a
+sharing loss is set) and fine-tuned `finetune` epochs with the switches frozen; it is stripped with the union mask and the
 stripped model is evaluated. The unpruned reference trains the same total epochs. The
 decathlon score uses the unpruned multi-domain model's errors as baseline. Writes benchmarks/results/budget_mdl.json and a plot.
 
     python benchmarks/budget_mdl.py --quick      # smoke run, budgets 1.0 / 0.5 only, a few minutes on 2 CPU cores
-    python benchmarks/budget_mdl.py              # default
+    python benchmarks/budget_mdl.py              # default (~20 min on 2 free cores)
     python benchmarks/budget_mdl.py --full       # 64x64, more data/epochs, all sharing losses
+    python benchmarks/budget_mdl.py --preset long05 --out benchmarks/results/budget_mdl_long05.json
+                                                 # budget 0.5 only, 2x longer budget phase and fine-tuning
 """
 from __future__ import annotations
 
@@ -18,75 +21,56 @@ import json
 import os
 import time
 
-import keras
 import numpy as np
 
 from tfmot_mtl import budget
-from tfmot_mtl.datasets import multi_domain as md
-from tfmot_mtl.models import resnet26_backbone
+from tfmot_mtl.budget import pipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {
     "quick": dict(res=32, width=0.5, n=200, pretrain=6, budget_epochs=2, finetune=1,
                   budgets=[1.0, 0.5], sharing=["none", "jaccard"]),
-    "default": dict(res=32, width=0.5, n=800, pretrain=15, budget_epochs=4, finetune=3,
-                    budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard", "union"]),
+    "default": dict(res=32, width=0.5, n=400, pretrain=12, budget_epochs=3, finetune=2,
+                    budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard"]),
+    "long05": dict(res=32, width=0.5, n=400, pretrain=12, budget_epochs=6, finetune=6,
+                   budgets=[0.5], sharing=["none", "jaccard"]),
     "full": dict(res=64, width=1.0, n=1000, pretrain=30, budget_epochs=8, finetune=5,
                  budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard", "intersection", "union"]),
 }
 
 
-def build(cfg, names):
-    backbone = resnet26_backbone((cfg["res"], cfg["res"], 3), width=cfg["width"])
-    return budget.add_domain_switches(backbone, md.DOMAINS)
-
-
-def fit(model, data, epochs, lr, callbacks=(), switches=False):
-    budget.freeze_switches(model, frozen=not switches)
-    budget.compile_domain_model(model, keras.optimizers.Adam(lr))
-    if epochs:
-        model.fit(data, epochs=epochs, verbose=0, callbacks=list(callbacks))
-
-
 def run(cfg, out_path, lr=2e-3):
-    names = [n for n, _ in md.DOMAINS]
-    train = budget.domain_targets(md.load("train", 64, cfg["n"], resolution=cfg["res"]), names)
-    test = md.load("test", 128, max(100, cfg["n"] // 4), resolution=cfg["res"], shuffle=False)
-    shape = (cfg["res"], cfg["res"], 3)
+    s = pipeline.setup(cfg["res"], cfg["width"], cfg["n"], n_test=max(100, cfg["n"] // 4))
     t0 = time.time()
-    keras.utils.set_random_seed(0)
-    base = build(cfg, names)
-    fit(base, train, cfg["pretrain"], lr)
+    base = s.model
+    pipeline.pretrain(base, s.train, cfg["pretrain"], lr)
     pretrained = base.get_weights()
-    fit(base, train, cfg["budget_epochs"] + cfg["finetune"], lr / 4)
-    acc0 = budget.domain_accuracy(base, test, names)
+    pipeline.fit(base, s.train, cfg["budget_epochs"] + cfg["finetune"], lr / 2)
+    acc0 = budget.domain_accuracy(base, s.test, s.names)
     base_err = {d: 1 - a for d, a in acc0.items()}
-    ref = budget.domain_report(base, accuracy=acc0, baseline_errors=base_err, input_shape=shape)
-    print(f"unpruned: mean acc {100 * np.mean(list(acc0.values())):.1f}  ({time.time() - t0:.0f}s)")
-    results = {"config": cfg, "unpruned": {"accuracy": acc0, "report": ref.to_dict()}, "runs": []}
+    ref = budget.domain_report(base, accuracy=acc0, baseline_errors=base_err, input_shape=s.input_shape)
+    print(f"unpruned: mean acc {100 * np.mean(list(acc0.values())):.1f}  ({time.time() - t0:.0f}s)", flush=True)
+    results = {"config": cfg, "unpruned": {"accuracy": acc0, "report": ref.to_dict()}, "baseline": ref.baseline,
+               "runs": []}
     for beta in cfg["budgets"]:
         for sharing in cfg["sharing"]:
             t = time.time()
-            model = build(cfg, names)
+            model = pipeline.build(cfg["res"], cfg["width"])
             model.set_weights(pretrained)
-            cb = budget.BudgetCallback(beta, sharing=None if sharing == "none" else sharing)
-            fit(model, train, cfg["budget_epochs"], lr / 4, [cb], switches=True)
-            fit(model, train, cfg["finetune"], lr / 4)
-            small, strip_report = budget.strip_domain_model(model)
-            acc = budget.domain_accuracy(small, test, names)
-            rep = budget.domain_report(model, small, acc, base_err, input_shape=shape)
+            cb = pipeline.budget_phase(model, s.train, beta, sharing, cfg["budget_epochs"], cfg["finetune"], lr / 2)
+            out = pipeline.finish(model, s, base_err)
+            rep, acc = out["report"], out["accuracy"]
             row = {"budget": beta, "sharing": sharing, "accuracy": acc,
                    "mean_accuracy": rep.totals["mean_accuracy"], "params": rep.totals["params"],
                    "max_macs_as_run": rep.totals["max_domain_macs"], "decathlon": rep.totals["decathlon"],
-                   "usage": cb.history[-1]["usage"] if cb.history else None,
+                   "usage": cb.usage().tolist(), "union_channels": int(sum(m.sum() for m in out["union"].values())),
                    "lambdas": cb.lambdas.tolist(), "report": rep.to_dict(),
-                   "strip": strip_report.totals, "seconds": time.time() - t}
+                   "strip": out["strip"].totals, "seconds": time.time() - t}
             results["runs"].append(row)
             _write(results, out_path)
             print(f"budget {beta:.2f} sharing {sharing:8s}: mean acc {100 * row['mean_accuracy']:.1f} "
                   f"params {row['params']:,} MACs {row['max_macs_as_run']:,} S {row['decathlon']:.0f} "
-                  f"({row['seconds']:.0f}s)")
-    results["baseline"] = ref.baseline
+                  f"({row['seconds']:.0f}s)", flush=True)
     results["seconds"] = time.time() - t0
     _write(results, out_path)
     table(results)
@@ -142,9 +126,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run")
     parser.add_argument("--full", action="store_true", help="64x64, width 1, all sharing losses")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named preset (overrides the flags)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "budget_mdl.json"))
     args = parser.parse_args()
-    cfg = PRESETS["quick" if args.quick else "full" if args.full else "default"]
+    cfg = PRESETS[args.preset or ("quick" if args.quick else "full" if args.full else "default")]
     run(cfg, args.out)
 
 

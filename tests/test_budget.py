@@ -170,6 +170,40 @@ def test_usage_and_projection():
     assert (proj[1][0] > 0).sum() >= 1  # never a whole switch off by the projection
 
 
+def test_aligned_projection_uses_one_common_order():
+    # domain 0 prefers channels 0, 1; domain 1 prefers 2, 3; summed latents rank 2 > 0 > 1 > 3
+    lat = [np.array([[0.5, 0.4, 0.1, 0.05], [0.05, 0.1, 0.6, 0.2]])]
+    costs, served = [np.ones(4)], [[0, 1]]
+    own = losses.project_to_budget(lat, costs, served, 0.5)
+    np.testing.assert_array_equal(own[0] > 0, [[1, 1, 0, 0], [0, 0, 1, 1]])  # union: all 4 channels
+    np.testing.assert_allclose(losses.shared_scores(lat, served)[0], [0.55, 0.5, 0.7, 0.25])
+    aligned = losses.project_to_budget(lat, costs, served, 0.5, align=True)
+    np.testing.assert_array_equal(aligned[0] > 0, [[1, 0, 1, 0], [1, 0, 1, 0]])  # union: 2 channels
+    np.testing.assert_allclose(aligned[0][:, [0, 2]], lat[0][:, [0, 2]])  # kept latents untouched
+    np.testing.assert_allclose(aligned[0][:, [1, 3]], -1e-3)
+    # a switch a domain already has off is never turned back on
+    lat[0][1, 0] = -0.2
+    aligned = losses.project_to_budget(lat, costs, served, 0.5, align=True)
+    np.testing.assert_array_equal(aligned[0] > 0, [[0, 1, 1, 0], [0, 1, 1, 0]])
+
+
+def test_annealed_budget_and_alignment_default():
+    cb = budget.BudgetCallback(0.25, sharing="jaccard", anneal=True)
+    cb.params = {"epochs": 3}
+    assert [cb.annealed_budget(e) for e in range(3)] == pytest.approx([0.75, 0.5, 0.25])
+    assert cb.align and not budget.BudgetCallback(0.25).align
+    assert not budget.BudgetCallback(0.25, sharing="union", align=False).align
+    cfg = cb.get_config()
+    assert (cfg["anneal"], cfg["align"]) == (True, True)
+
+
+def test_bn_momentum_option():
+    model = budget.add_domain_switches(tiny_backbone(), DOMAINS, bn_momentum=0.9)
+    assert {l.momentum for l in model.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.9}
+    with pytest.raises(ValueError, match="bn_momentum"):
+        budget.add_domain_switches(tiny_backbone(), DOMAINS, bn_momentum=1.0)
+
+
 # ------------------------------------------------------------------------------ training
 
 
@@ -281,10 +315,54 @@ def test_exported_model_converts_to_tflite():
         np.testing.assert_allclose(got[d], np.asarray(ref[d]), atol=1e-4)
 
 
-@pytest.mark.slow
 def test_example_runs_fast():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, os.path.join(root, "examples", "budget_multi_domain.py"), "--fast"],
                          cwd=root, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "stripped" in out.stdout
+    assert "stripped" in out.stdout and "of ONE single-domain model" in out.stdout
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5", "-0.2"])
+def test_cli_bad_budget_exits_non_zero(bad, capsys):
+    from tfmot_mtl.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["budget", "--budget", bad])
+    assert err.value.code != 0 and "--budget" in str(err.value.code)
+
+
+def test_aligned_training_keeps_union_at_budget_on_tiny_problem():
+    """With a sharing loss the annealed, aligned projection puts both domains on the same channels."""
+    keras.utils.set_random_seed(0)
+    model = budget.add_domain_switches(tiny_backbone((8, 8)), DOMAINS)
+    budget.compile_domain_model(model, keras.optimizers.Adam(0.01))
+    cb = budget.BudgetCallback(budget=0.5, sharing="jaccard", anneal=True, multiplier_lr=0.0)
+    model.fit(budget.domain_targets(tiny_data(32), ["a", "b"]), epochs=2, verbose=0, callbacks=[cb])
+    assert [h["usage"] for h in cb.history] == [[0.75, 0.75], [0.5, 0.5]]  # annealed 1 -> 0.75 -> 0.5
+    assert (cb.usage() <= 0.5 + 1e-9).all()
+    assert sum(int(m.sum()) for m in budget.union_masks(model).values()) == 8  # 4 + 4 of 16 channels
+    masks = budget.domain_masks(model)
+    for gid in ("c0", "c1"):
+        np.testing.assert_array_equal(masks["a"][gid], masks["b"][gid])
+
+
+@pytest.mark.slow
+def test_cli_budget_tiny(tmp_path):
+    from tfmot_mtl.cli import main
+
+    out = tmp_path / "budget"
+    rc = main(["budget", "--budget", "0.5", "--sharing", "jaccard", "--epochs", "1", "--budget-epochs", "1",
+               "--finetune", "0", "--width", "0.125", "--resolution", "16", "--n-train", "8",
+               "--out", str(out)])
+    assert rc == 0
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert all(u <= 0.5 + 1e-9 for u in report["usage"])
+    assert set(report["accuracy"]) == {"digits", "shapes", "textures", "scenes"}
+    assert report["summary"]["params_vs_one"] < 1 and report["summary"]["macs_vs_one"] < 1
+    masks = json.loads((out / "masks.json").read_text())
+    assert set(masks["domains"]) == set(report["accuracy"])
+    loaded = keras.saving.load_model(str(out / "budget_stripped.keras"))
+    assert sorted(loaded.output_names) == sorted(report["accuracy"])

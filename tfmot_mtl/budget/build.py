@@ -84,7 +84,7 @@ def _switch_sites(graph: ChannelGraph, groups, domain_names: list[str]) -> dict[
 
 def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads: HeadFn | None = None,
                         switch_groups: str = "prunable", init: float = 0.05,
-                        name: str | None = None) -> keras.Model:
+                        name: str | None = None, bn_momentum: float | None = None) -> keras.Model:
     """A multi-domain model with one `DomainSwitch` per prunable channel group.
 
     Args:
@@ -97,11 +97,16 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
             feed more than one domain).
         init: initial latent of every switch (> 0: every channel starts on).
         name: model name (default: the input model's name + "_switched").
+        bn_momentum: if given, the momentum of every BatchNormalization of the new model
+            (Keras' 0.99 leaves the moving statistics near their initial values after a few
+            hundred steps, which makes short runs evaluate at chance level).
 
     Returns:
         A new functional model, inputs {"image", "domain" (int32, shape ())}, dict outputs
         keyed by domain name. Its layers are copies: the input model is not modified.
     """
+    if bn_momentum is not None and not 0 <= bn_momentum < 1:
+        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}")
     if switch_groups not in ("prunable", "shared"):
         raise ValueError(f"switch_groups must be 'prunable' or 'shared', got {switch_groups!r}")
     pairs = _domain_pairs(domains)
@@ -116,19 +121,23 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
     if not sites:
         raise ValueError("add_domain_switches: the backbone has no prunable channel group to switch; "
                          "check `ChannelGraph.from_model(model).summary()`.")
-    return _rebuild(flat, sites, names, init, name or f"{plain.name}_switched")
+    return _rebuild(flat, sites, names, init, name or f"{plain.name}_switched", bn_momentum)
 
 
-def _clone(layer):
+def _clone(layer, bn_momentum: float | None = None):
     if not isinstance(layer, keras.layers.Layer):
         try:
             return type(layer).from_config(layer.get_config())
         except Exception:  # noqa: BLE001 - stateless ops can be called again as they are
             return layer
-    return type(layer).from_config(layer.get_config())
+    config = layer.get_config()
+    if bn_momentum is not None and isinstance(layer, keras.layers.BatchNormalization):
+        config["momentum"] = float(bn_momentum)
+    return type(layer).from_config(config)
 
 
-def _rebuild(flat, sites: dict, domain_names: list[str], init: float, name: str) -> keras.Model:
+def _rebuild(flat, sites: dict, domain_names: list[str], init: float, name: str,
+             bn_momentum: float | None = None) -> keras.Model:
     num_domains = len(domain_names)
     values, inputs = {}, {}
     for in_name, key in flat.inputs.items():
@@ -143,7 +152,7 @@ def _rebuild(flat, sites: dict, domain_names: list[str], init: float, name: str)
         new = created.get(node.name)
         fresh = new is None
         if fresh:
-            new = created[node.name] = _clone(node.layer)
+            new = created[node.name] = _clone(node.layer, bn_momentum)
         outs = node.call(values, layer=new)
         if fresh and isinstance(new, keras.layers.Layer) and node.layer.weights:
             new.set_weights(node.layer.get_weights())
@@ -184,10 +193,12 @@ def domain_targets(dataset, domain_names: Sequence[str]):
     return dataset.map(split)
 
 
-def compile_domain_model(model: keras.Model, optimizer: Any = "adam", jit_compile: Any = False) -> keras.Model:
+def compile_domain_model(model: keras.Model, optimizer: Any = "adam", jit_compile: Any = False,
+                         run_eagerly: bool = False) -> keras.Model:
     """Compiles with sparse cross-entropy (from logits) and weighted accuracy per domain output.
 
     `jit_compile` defaults to False: XLA compilation of a ResNet takes longer than a short run.
+    `run_eagerly` skips graph tracing (faster for a handful of steps, slower for more).
     """
     names = output_names(model)
     model.compile(
@@ -195,6 +206,7 @@ def compile_domain_model(model: keras.Model, optimizer: Any = "adam", jit_compil
         loss={n: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for n in names},
         weighted_metrics={n: ["accuracy"] for n in names},
         jit_compile=jit_compile,
+        run_eagerly=run_eagerly,
     )
     return model
 

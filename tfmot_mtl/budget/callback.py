@@ -10,8 +10,17 @@ with P the budget penalty and S the sharing loss of `budget.losses` (STE gradien
 number of switch channels (so `lr` is one switch's step at unit gradient share) and γ
 `sharing_weight`. With Adam the task loss moves a latent by about the learning rate per
 step, so with the same `lr` a switch goes off once λ_d outweighs its task gradient. λ_d only grows, so once a domain has been pushed under its budget any new
-violation is corrected at once. At the end of training (``project=True``) the switches of a
-domain still over budget are turned off lowest latent first until it is within budget.
+violation is corrected at once.
+
+Projection (``project=True``): at the end of training the switches of a domain still over
+budget are turned off until it is within budget; with ``anneal=True`` this also happens at
+the end of every epoch against a budget falling linearly from 1 to β over the epochs, so
+the network adapts to the removed channels gradually. With ``align`` (the default when a
+sharing loss is set) every domain turns channels off in one common order, by the domains'
+summed latents: the domains then keep nested subsets of the same channels and the union
+mask, hence the stripped model, is about as small as one domain's share (the STE sharing
+gradients alone barely align domains whose switches all start on: every sharing loss is at
+its minimum there).
 """
 from __future__ import annotations
 
@@ -36,6 +45,8 @@ class BudgetCallback(keras.callbacks.Callback):
         multiplier_lr: step of the multipliers λ_d.
         lr: step of the penalty update of the latents (None: the optimizer's learning rate).
         project: enforce the budget exactly at the end of training.
+        anneal: also project at every epoch end onto a budget falling linearly to β.
+        align: project in one order common to all domains (None: True iff `sharing`).
         input_shape: per-example image shape for the MAC measure when the model's is unknown.
         frequency: apply the penalty step every `frequency` batches.
 
@@ -44,7 +55,8 @@ class BudgetCallback(keras.callbacks.Callback):
 
     def __init__(self, budget: float = 0.5, sharing: str | None = None, sharing_weight: float = 1.0,
                  measure: str = "channels", multiplier_lr: float = 0.05, lr: float | None = None,
-                 project: bool = True, input_shape: Any = None, frequency: int = 1):
+                 project: bool = True, input_shape: Any = None, frequency: int = 1,
+                 anneal: bool = False, align: bool | None = None):
         super().__init__()
         self.budget = losses.check_budget(budget)
         self.sharing = losses.check_sharing(sharing)
@@ -60,6 +72,8 @@ class BudgetCallback(keras.callbacks.Callback):
         self.multiplier_lr, self.project = float(multiplier_lr), bool(project)
         self.lr = None if lr is None else float(lr)
         self.input_shape, self.frequency = input_shape, frequency
+        self.anneal = bool(anneal)
+        self.align = bool(self.sharing) if align is None else bool(align)
         self.lambdas: np.ndarray | None = None
         self.history: list[dict] = []
         self._infos: list = []
@@ -127,10 +141,16 @@ class BudgetCallback(keras.callbacks.Callback):
             return 1e-3
         return float(keras.ops.convert_to_numpy(rate(optimizer.iterations) if callable(rate) else rate))
 
-    def enforce(self) -> None:
-        """Projects every domain onto its budget (lowest latents off first)."""
+    def enforce(self, budget: float | None = None) -> None:
+        """Projects every domain onto `budget` (default β); see `losses.project_to_budget`."""
         costs, served = self._args()
-        self._assign(losses.project_to_budget(self._latents(), costs, served, self.budget))
+        target = self.budget if budget is None else budget
+        self._assign(losses.project_to_budget(self._latents(), costs, served, target, align=self.align))
+
+    def annealed_budget(self, epoch: int) -> float:
+        """The budget projected on at the end of `epoch` when annealing (β at the last epoch)."""
+        epochs = max(1, int((getattr(self, "params", None) or {}).get("epochs") or 1))
+        return max(self.budget, 1.0 - (1.0 - self.budget) * (epoch + 1) / epochs)
 
     # ------------------------------------------------------------ Keras hooks
     def on_train_begin(self, logs=None):
@@ -143,6 +163,8 @@ class BudgetCallback(keras.callbacks.Callback):
             self.step()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.anneal and self.project:
+            self.enforce(self.annealed_budget(epoch))
         u = self.usage()
         record = {"epoch": epoch, "usage": u.tolist(), "lambdas": self.lambdas.tolist(), **self.penalties()}
         self.history.append(record)
@@ -156,7 +178,8 @@ class BudgetCallback(keras.callbacks.Callback):
     def get_config(self) -> dict[str, Any]:
         return {"budget": self.budget, "sharing": self.sharing, "sharing_weight": self.sharing_weight,
                 "measure": self.measure, "multiplier_lr": self.multiplier_lr, "lr": self.lr,
-                "project": self.project, "input_shape": self.input_shape, "frequency": self.frequency}
+                "project": self.project, "input_shape": self.input_shape, "frequency": self.frequency,
+                "anneal": self.anneal, "align": self.align}
 
     @classmethod
     def from_config(cls, config: dict) -> "BudgetCallback":

@@ -140,14 +140,24 @@ def _sharing(switches, kind, costs, served, with_grad):
     return value, grads
 
 
-def project_to_budget(latents: list[np.ndarray], costs, served, budget: float,
-                      off_value: float = -1e-3) -> list[np.ndarray]:
-    """Turns off the lowest-latent switches of each over-budget domain until usage <= budget.
+def shared_scores(latents: list[np.ndarray], served: list[list[int]]) -> list[np.ndarray]:
+    """(C,) per switch: the sum over its served domains of the latents, the common ranking
+    by which an aligned projection turns channels off (channels the domains agree on last)."""
+    return [np.asarray(x, np.float64)[doms].sum(axis=0) for x, doms in zip(latents, served)]
 
-    Keeps at least one channel on per switch and domain (a domain never loses a whole
-    layer). Returns new latent arrays; the inputs are not modified.
+
+def project_to_budget(latents: list[np.ndarray], costs, served, budget: float,
+                      off_value: float = -1e-3, align: bool = False) -> list[np.ndarray]:
+    """Turns off switches of each over-budget domain until its usage <= budget.
+
+    Without `align` each domain turns off its own lowest latents first; with `align` every
+    domain turns channels off in ONE common order, lowest `shared_scores` first (own latent
+    breaks ties), so the domains keep nested subsets of the same channels and the union
+    mask is about as small as one domain's. Keeps at least one channel on per switch and
+    domain (a domain never loses a whole layer). Returns new arrays; inputs are unchanged.
     """
     latents = [np.array(x, np.float64) for x in latents]
+    common = shared_scores(latents, served) if align else None
     num_domains = latents[0].shape[0]
     for d in range(num_domains):
         mine = [i for i, doms in enumerate(served) if d in doms]
@@ -155,8 +165,9 @@ def project_to_budget(latents: list[np.ndarray], costs, served, budget: float,
         if not total:
             continue
         on = sum(float(costs[i] @ (latents[i][d] > 0)) for i in mine)
-        candidates = sorted((latents[i][d, c], i, c) for i in mine for c in np.flatnonzero(latents[i][d] > 0))
-        for _, i, c in candidates:
+        candidates = sorted(((common[i][c] if align else latents[i][d, c]), latents[i][d, c], i, c)
+                            for i in mine for c in np.flatnonzero(latents[i][d] > 0))
+        for *_, i, c in candidates:
             if on / total <= budget + 1e-12:
                 break
             if (latents[i][d] > 0).sum() <= 1:

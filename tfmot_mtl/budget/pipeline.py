@@ -1,0 +1,125 @@
+"""The budget-aware multi-domain recipe on `multi_domain` + ResNet-26, shared by the CLI,
+the example and the benchmark.
+
+    setup = pipeline.setup(resolution=32, width=0.5, n_train=400)
+    pretrain(setup.model, setup.train, epochs=8)            # switches frozen on
+    cb = budget_phase(setup.model, setup.train, 0.5, "jaccard", epochs=3, finetune=2)
+    result = finish(setup.model, setup, baseline_errors)    # strip, evaluate, report
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfmot_mtl.budget.build import add_domain_switches, compile_domain_model, domain_accuracy, domain_targets
+from tfmot_mtl.budget.callback import BudgetCallback
+from tfmot_mtl.budget.losses import check_budget, check_sharing
+from tfmot_mtl.budget.report import DomainReport, domain_report, strip_domain_model
+from tfmot_mtl.budget.switch import domain_masks, freeze_switches, union_masks
+
+
+@dataclass
+class Setup:
+    """Data and a freshly built switched ResNet-26 for `multi_domain`."""
+
+    model: keras.Model
+    train: Any
+    test: Any
+    names: list[str]
+    input_shape: tuple
+
+
+def build(resolution: int = 32, width: float = 0.5, bn_momentum: float = 0.9) -> keras.Model:
+    """mdl_resnet26 backbone + per-domain heads + one DomainSwitch per prunable group."""
+    from tfmot_mtl.datasets import multi_domain as md
+    from tfmot_mtl.models import resnet26_backbone
+
+    backbone = resnet26_backbone((resolution, resolution, 3), width=width)
+    return add_domain_switches(backbone, md.DOMAINS, bn_momentum=bn_momentum)
+
+
+def setup(resolution: int = 32, width: float = 0.5, n_train: int = 400, n_test: int | None = None,
+          batch_size: int = 64, seed: int = 0) -> Setup:
+    """Builds the model (seeded) and the mixed-domain train / test data (counts per domain)."""
+    from tfmot_mtl.datasets import multi_domain as md
+
+    names = [n for n, _ in md.DOMAINS]
+    keras.utils.set_random_seed(seed)
+    model = build(resolution, width)
+    train = domain_targets(md.load("train", batch_size, n_train, resolution=resolution, seed=seed), names)
+    test = md.load("test", 128, n_test or max(50, n_train // 4), resolution=resolution, shuffle=False, seed=seed)
+    return Setup(model, train, test, names, (resolution, resolution, 3))
+
+
+def fit(model: keras.Model, data, epochs: int, lr: float, callbacks=(), switches: bool = False,
+        verbose: int = 0, eager: bool = False) -> None:
+    """Compiles (no XLA; no graph at all if `eager`) and fits; the switch latents train only if `switches`."""
+    freeze_switches(model, frozen=not switches)
+    compile_domain_model(model, keras.optimizers.Adam(lr), jit_compile=False, run_eagerly=eager)
+    if epochs:
+        model.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
+
+
+def pretrain(model: keras.Model, data, epochs: int, lr: float = 2e-3, verbose: int = 0,
+             eager: bool = False) -> None:
+    """Plain multi-domain training, every switch on."""
+    fit(model, data, epochs, lr, verbose=verbose, eager=eager)
+
+
+def budget_phase(model: keras.Model, data, budget: float, sharing: str | None, epochs: int,
+                 finetune: int, lr: float = 5e-4, sharing_weight: float = 1.0, measure: str = "channels",
+                 verbose: int = 0, eager: bool = False) -> BudgetCallback:
+    """Trains the switches under the budget (annealed, aligned when sharing), then fine-tunes
+    the weights with the switches frozen. Returns the callback (usage, multipliers, history)."""
+    callback = BudgetCallback(budget, sharing=check_sharing(sharing), sharing_weight=sharing_weight,
+                              measure=measure, anneal=True)
+    fit(model, data, max(1, epochs), lr, [callback], switches=True, verbose=verbose, eager=eager)
+    fit(model, data, finetune, lr, verbose=verbose, eager=eager)
+    return callback
+
+
+def finish(model: keras.Model, s: Setup, baseline_errors: dict | None = None) -> dict:
+    """Strips with the union mask, evaluates the stripped model per domain, builds the report."""
+    small, strip_report = strip_domain_model(model)
+    accuracy = domain_accuracy(small, s.test, s.names)
+    report = domain_report(model, small, accuracy, baseline_errors, input_shape=s.input_shape)
+    return {"model": small, "strip": strip_report, "accuracy": accuracy, "report": report,
+            "union": union_masks(model), "domains": domain_masks(model)}
+
+
+def summary_row(report: DomainReport) -> dict:
+    """Totals of a report compared with ONE single-domain baseline."""
+    b, t = report.baseline, report.totals
+    return {"params": t["params"], "max_macs_as_run": t["max_domain_macs"],
+            "params_vs_one": t["params"] / b["one_params"], "macs_vs_one": t["max_domain_macs"] / b["one_macs"],
+            "mean_accuracy": t.get("mean_accuracy"), "decathlon": t.get("decathlon")}
+
+
+def run(budget: float = 0.5, sharing: str | None = "jaccard", resolution: int = 32, width: float = 0.5,
+        n_train: int = 400, epochs: int = 8, budget_epochs: int = 3, finetune: int = 2, lr: float = 2e-3,
+        sharing_weight: float = 1.0, measure: str = "channels", seed: int = 0, verbose: int = 0,
+        eager: bool | None = None) -> dict:
+    """The whole recipe for one budget: pretrain, budget phase + fine-tune, strip, evaluate.
+
+    `eager` (default: when there are at most 2 batches per epoch) skips graph tracing, which
+    costs more than a tiny run.
+
+    Returns `finish`'s dict plus "unpruned_accuracy" (after pretraining), "usage" and "callback".
+    """
+    check_budget(budget)
+    sharing = check_sharing(sharing)
+    s = setup(resolution, width, n_train, seed=seed)
+    if eager is None:
+        eager = n_train * len(s.names) <= 128
+    pretrain(s.model, s.train, epochs, lr, verbose=verbose, eager=eager)
+    acc0 = domain_accuracy(s.model, s.test, s.names)
+    callback = budget_phase(s.model, s.train, budget, sharing, budget_epochs, finetune, lr / 4,
+                            sharing_weight, measure, verbose, eager)
+    out = finish(s.model, s, {d: 1 - a for d, a in acc0.items()})
+    out.update(unpruned_accuracy=acc0, usage=callback.usage().tolist(), callback=callback, setup=s)
+    out["summary"] = summary_row(out["report"])
+    out["summary"]["unpruned_mean_accuracy"] = float(np.mean(list(acc0.values())))
+    return out
