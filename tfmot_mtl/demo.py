@@ -30,7 +30,7 @@ class DemoConfig:
     width: float = 1.0
     epochs: int = 8
     lr: float = 2e-3
-    l1: float = 0.02
+    l1: float = 0.3
     adapt_rate: float = 0.02
     target: float = 0.7
     l1_loss: float = 1e-5
