@@ -24,7 +24,7 @@ from keras import tree
 
 from tfmot_mtl.budget.switch import DomainSwitch
 from tfmot_mtl.graph import ChannelGraph
-from tfmot_mtl.walk import flatten, output_names
+from tfmot_mtl.walk import output_names
 
 HeadFn = Callable[[Any, str, int], Any]
 

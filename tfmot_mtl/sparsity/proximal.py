@@ -15,7 +15,7 @@ import numpy as np
 
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.sparsity.prox_ops import group_sums, prox_adam, prox_plain
-from tfmot_mtl.sparsity.regularizer import ChannelGroupLasso, regularized_layers
+from tfmot_mtl.sparsity.regularizer import regularized_layers
 from tfmot_mtl.sparsity.selection import LayerSelection, select_groups
 
 Strength = Union[float, Callable[[int], Any], None]
