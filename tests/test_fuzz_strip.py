@@ -1,6 +1,5 @@
 """Property test: random functional DAGs x random masks -> strip keeps outputs (parity 1e-4)."""
 import keras
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -111,7 +111,6 @@ def test_round_to_keeps_multiples():
 
 def test_mask_dropping_everything_keeps_min_channels():
     model = zoo.randomize(zoo.multitask_trunk())
-    graph = ChannelGraph.from_model(model)
     with pytest.warns(UserWarning, match="min_channels"):
         masks = ChannelMasks({"stem": np.zeros(8, bool)}, min_channels=2)
     small, _ = strip_channels(model, masks)
