@@ -121,8 +121,9 @@ def prune_one(spec: dict, sparsity: float, build) -> dict:
     kernels = [w for layer in stripped.layers for w in layer.weights if "kernel" in w.name]
     name = f"tfmot_{int(round(sparsity * 100))}"
     path = os.path.join(spec["out"], f"{name}.tflite")
-    with open(path, "wb") as f:
-        f.write(to_tflite(stripped, spec["input_shape"]))
+    from tfmot_mtl.atomic import atomic_write  # found through import_builder's package stub
+
+    atomic_write(path, to_tflite(stripped, spec["input_shape"]))
     return {"name": name, "tflite": path, "target_sparsity": sparsity, "train_s": train_s,
             "params": int(sum(w.size for w in weights)),
             "nonzero_params": int(sum(np.count_nonzero(w) for w in weights)),
@@ -142,8 +143,10 @@ def main(spec_path: str) -> None:
 
     build.tasks = tasks
     results = [prune_one(spec, s, build) for s in spec["sparsities"]]
-    with open(os.path.join(spec["out"], "tfmot_results.json"), "w") as f:
-        json.dump({"tf_keras": tf_keras.__version__, "results": results}, f, indent=2)
+    from tfmot_mtl.atomic import atomic_write
+
+    atomic_write(os.path.join(spec["out"], "tfmot_results.json"),
+                 json.dumps({"tf_keras": tf_keras.__version__, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from tfmot_mtl import budget
+from tfmot_mtl.atomic import atomic_savefig, atomic_write
 from tfmot_mtl.budget import pipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,9 +80,7 @@ def run(cfg, out_path, lr=2e-3):
 
 
 def _write(results, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1, default=float)
+    atomic_write(path, json.dumps(results, indent=1, default=float))
 
 
 def table(results):
@@ -118,7 +117,7 @@ def plot(results, path):
         ax.set_ylabel("accuracy (%)")
     axes[0][0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     print(f"wrote {path}")
 
 

@@ -41,6 +41,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfmot_mtl import experiment as ex  # noqa: E402
+from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -375,8 +376,7 @@ def plot(results: dict, path: str) -> str:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 
 from tfmot_mtl import experiment as ex  # noqa: E402
+from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
 from tfmot_mtl.pruning.run import (compile_for_pruning, prune_model,  # noqa: E402
                                    retrain_from_scratch, steps_per_epoch)
 from tfmot_mtl.strip import strip_channels  # noqa: E402
@@ -165,7 +166,7 @@ def plot(results: dict, tasks, folder: str) -> list[str]:
             ax.legend(fontsize=6, ncol=2)
             fig.tight_layout()
             path = os.path.join(folder, f"iterative_pruning_{name}_{task or 'delta_m'}.png")
-            fig.savefig(path, dpi=120)
+            atomic_savefig(fig, path, dpi=120)
             plt.close(fig)
             paths.append(path)
     return paths

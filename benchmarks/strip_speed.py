@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tfmot_mtl.atomic import atomic_write  # noqa: E402
 from tfmot_mtl.graph import ChannelGraph  # noqa: E402
 from tfmot_mtl.masks import ChannelMasks  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
@@ -57,9 +58,8 @@ def main():
     for r in rows:
         print(f"{r['model']:<12} {r['groups']:>6} {r['prunable']:>8} {r['graph_s']:>8.2f} {r['strip_s']:>8.2f} "
               f"{r['params_before']:>11,} -> {r['params_after']:>10,}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"input_size": args.input_size, "fraction": args.fraction, "rows": rows}, f, indent=2)
+    atomic_write(args.out, json.dumps({"input_size": args.input_size, "fraction": args.fraction, "rows": rows},
+                                      indent=2))
     print(f"wrote {args.out}")
 
 

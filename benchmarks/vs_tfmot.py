@@ -7,13 +7,19 @@ Same `mtl_resnet` on `synthetic_scenes`, same training budget:
   (c) ours: per-group L1-magnitude channel masks on the dense weights (`channel_norms`, the same
       fraction of every prunable group), the fraction searched so that the stripped model's
       parameter count matches tfmot's non-zero count at 50% / 70%, plus one at 70% channel
-      sparsity; `strip_channels`, then fine-tuned F steps.
+      sparsity; every group's kept count rounded to the nearest multiple of --round-to
+      (the SIMD width: 16 floats for AVX-512, 8 for AVX2, 4 for ARM NEON), so the small
+      layers run at full vector width; `strip_channels`, then fine-tuned F steps.
 Every variant is converted to float32 .tflite with batch 1 and measured in this process:
 raw / gzipped size, LiteRT latency at 1 thread (A/B interleaved: every run times each model
 once, in rotating order), task metrics from the TFLite outputs on the test split, delta_m vs
 dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured one.
 
-    python benchmarks/vs_tfmot.py [--quick | --full]   # writes benchmarks/results/vs_tfmot.json + .png
+    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64]
+    # writes benchmarks/results/vs_tfmot.json + .png
+
+`benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
+the width of the layers and with channel counts aligned to the SIMD width.
 """
 from __future__ import annotations
 
@@ -32,12 +38,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from tfmot_mtl.atomic import atomic_savefig, atomic_savez, atomic_write  # noqa: E402
+
 SETTINGS = {
-    "quick": dict(resolution=32, n_train=64, n_test=16, batch_size=16, width=0.5, epochs=1, steps=4, runs=20),
-    "default": dict(resolution=64, n_train=512, n_test=64, batch_size=32, width=1.0, epochs=3, steps=32,
-                    runs=100),
-    "full": dict(resolution=64, n_train=2000, n_test=500, batch_size=32, width=1.0, epochs=10, steps=200,
-                 runs=200),
+    "quick": dict(resolution=32, n_train=64, n_test=16, batch_size=16, width=0.5, epochs=1, steps=4, runs=20,
+                  round_to=4),
+    # width 4: the stages have 64-512 channels, as in ResNet-18/34 (see speedup_sweep.py for why width matters)
+    "default": dict(resolution=64, n_train=384, n_test=64, batch_size=32, width=4.0, epochs=3, steps=24,
+                    runs=100, round_to=16),
+    "full": dict(resolution=64, n_train=2000, n_test=500, batch_size=32, width=4.0, epochs=10, steps=200,
+                 runs=200, round_to=16),
 }
 SPARSITIES = (0.5, 0.7)
 LR = 1e-3
@@ -57,12 +67,12 @@ def save_for_worker(model, data, folder: str) -> tuple[str, str]:
     """Dense weights as "layer/i" arrays and the training split as arrays, for the tfmot worker."""
     weights = {f"{layer.name}/{i}": np.asarray(w) for layer in model.layers for i, w in enumerate(layer.weights)}
     wpath, dpath = os.path.join(folder, "dense_weights.npz"), os.path.join(folder, "train.npz")
-    np.savez(wpath, **weights)
+    atomic_savez(wpath, **weights)
     arrays: dict[str, list] = {}
     for x, y in data.train.as_numpy_iterator():
         for k, v in {**x, **y}.items():
             arrays.setdefault(k, []).append(v)
-    np.savez(dpath, **{k: np.concatenate(v) for k, v in arrays.items()})
+    atomic_savez(dpath, **{k: np.concatenate(v) for k, v in arrays.items()})
     return wpath, dpath
 
 
@@ -73,8 +83,7 @@ def run_tfmot(model, data, cfg: dict, folder: str) -> list[dict]:
             "sparsities": list(SPARSITIES), "steps": cfg["steps"], "batch_size": cfg["batch_size"],
             "lr": LR, "out": folder}
     spec_path = os.path.join(folder, "spec.json")
-    with open(spec_path, "w") as f:
-        json.dump(spec, f)
+    atomic_write(spec_path, json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     env["TF_USE_LEGACY_KERAS"] = "1"
     subprocess.run([sys.executable, os.path.join(HERE, "_tfmot_worker.py"), spec_path], env=env, check=True)
@@ -82,32 +91,34 @@ def run_tfmot(model, data, cfg: dict, folder: str) -> list[dict]:
         return json.load(f)["results"]
 
 
-def magnitude_masks(graph, norms: dict, fraction: float):
-    """Drops the `fraction` lowest-L1 channels of every prunable group (at least one kept)."""
-    from tfmot_mtl.masks import ChannelMasks
+def magnitude_masks(graph, weights, fraction: float, multiple: int = 1):
+    """Drops the `fraction` lowest-L1 channels of every prunable group (at least one kept), then
+    rounds each kept count to the nearest multiple of `multiple`."""
+    from tfmot_mtl.masks import ChannelMasks, channel_norms
+    from tfmot_mtl.strip import round_masks
 
     masks = {}
-    for gid, norm in norms.items():
+    for g in graph.prunable_groups:
+        norm = channel_norms(graph, weights, g.id, ord=1)
         keep = max(1, int(round((1 - fraction) * len(norm))))
         mask = np.zeros(len(norm), bool)
         mask[np.argsort(-norm, kind="stable")[:keep]] = True
-        masks[gid] = mask
-    return ChannelMasks(masks)
+        masks[g.id] = mask
+    return round_masks(graph, ChannelMasks(masks), multiple, weights, mode="nearest")
 
 
-def match_params(model, target_params: int, iters: int = 12) -> tuple[float, object]:
+def match_params(model, target_params: int, multiple: int = 1, iters: int = 12) -> tuple[float, object]:
     """Bisects the channel fraction whose stripped model has ~target_params parameters."""
     from tfmot_mtl.graph import ChannelGraph
-    from tfmot_mtl.masks import channel_norms, read_weights
+    from tfmot_mtl.masks import read_weights
     from tfmot_mtl.strip import strip_channels
 
     graph = ChannelGraph.from_model(model)
     weights = read_weights(graph)
-    norms = {g.id: channel_norms(graph, weights, g.id, ord=1) for g in graph.prunable_groups}
     lo, hi, best = 0.0, 0.98, None
     for _ in range(iters):
         mid = (lo + hi) / 2
-        masks = magnitude_masks(graph, norms, mid)
+        masks = magnitude_masks(graph, weights, mid, multiple)
         params = strip_channels(model, masks)[1].totals["params_after"]
         if best is None or abs(params - target_params) < abs(best[2] - target_params):
             best = (mid, masks, params)
@@ -115,22 +126,22 @@ def match_params(model, target_params: int, iters: int = 12) -> tuple[float, obj
     return best[0], best[1]
 
 
-def ours(model, data, fraction_or_params, steps: int, by_params: bool):
+def ours(model, data, fraction_or_params, steps: int, by_params: bool, multiple: int = 1):
     from tfmot_mtl.graph import ChannelGraph
-    from tfmot_mtl.masks import channel_norms, read_weights
+    from tfmot_mtl.masks import read_weights
     from tfmot_mtl.strip import strip_channels
 
+    graph = ChannelGraph.from_model(model)
     if by_params:
-        fraction, masks = match_params(model, fraction_or_params)
+        fraction, masks = match_params(model, fraction_or_params, multiple)
     else:
         fraction = fraction_or_params
-        graph = ChannelGraph.from_model(model)
-        weights = read_weights(graph)
-        masks = magnitude_masks(graph, {g.id: channel_norms(graph, weights, g.id, ord=1)
-                                        for g in graph.prunable_groups}, fraction)
+        masks = magnitude_masks(graph, read_weights(graph), fraction, multiple)
     small, report = strip_channels(model, masks)
     train_s = fit_steps(small, data, steps)
-    return small, {"channel_fraction": fraction, "params": int(small.count_params()),
+    return small, {"channel_fraction": fraction, "round_to": multiple,
+                   "channel_sparsity": masks.sparsity(graph, graph.prunable_groups),
+                   "params": int(small.count_params()),
                    "nonzero_params": int(sum(np.count_nonzero(np.asarray(w)) for w in small.weights)),
                    "train_s": train_s, "param_ratio": report.param_ratio}
 
@@ -174,10 +185,10 @@ def plot(rows: list[dict], path: str) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle("mtl_resnet on synthetic_scenes: dense vs tfmot (unstructured) vs ours (channels, stripped)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
 
 
-def run(setting: str, out: str) -> dict:
+def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     import keras
 
     from tfmot_mtl import experiment as ex
@@ -185,7 +196,7 @@ def run(setting: str, out: str) -> dict:
     from tfmot_mtl.profile import profile
     from tfmot_mtl.task_eval import evaluate
 
-    cfg = SETTINGS[setting]
+    cfg = {**SETTINGS[setting], **{k: v for k, v in (overrides or {}).items() if v is not None}}
     data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
                         batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=0)
     dense = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=0)
@@ -198,8 +209,10 @@ def run(setting: str, out: str) -> dict:
         info[r["name"]] = {k: v for k, v in r.items() if k != "tflite"}
     for r in tfmot_rows:
         name = f"ours_params{int(round(r['target_sparsity'] * 100))}"
-        models[name], info[name] = ours(dense, data, r["nonzero_params"], cfg["steps"], by_params=True)
-    models["ours_ch70"], info["ours_ch70"] = ours(dense, data, 0.7, cfg["steps"], by_params=False)
+        models[name], info[name] = ours(dense, data, r["nonzero_params"], cfg["steps"], by_params=True,
+                                        multiple=cfg["round_to"])
+    models["ours_ch70"], info["ours_ch70"] = ours(dense, data, 0.7, cfg["steps"], by_params=False,
+                                                  multiple=cfg["round_to"])
     dense_base = keras.models.clone_model(dense)
     dense_base.set_weights(dense.get_weights())
     info["dense"] = {"train_s": fit_steps(dense_base, data, cfg["steps"]), "params": int(dense_base.count_params())}
@@ -268,13 +281,14 @@ def print_table(report: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"vs_tfmot ({report['setting']}): mtl_resnet, synthetic_scenes, LiteRT 1 thread")
-    cols = ["variant", "params", "nonzero", "tflite KiB", "gzip KiB", "median ms", "speed-up", "ideal",
+    cols = ["variant", "ch. sparsity", "params", "nonzero", "tflite KiB", "gzip KiB", "median ms", "speed-up", "ideal",
             "seg mIoU", "depth abs", "normals mean°", "Δm %"]
     for c in cols:
         table.add_column(c, justify="right")
     for r in report["rows"]:
         m = r["metrics"]
-        table.add_row(r["name"], f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['tflite_bytes'] / 1024:.1f}",
+        sparsity = f"{r['channel_sparsity']:.0%}" if "channel_sparsity" in r else "-"
+        table.add_row(r["name"], sparsity, f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['tflite_bytes'] / 1024:.1f}",
                       f"{r['gzip_bytes'] / 1024:.1f}", f"{r['median_ms']:.2f}", f"{r['measured_speedup']:.2f}x",
                       f"{r['ideal_speedup']:.2f}x", f"{m['segmentation']['miou']:.1f}",
                       f"{m['depth']['abs_err']:.3f}", f"{m['normals']['mean_angle']:.1f}", f"{r['delta_m']:+.1f}")
@@ -287,10 +301,14 @@ def main(argv=None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="tiny data and budget (smoke test, ~1-2 min)")
     group.add_argument("--full", action="store_true", help="the whole dataset and a longer budget")
+    parser.add_argument("--round-to", type=int, help="channel multiple of our variants (default: the setting's)")
+    parser.add_argument("--width", type=float, help="mtl_resnet width multiplier (default: the setting's)")
+    parser.add_argument("--resolution", type=int, help="input size (default: the setting's)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
-    print_table(run(setting, args.out))
+    overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution}
+    print_table(run(setting, args.out, overrides))
     return 0
 
 

@@ -14,6 +14,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfmot_mtl as tm  # noqa: E402
+from tfmot_mtl.atomic import atomic_save_model  # noqa: E402
 from tfmot_mtl.masks import channel_norms, read_weights  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def main():
     rel = np.abs(a - b).max() / max(np.abs(a).max(), 1e-6)
     print(f"parity (stripped vs masked): max relative error {rel:.2e}")
     out = args.out or os.path.join(tempfile.mkdtemp(), "stripped.keras")
-    small.save(out)
+    atomic_save_model(small, out)  # never a half-written file where a good one was
     keras.saving.load_model(out, safe_mode=True)
     print(f"params {model.count_params():,} -> {small.count_params():,}; saved {out}")
     if rel > 1e-4:

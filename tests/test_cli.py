@@ -89,6 +89,21 @@ def test_strip_with_masks_writes_smaller_model(model_path, tmp_path):
         "segmentation": (2, SIZE, SIZE, 8), "depth": (2, SIZE, SIZE, 1), "normals": (2, SIZE, SIZE, 3)}
 
 
+def test_strip_round_to_nearest_keeps_multiples(model_path, tmp_path):
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    masks = zoo.random_masks(ChannelGraph.from_model(model), 0.7, seed=3)
+    masks.save(tmp_path / "masks.json")
+    counts = {}
+    for mode in ("up", "nearest"):
+        out = tmp_path / f"{mode}.keras"
+        assert main(["strip", str(model_path), "--masks", str(tmp_path / "masks.json"), "--round-to", "4",
+                     "--round-mode", mode, "--output", str(out)]) == 0
+        groups = json.loads((tmp_path / f"{mode}_report.json").read_text())["groups"]
+        assert all(g["kept"] % 4 == 0 or g["kept"] == g["size"] for g in groups.values()), groups
+        counts[mode] = sum(g["kept"] for g in groups.values())
+    assert counts["nearest"] < counts["up"]  # nearest also rounds down: closer to the masks' 70%
+
+
 def test_strip_default_output_name(model_path):
     assert main(["strip", str(model_path)]) == 0  # no masks: strips exactly-zero channels (none here)
     assert (model_path.parent / "tiny_stripped.keras").is_file()

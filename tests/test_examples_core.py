@@ -24,3 +24,15 @@ def test_strip_speed_benchmark_runs(tmp_path):
     out = run("benchmarks/strip_speed.py", "--input-size", "32", "--repeats", "1", "--models",
               "MobileNetV2", "--out", str(tmp_path / "s.json"))
     assert "MobileNetV2" in out and (tmp_path / "s.json").exists()
+
+
+def test_speedup_sweep_benchmark_runs(tmp_path):
+    import json
+
+    out = run("benchmarks/speedup_sweep.py", "--quick", "--out", str(tmp_path / "sweep.json"))
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [r["round_to"] for r in rows] == [1, 4] and "all configurations" in out
+    for r in rows:
+        assert 0.6 < r["channel_sparsity"] < 0.8, r
+        assert r["ideal_speedup"] > 3 and r["measured_speedup"] > 0 and r["macs"] < r["dense_macs"]
+        assert r["speedup_vs_ideal"] == r["measured_speedup"] / r["ideal_speedup"]

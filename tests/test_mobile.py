@@ -220,3 +220,4 @@ def test_vs_tfmot_quick_runs(tmp_path):
         assert row["runs"] >= 20 and row["median_ms"] > 0 and row["gzip_bytes"] < row["tflite_bytes"]
         assert set(row["metrics"]) == {"segmentation", "depth", "normals"}
     assert rows["ours_ch70"]["ideal_speedup"] > 3 and (tmp_path / "vs_tfmot.png").is_file()
+    assert rows["ours_ch70"]["round_to"] == 4 and 0.6 < rows["ours_ch70"]["channel_sparsity"] < 0.8

@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -344,57 +343,7 @@ def test_sparsity_report_counts_and_plot(tmp_path):
     assert path.exists() and path.stat().st_size > 1000
 
 
-# ------------------------------------------------------------------ distributed / example
-MIRRORED = textwrap.dedent("""
-    import os, json
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
-    from tfmot_mtl.sparsity import ProximalGroupLasso
-
-    def run(strategy):
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            x = keras.Input((6,), name="image")
-            h = keras.layers.Dense(16, activation="relu", name="trunk")(x)
-            a = keras.layers.Dense(1, name="a")(h)
-            b = keras.layers.Dense(1, name="b")(h)
-            model = keras.Model(x, {"a": a, "b": b})
-            model.compile(keras.optimizers.SGD(0.1), loss={"a": "mse", "b": "mse"})
-        rng = np.random.default_rng(0)
-        xs = rng.standard_normal((64, 6)).astype("float32")
-        ys = {"a": xs[:, :1] * 2, "b": xs[:, 1:2] - xs[:, 2:3]}
-        ds = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(16)
-        cb = ProximalGroupLasso(l1=0.2)
-        model.fit(ds, epochs=5, callbacks=[cb], verbose=0)
-        k = model.get_layer("trunk").kernel.numpy()
-        return (np.abs(k).sum(axis=0) == 0).tolist(), cb.sparsity(), strategy.num_replicas_in_sync
-
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    single = run(tf.distribute.OneDeviceStrategy(devices[0]))
-    mirrored = run(tf.distribute.MirroredStrategy(devices))
-    print("RESULT", json.dumps({"n": len(devices), "single": single, "mirrored": mirrored}))
-""")
-
-
-@pytest.mark.slow  # ~30 s: a fresh TensorFlow process with two logical CPUs
-def test_mirrored_strategy_matches_single_device():
-    import json
-
-    proc = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    result = json.loads(line[len("RESULT "):])
-    assert result["n"] == 2
-    (zero_single, sp_single, _), (zero_mirror, sp_mirror, replicas) = result["single"], result["mirrored"]
-    assert replicas == 2
-    assert 0 < sp_single < 1
-    assert zero_single == zero_mirror and sp_single == sp_mirror
-
-
+# ------------------------------------------------------------------ example
 @pytest.mark.slow  # 25-70 s on 2 CPU cores (a fresh process builds and traces a ResNet)
 def test_example_runs_fast(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "group_sparsity.py"),

@@ -109,6 +109,36 @@ def test_round_to_keeps_multiples():
     assert small.get_layer("down").filters % 4 == 0
 
 
+def test_round_masks_nearest_moves_both_ways_and_keeps_strongest():
+    from tfmot_mtl.masks import channel_norms, read_weights
+    from tfmot_mtl.strip import round_masks
+
+    graph = ChannelGraph.from_model(zoo.randomize(zoo.multitask_trunk()))
+    weights = read_weights(graph)
+    size = graph.groups["stem"].size  # 8 channels
+    norms = channel_norms(graph, weights, "stem")
+    order = np.argsort(-norms, kind="stable")
+    cases = {1: 4, 2: 4, 5: 4, 6: 8, 7: 8}  # kept -> nearest multiple of 4 (at least 4, ties up)
+    for kept, want in cases.items():
+        mask = np.zeros(size, bool)
+        mask[order[::-1][:kept]] = True  # keep the WEAKEST channels
+        rounded = round_masks(graph, ChannelMasks({"stem": mask}), 4, weights, mode="nearest")["stem"]
+        assert rounded.sum() == want, (kept, rounded)
+        if want < kept:  # dropped the weakest of the kept ones
+            assert set(np.flatnonzero(rounded)) == set(order[::-1][kept - want:kept])
+        else:  # added the strongest of the removed ones, kept all the old ones
+            assert rounded[mask].all()
+            added = np.flatnonzero(rounded & ~mask)
+            assert set(added) == set([i for i in order if not mask[i]][:want - kept])
+    five = ChannelMasks({"stem": np.isin(np.arange(size), order[:5])})
+    assert round_masks(graph, five, 4, weights)["stem"].sum() == 8  # mode="up"
+    assert round_masks(graph, five, 4, weights, mode="nearest")["stem"].sum() == 4
+    with pytest.raises(ValueError, match="mode"):
+        round_masks(graph, ChannelMasks({}), 4, weights, mode="down")
+    with pytest.raises(ValueError, match="positive integer"):
+        round_masks(graph, ChannelMasks({}), 0, weights)
+
+
 def test_mask_dropping_everything_keeps_min_channels():
     model = zoo.randomize(zoo.multitask_trunk())
     with pytest.warns(UserWarning, match="min_channels"):

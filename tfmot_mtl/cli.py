@@ -39,14 +39,12 @@ def _cmd_train(args) -> int:
 
 
 def _load_keras(path: str):
-    import keras
+    from tfmot_mtl.model_files import load_model
 
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: no model file at {path}")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as err:  # noqa: BLE001 - report any loader failure as a user error
-        raise SystemExit(f"error: {path} is not a loadable .keras model ({type(err).__name__}: {err})")
+        return load_model(path)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}")
 
 
 def _cmd_strip(args) -> int:
@@ -55,8 +53,11 @@ def _cmd_strip(args) -> int:
     from tfmot_mtl.strip import strip_channels
 
     model = _load_keras(args.model)
-    masks = ChannelMasks.load(args.masks) if args.masks else None
-    small, report = strip_channels(model, masks, round_to=args.round_to)
+    try:
+        masks = ChannelMasks.load(args.masks) if args.masks else None
+        small, report = strip_channels(model, masks, round_to=args.round_to, round_mode=args.round_mode)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}")
     out = args.output or os.path.splitext(args.model)[0] + "_stripped.keras"
     ex.save_model(small, out)
     ex.write_json(os.path.splitext(out)[0] + "_report.json", report.to_dict())
@@ -228,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("strip", help="remove masked (or all-zero) channels from a .keras model")
     p.add_argument("model")
     p.add_argument("--masks", default=None, help="ChannelMasks JSON; default: strip all-zero channels")
-    p.add_argument("--round-to", type=int, default=None)
+    p.add_argument("--round-to", type=int, default=None,
+                   help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
+    p.add_argument("--round-mode", default="up", choices=["up", "nearest"],
+                   help="up: add channels back; nearest: also drop the weakest to stay near the masks' sparsity")
     p.add_argument("--output", default=None)
     p.set_defaults(fn=_cmd_strip)
 

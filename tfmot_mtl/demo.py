@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from tfmot_mtl import experiment as ex
+from tfmot_mtl.atomic import atomic_savefig
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _plot_metrics(rows: dict, path: str) -> None:
     axes[1].bar(names, [rows[n]["macs"] for n in names], color=["grey", "tab:green"])
     axes[1].set_title("MACs per image")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 

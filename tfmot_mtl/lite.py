@@ -55,15 +55,19 @@ def named_outputs(model, outputs: Any) -> dict:
     """A model call's outputs as {output name: tensor}: dict outputs as they are, lists by output_names."""
     if isinstance(outputs, Mapping):
         return dict(outputs)
+    # A Sequential model has no output_names: its output is named by its last layer.
+    names = getattr(model, "output_names", None) or [model.layers[-1].name]
     if isinstance(outputs, (list, tuple)):
-        return dict(zip(model.output_names, outputs))
-    return {model.output_names[0]: outputs}
+        return dict(zip(names, outputs))
+    return {names[0]: outputs}
 
 
 def structure_inputs(model, inputs: Mapping[str, Any]) -> Any:
     """Arranges {input name: value} in the structure the model was built with (tensor, list or dict)."""
     import keras
 
+    if isinstance(model, keras.Sequential):  # one input; `.input` is undefined until it is called
+        return inputs[model.inputs[0].name]
     return keras.tree.map_structure(lambda tensor: inputs[tensor.name], model.input)
 
 
@@ -138,6 +142,39 @@ def _pad_batch(value: np.ndarray, size: int) -> np.ndarray:
     if len(value) >= size:
         return value
     return np.concatenate([value, np.repeat(value[-1:], size - len(value), axis=0)])
+
+
+def float32_compute(model):
+    """`model`, or a float32 copy of it when layers compute in float16 / bfloat16 (mixed precision).
+
+    TFLite has no float16 kernels for most ops (conversion fails with "TF Select ops: Conv2D,
+    ..."). The variables of a mixed-precision model are float32 already, so the copy computes
+    the same function at float32 precision; pass quantization="float16" for float16 weights.
+    """
+    import keras
+
+    if not any(_low_precision(layer) for layer in _layers(model)):
+        return model
+
+    def clone(layer):
+        return type(layer).from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _layers(model) -> list:
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(_layers(layer))
+    return out
+
+
+def _low_precision(layer) -> bool:
+    policy = getattr(layer, "dtype_policy", None)
+    return getattr(policy, "compute_dtype", "float32") in ("float16", "bfloat16")
 
 
 def _export_saved_model(model, folder: str, specs: Mapping) -> None:
@@ -225,7 +262,7 @@ def convert(model, quantization: str | None = None, representative_data: Any = N
     representative = (_representative_dataset(representative_data, specs, num_calibration_steps, verbose)
                       if quantization in _CALIBRATED else None)
     with tempfile.TemporaryDirectory(prefix="tfmot_mtl_export_") as folder:
-        _export_saved_model(model, folder, specs)
+        _export_saved_model(float32_compute(model), folder, specs)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         _configure(converter, quantization, representative)
         try:

@@ -36,9 +36,10 @@ class ChannelMasks(Mapping):
     """
 
     def __init__(self, masks: Mapping[str, Any] | None = None, min_channels: int = 1):
-        if int(min_channels) < 0:
-            raise ValueError(f"min_channels must be >= 0, got {min_channels}")
-        self.min_channels = int(min_channels)
+        if masks is not None and not isinstance(masks, Mapping):
+            raise ValueError(f"masks must be a mapping {{group id: boolean array}} (e.g. a dict), "
+                             f"got {type(masks).__name__}")
+        self.min_channels = _check_min_channels(min_channels)
         self._masks: dict[str, np.ndarray] = {}
         for gid, mask in (masks or {}).items():
             self._masks[str(gid)] = self._enforce_min(str(gid), _as_bool(gid, mask))
@@ -63,7 +64,12 @@ class ChannelMasks(Mapping):
         """Masks whose emptied groups keep their highest-scoring channels."""
         out = cls({}, min_channels=min_channels)
         for gid, mask in keep.items():
-            out._masks[gid] = out._enforce_min(gid, _as_bool(gid, mask), np.asarray(scores[gid]))
+            mask = _as_bool(gid, mask)
+            if gid not in scores or np.shape(scores[gid]) != mask.shape:
+                got = "none" if gid not in scores else f"shape {np.shape(scores[gid])}"
+                raise ValueError(f"from_scores: group '{gid}' has a mask of {len(mask)} channels but "
+                                 f"{got} scores; pass one score per channel for every group of `keep`")
+            out._masks[gid] = out._enforce_min(gid, mask, np.asarray(scores[gid], dtype=np.float64))
         return out
 
     @classmethod
@@ -95,7 +101,8 @@ class ChannelMasks(Mapping):
         for gid, mask in self._masks.items():
             if gid not in graph.groups:
                 known = ", ".join(list(graph.groups)[:8])
-                raise ValueError(f"mask for unknown channel group '{gid}' (groups include: {known} ...)")
+                raise ValueError(f"mask for unknown channel group '{gid}' (groups include: {known} ...); "
+                                 "were the masks made for another model?")
             group = graph.groups[gid]
             if len(mask) != group.size:
                 raise ValueError(f"mask for group '{gid}' has {len(mask)} entries; the group has "
@@ -133,20 +140,54 @@ class ChannelMasks(Mapping):
         if not isinstance(data, dict) or data.get("format") != FORMAT or "masks" not in data:
             raise ValueError(f"not a channel masks file: expected a JSON object with "
                              f"\"format\": \"{FORMAT}\" and \"masks\"")
+        if data.get("version", 1) != 1:
+            raise ValueError(f"channel masks JSON has version {data.get('version')!r}; this tfmot_mtl "
+                             "reads version 1 (upgrade tfmot_mtl)")
+        if not isinstance(data["masks"], dict):
+            raise ValueError("channel masks JSON: \"masks\" must be an object {group id: [0/1, ...]}, "
+                             f"got {type(data['masks']).__name__}")
         masks = {}
         for gid, bits in data["masks"].items():
             if not isinstance(bits, list) or any(b not in (0, 1, True, False) for b in bits):
                 raise ValueError(f"channel masks JSON: group '{gid}' must be a list of 0/1")
             masks[gid] = np.asarray(bits, dtype=bool)
-        return cls(masks, min_channels=data.get("min_channels", 1))
+        try:
+            min_channels = _check_min_channels(data.get("min_channels", 1))
+        except ValueError as err:
+            raise ValueError(f"channel masks JSON: {err}") from None
+        return cls(masks, min_channels=min_channels)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ChannelMasks":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+        """Reads a file written by :meth:`save`; a corrupt or foreign file raises a ValueError naming it."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            return cls.from_json(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{os.fspath(path)} is not a channel masks file (not UTF-8 JSON text); "
+                             "write masks with ChannelMasks.save") from None
+        except ValueError as err:
+            raise ValueError(f"{os.fspath(path)}: {err}") from None
+
+
+def as_channel_masks(masks: Any) -> "ChannelMasks":
+    """`masks` as a :class:`ChannelMasks` (a plain ``{group id: bool array}`` dict is converted)."""
+    if isinstance(masks, ChannelMasks):
+        return masks
+    if isinstance(masks, Mapping):
+        return ChannelMasks(masks)
+    raise ValueError(f"masks must be a ChannelMasks or a dict {{group id: boolean array}}, "
+                     f"got {type(masks).__name__}")
+
+
+def _check_min_channels(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"min_channels must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def _as_bool(gid, mask) -> np.ndarray:
@@ -245,7 +286,7 @@ def _probe_inputs(graph: ChannelGraph) -> dict:
 def apply_masks_(model: keras.Model, masks: ChannelMasks, graph: ChannelGraph | None = None) -> keras.Model:
     """Applies masks IN PLACE (zeroes removed channels, folds constants); returns the model."""
     graph = graph or ChannelGraph.from_model(model)
-    masks = masks.validate(graph)
+    masks = as_channel_masks(masks).validate(graph)
     new, changed = mask_weights(graph, read_weights(graph), masks)
     for name in changed:
         for var, value in zip(graph.layer(name).weights, new[name]):
@@ -279,5 +320,10 @@ def masks_from_zeros(model: keras.Model, atol: float = 0.0, graph: ChannelGraph 
         if group.size == 0:
             continue
         peak = channel_norms(graph, weights, group.id, ord=np.inf)
+        if not np.isfinite(peak).all():
+            raise ValueError(f"channel group '{group.id}' (layers {', '.join(group.layers[:3])}) has NaN/Inf "
+                             "weights, so which channels are zero is undefined: restore finite weights "
+                             "(e.g. from a checkpoint) first. After a ProximalGroupLasso run stopped on "
+                             "NaN, its zero_channels() holds the last finite zero pattern.")
         masks[group.id] = peak > atol
     return ChannelMasks(masks, min_channels=min_channels)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,12 +13,13 @@ from keras import tree
 
 from tfmot_mtl import layers as rules
 from tfmot_mtl.graph import ChannelGraph
-from tfmot_mtl.masks import ChannelMasks, channel_norms, mask_weights, masks_from_zeros, read_weights
+from tfmot_mtl.masks import (ChannelMasks, as_channel_masks, channel_norms, mask_weights, masks_from_zeros,
+                             read_weights)
 from tfmot_mtl.profile import ModelProfile, profile
 
 
 def strip_channels(model: keras.Model, masks: ChannelMasks | None = None, round_to: int | None = None,
-                   input_shape: Any = None) -> tuple[keras.Model, "StripReport"]:
+                   input_shape: Any = None, round_mode: str = "up") -> tuple[keras.Model, "StripReport"]:
     """Returns a new functional model without the masked channels, and a report.
 
     The input model is not modified. Masks are applied first (removed channels zeroed,
@@ -29,39 +31,92 @@ def strip_channels(model: keras.Model, masks: ChannelMasks | None = None, round_
         model: a Keras functional or Sequential model (nested sub-models are inlined).
         masks: channel masks (True = keep). ``None`` strips channels whose weights are
             already exactly zero (e.g. after group-sparsity training).
-        round_to: keep each group's channel count a multiple of this (hardware-friendly);
-            the channels added back are the removed ones with the largest weight norm.
+        round_to: keep each group's channel count a multiple of this: the SIMD width of
+            the target (16 for x86 AVX-512, 8 for AVX2, 4 for ARM NEON) lets small layers
+            run closer to their MAC count (see ``benchmarks/speedup_sweep.py``).
+        round_mode: ``"up"`` adds back the removed channels with the largest weight norm;
+            ``"nearest"`` may also drop the weakest kept ones (see :func:`round_masks`).
         input_shape: per-example input shape for the MAC counts of models whose spatial
             size is unknown (e.g. ``(64, 64, 3)``).
     """
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer))
+                                 or round_to < 1):
+        raise ValueError(f"round_to must be None or a positive integer (kept channels per group are "
+                         f"rounded up to a multiple of it), got {round_to!r}")
     graph = ChannelGraph.from_model(model)
     weights = read_weights(graph)
-    masks = masks_from_zeros(model, graph=graph) if masks is None else masks
+    masks = masks_from_zeros(model, graph=graph) if masks is None else as_channel_masks(masks)
     masks = masks.validate(graph)
-    if round_to:
-        masks = round_masks(graph, masks, int(round_to), weights)
+    if round_to is not None and round_to > 1:
+        masks = round_masks(graph, masks, int(round_to), weights, mode=round_mode)
     masked, _ = mask_weights(graph, weights, masks)
-    keep = graph.keep_atoms(masks)
-    stripped = _rebuild(graph, masked, keep)
-    report = StripReport.build(model, stripped, graph, masks, input_shape)
+    structure = keep_nonempty(graph, masks)  # weights stay masked by `masks`: parity holds
+    stripped = _rebuild(graph, masked, graph.keep_atoms(structure))
+    report = StripReport.build(model, stripped, graph, structure, input_shape)
     return stripped, report
 
 
-def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights=None) -> ChannelMasks:
-    """Adds back removed channels (largest norm first) until each count is a multiple."""
-    if multiple < 1:
-        raise ValueError(f"round_to must be a positive integer, got {multiple}")
+def keep_nonempty(graph: ChannelGraph, masks: ChannelMasks) -> ChannelMasks:
+    """`masks` plus one (zeroed) channel wherever they would leave a tensor with no channels.
+
+    A group coupled through a concatenation or a residual Add spans several layers, so a
+    mask keeping some of its channels can still remove every channel of one layer (a
+    Conv2D with 0 filters cannot be built). That layer keeps one channel; its weights are
+    zeroed by the masks, so the stripped model still computes what the masked model does.
+    """
+    out = {gid: np.array(m) for gid, m in masks.items()}
+    keep = graph.keep_atoms(masks)
+    for key, atoms in graph.maps.items():
+        atoms = np.asarray(atoms)
+        if not len(atoms) or keep[atoms].any():
+            continue
+        gid, channel = graph.atom_group[atoms[0]], int(graph.atom_channel[atoms[0]])
+        out[gid][channel] = True
+        keep = graph.keep_atoms(ChannelMasks(out, masks.min_channels))
+        layer = graph.flat.tensors[key]._keras_history.operation.name
+        warnings.warn(f"the masks remove every channel of '{layer}' (group '{gid}'); the stripped model "
+                      f"keeps one zeroed channel there (a layer cannot have 0 channels)", stacklevel=3)
+    return ChannelMasks(out, masks.min_channels)
+
+
+def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights=None,
+                mode: str = "up") -> ChannelMasks:
+    """Makes every group's kept-channel count a multiple of ``multiple``.
+
+    SIMD kernels process channels in vectors (16 floats with AVX-512, 8 with AVX2, 4 with
+    NEON), so a layer with a multiple of that width runs closer to its MAC count.
+
+    Args:
+        graph, masks: the model's channel graph and the masks to round.
+        multiple: the channel multiple (1 leaves the masks unchanged).
+        weights: ``read_weights(graph)`` if already at hand (channels are ranked by norm).
+        mode: ``"up"`` adds back removed channels (largest norm first) to the next
+            multiple, never removing more than ``masks`` does; ``"nearest"`` moves to the
+            nearest multiple (ties up), also dropping the weakest kept channels, so the
+            overall sparsity stays close to that of ``masks``. Counts never exceed the
+            group size and never fall below one multiple.
+    """
+    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
+        raise ValueError(f"round_to must be a positive integer, got {multiple!r}")
+    if mode not in ("up", "nearest"):
+        raise ValueError(f"mode must be 'up' or 'nearest', got {mode!r}")
     weights = weights if weights is not None else read_weights(graph)
     out = {}
     for gid, mask in masks.items():
-        mask = mask.copy()
-        target = min(len(mask), math.ceil(mask.sum() / multiple) * multiple)
-        if mask.sum() < target:
-            norms = channel_norms(graph, weights, gid)
-            for i in np.argsort(-norms, kind="stable"):
-                if mask.sum() >= target:
-                    break
-                mask[i] = True
+        mask, kept = mask.copy(), int(mask.sum())
+        if mode == "up":
+            target = math.ceil(kept / multiple) * multiple
+        else:
+            target = max(multiple, int(math.floor(kept / multiple + 0.5)) * multiple)
+        target = min(len(mask), target)
+        if target != kept:
+            order = np.argsort(-channel_norms(graph, weights, gid), kind="stable")
+            if target > kept:
+                add = [i for i in order if not mask[i]][:target - kept]
+                mask[add] = True
+            else:
+                drop = [i for i in order[::-1] if mask[i]][:kept - target]
+                mask[drop] = False
         out[gid] = mask
     return ChannelMasks(out, masks.min_channels)
 

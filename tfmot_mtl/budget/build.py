@@ -24,7 +24,7 @@ from keras import tree
 
 from tfmot_mtl.budget.switch import DomainSwitch
 from tfmot_mtl.graph import ChannelGraph
-from tfmot_mtl.walk import output_names
+from tfmot_mtl.walk import as_functional, output_names
 
 HeadFn = Callable[[Any, str, int], Any]
 
@@ -111,7 +111,7 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
         raise ValueError(f"switch_groups must be 'prunable' or 'shared', got {switch_groups!r}")
     pairs = _domain_pairs(domains)
     names = [n for n, _ in pairs]
-    plain = _plain_model(backbone_or_model, pairs, heads)
+    plain = _plain_model(as_functional(backbone_or_model), pairs, heads)
     graph = ChannelGraph.from_model(plain)
     flat = graph.flat
     if "domain" in flat.inputs:

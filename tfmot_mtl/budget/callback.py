@@ -31,6 +31,8 @@ import numpy as np
 
 from tfmot_mtl.budget import losses
 from tfmot_mtl.budget.switch import switch_infos
+from tfmot_mtl.resume import check_state, jsonable
+from tfmot_mtl.nonfinite import nonfinite_loss, stop_if_nonfinite
 
 
 @keras.saving.register_keras_serializable(package="tfmot_mtl")
@@ -51,6 +53,10 @@ class BudgetCallback(keras.callbacks.Callback):
         frequency: apply the penalty step every `frequency` batches.
 
     Attributes: ``lambdas`` (D,), ``history`` (one dict per epoch: usage, lambdas, losses).
+
+    A NaN/Inf loss or switch latent stops training with a ``NonFiniteWarning``
+    (:mod:`tfmot_mtl.nonfinite`) after restoring the latents of the last finite batch;
+    ``nonfinite`` holds the message.
     """
 
     def __init__(self, budget: float = 0.5, sharing: str | None = None, sharing_weight: float = 1.0,
@@ -64,8 +70,9 @@ class BudgetCallback(keras.callbacks.Callback):
             raise ValueError(f"measure must be one of {losses.MEASURES}, got {measure!r}")
         for arg, value in (("sharing_weight", sharing_weight), ("multiplier_lr", multiplier_lr),
                            ("lr", 0.0 if lr is None else lr)):
-            if not value >= 0:
-                raise ValueError(f"{arg} must be >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or \
+                    not (0 <= value < np.inf):
+                raise ValueError(f"{arg} must be a finite number >= 0, got {value!r}")
         if not isinstance(frequency, int) or frequency < 1:
             raise ValueError(f"frequency must be a positive int, got {frequency!r}")
         self.sharing_weight, self.measure = float(sharing_weight), measure
@@ -78,6 +85,8 @@ class BudgetCallback(keras.callbacks.Callback):
         self.history: list[dict] = []
         self._infos: list = []
         self._step = 0
+        self._good_latents: list[np.ndarray] | None = None
+        self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
     # ------------------------------------------------------------------ state
     def attach(self, model) -> None:
@@ -89,6 +98,11 @@ class BudgetCallback(keras.callbacks.Callback):
         num_domains = self._infos[0].layer.num_domains
         if self.lambdas is None or len(self.lambdas) != num_domains:
             self.lambdas = np.zeros(num_domains)
+        bad = [i.layer.name for i, x in zip(self._infos, self._latents()) if not np.isfinite(x).all()]
+        if bad:
+            raise ValueError(f"BudgetCallback: the switch latents of {bad} hold NaN/Inf, so the switch "
+                             "states are undefined; restore them from a checkpoint first.")
+        self._good_latents = self._latents()
 
     def _latents(self) -> list[np.ndarray]:
         return [np.asarray(keras.ops.convert_to_numpy(i.layer.latent), np.float64) for i in self._infos]
@@ -154,13 +168,32 @@ class BudgetCallback(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ Keras hooks
     def on_train_begin(self, logs=None):
+        self.nonfinite = None
         self.attach(self.model)
         self._step = 0
+        self._apply_pending_state()
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._stopped_on_nonfinite(logs):
+            return
         self._step += 1
         if self._step % self.frequency == 0:
             self.step()
+        self._good_latents = self._latents()  # restored if a later batch turns them NaN/Inf
+
+    def _stopped_on_nonfinite(self, logs) -> bool:
+        """Stops training (warning) on a NaN/Inf loss or switch latent, after restoring the
+        latents of the last finite batch: the switches never come from NaN values."""
+        def problem():
+            bad = [i.layer.name for i, x in zip(self._infos, self._latents()) if not np.isfinite(x).all()]
+            return f"the switch latents of {bad} hold NaN/Inf values" if bad else nonfinite_loss(logs)
+
+        def restore():
+            if self._good_latents is not None:
+                self._assign(self._good_latents)
+
+        return stop_if_nonfinite(self, problem, "The switch latents were restored to those of the last "
+                                 "finite batch.", restore)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.anneal and self.project:
@@ -172,8 +205,47 @@ class BudgetCallback(keras.callbacks.Callback):
             logs.update({f"usage_{d}": float(x) for d, x in enumerate(u)})
 
     def on_train_end(self, logs=None):
+        self._pending_state = None  # a state set during this fit is applied; never re-apply it
         if self.project:
             self.enforce()
+
+    # ------------------------------------------------------------ resumable state
+    def get_state(self) -> dict[str, Any]:
+        """JSON-serialisable training state: multipliers, batch counter, history, switches.
+
+        The switch latents are model weights and travel with the model."""
+        return {"kind": "BudgetCallback", "version": 1, "switches": self._switch_shapes() or None,
+                "lambdas": None if self.lambdas is None else [float(v) for v in self.lambdas],
+                "step": int(self._step), "history": jsonable(self.history)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores a ``get_state()`` dict: at once if attached to a model, and (again) at the
+        end of the next ``on_train_begin``, so the order of callbacks in ``fit`` does not matter."""
+        self._pending_state = check_state(state, "BudgetCallback")
+        if self._infos:
+            self._apply_state(state)
+
+    def _apply_pending_state(self) -> None:
+        state, self._pending_state = getattr(self, "_pending_state", None), None
+        if state is not None:
+            self._apply_state(state)
+
+    def _switch_shapes(self) -> list:
+        return [[i.layer.name, *map(int, i.layer.latent.shape)] for i in self._infos]
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        if state["switches"] is not None and state["switches"] != self._switch_shapes():
+            raise ValueError(f"BudgetCallback state was saved for the switches (name, domains, "
+                             f"channels) {state['switches']}; this model has {self._switch_shapes()}. "
+                             "Restore it into the same multi-domain model.")
+        lambdas = state["lambdas"]
+        if lambdas is not None and len(lambdas) != len(self.lambdas):
+            raise ValueError(f"BudgetCallback state has {len(lambdas)} multipliers; the model has "
+                             f"{len(self.lambdas)} domains")
+        if lambdas is not None:
+            self.lambdas = np.asarray(lambdas, np.float64)
+        self._step = int(state["step"])
+        self.history = [dict(h) for h in state["history"]]
 
     def get_config(self) -> dict[str, Any]:
         return {"budget": self.budget, "sharing": self.sharing, "sharing_weight": self.sharing_weight,

@@ -92,7 +92,12 @@ class DomainSwitch(keras.layers.Layer):
 
     def binary(self) -> np.ndarray:
         """Current binary switches, (D, C) bool."""
-        return np.asarray(keras.ops.convert_to_numpy(self.latent)) > 0
+        latent = np.asarray(keras.ops.convert_to_numpy(self.latent))
+        if not np.isfinite(latent).all():
+            raise ValueError(f"DomainSwitch '{self.name}': latents hold NaN/Inf, so the switch states "
+                             "(and masks) are undefined; restore the latents from a checkpoint "
+                             "(BudgetCallback restores the last finite ones when it stops training).")
+        return latent > 0
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_domains": self.num_domains, "init": self.init,

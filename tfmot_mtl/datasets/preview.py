@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfmot_mtl.atomic import atomic_savefig
 from tfmot_mtl.datasets import multi_digits, multi_domain, synthetic_scenes
 
 NAMES = ("synthetic_scenes", "multi_digits", "multi_domain")
@@ -40,7 +41,7 @@ def save_grid(path: Path, rows: list[list[tuple[np.ndarray, str, dict]]]) -> str
             axes[r, c].imshow(img, **kwargs)
             axes[r, c].set_title(title, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    atomic_savefig(fig, path, dpi=80)
     plt.close(fig)
     return str(path)
 

@@ -12,6 +12,11 @@ draw their mini-batches from ``data`` (a dataset / iterable of ``(x, y)`` batche
 ``score_batches`` batches at each pruning step, plus one batch every ``accumulate_every``
 training steps when that is set (then the average covers the whole interval since the
 last pruning step, as in Molchanov et al. 2019 and Garg et al. 2023).
+
+Under ``tf.distribute`` the callback runs once per worker and global step; mask updates are
+assigned in cross-replica context (every replica). With several workers the scores are
+averaged over the workers (one all-reduce per pruning step), so all workers prune the same
+channels even when each draws different scoring batches.
 """
 from __future__ import annotations
 
@@ -24,6 +29,10 @@ import tensorflow as tf
 
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.masks import ChannelMasks, apply_masks_
+from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
+from tfmot_mtl.pruning import _state
+from tfmot_mtl.pruning._checks import check_arguments, warn_if_empty, warn_if_unscored
+from tfmot_mtl.pruning._sync import mean_across_workers
 from tfmot_mtl.pruning.importance import Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
 
@@ -53,6 +62,10 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         log_dir: write per-group sparsity summaries for TensorBoard there.
         verbose: 1 prints one line per pruning step, 0 is silent.
         masks: initial masks (e.g. to resume); default keeps everything.
+
+    A NaN/Inf loss (any batch) or weight (checked before each pruning step) stops training
+    with a ``NonFiniteWarning`` (:mod:`tfmot_mtl.nonfinite`); ``masks`` stay the last ones
+    computed from finite weights and ``nonfinite`` holds the message.
     """
 
     def __init__(self, importance: Importance, schedule: Any, scope: str = "global",
@@ -69,6 +82,7 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             raise ValueError(f"round_to must be None or >= 1, got {round_to}")
         if int(score_batches) < 1:
             raise ValueError(f"score_batches must be >= 1, got {score_batches}")
+        check_arguments(importance, groups, accumulate_every)
         if getattr(importance, "needs_data", False) and data is None:
             raise ValueError(f"{type(importance).__name__} needs gradients: pass data= (a dataset "
                              "or iterable of (x, y) batches) to draw scoring batches from")
@@ -88,11 +102,14 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         self._var_masks: list[tuple[Any, tf.Tensor]] = []
         self._iter = None
         self._writer = None
+        self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
     # ------------------------------------------------------------------ setup
     def on_train_begin(self, logs=None):
+        self.nonfinite = None
         if self.graph is None or self.graph.model is not self.model:
             self.setup(self.model)
+        self._apply_pending_state()
 
     def setup(self, model: keras.Model) -> None:
         if self.model is not model:
@@ -131,7 +148,7 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         else:
             raise ValueError(f"groups must be 'all', 'shared', a callable or group ids, got {spec!r}")
         protected = self._protected(graph)
-        return [g for g in chosen if g.id not in protected]
+        return warn_if_empty([g for g in chosen if g.id not in protected], spec, graph)
 
     def _protected(self, graph: ChannelGraph) -> set[str]:
         tasks = set(getattr(graph.model, "output_names", None) or [])
@@ -157,10 +174,12 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             x, y = self._next_batch()
             self.importance.accumulate(self.model, self.graph, x, y)
         should, sparsity = evaluate_schedule(self.schedule, step)
-        if should:
+        if should and not self._stopped_on_nonfinite(None, check_weights=True):
             self.prune_to(sparsity, step)
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._stopped_on_nonfinite(logs):
+            return
         for var, mask in self._var_masks:
             var.assign(var.value * mask)
         self._add_logs(logs)
@@ -169,8 +188,17 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         self._add_logs(logs)
 
     def on_train_end(self, logs=None):
+        self._pending_state = None  # a state set during this fit is applied; never re-apply it
         if self._writer is not None:
             self._writer.flush()
+
+    def _stopped_on_nonfinite(self, logs, check_weights: bool = False) -> bool:
+        """Stops training (warning) on a NaN/Inf loss, or weights before a pruning step; the
+        masks then stay the last ones computed from finite weights."""
+        return stop_if_nonfinite(
+            self, lambda: nonfinite_loss(logs) or (nonfinite_variables(self.model.weights) if check_weights
+                                                   else None),
+            "The masks (cb.masks) are the last ones computed from finite weights.")
 
     def _step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None)
@@ -194,7 +222,12 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         """Scores the channels now and prunes the selection up to ``sparsity``."""
         if self.graph is None or self.graph.model is not self.model:
             self.setup(self.model)
+        problem = nonfinite_variables(self.model.weights)
+        if problem:
+            raise ValueError(f"prune_to: {problem}; channel scores would be NaN, so the masks are left "
+                             "unchanged. Restore finite weights (e.g. from a checkpoint) first.")
         scores = self._scores()
+        warn_if_unscored(scores, self.selected, self.importance)
         keep = {g.id: self.masks[g.id].copy() for g in self.selected}
         if self.scope == "global":
             self._prune_global(keep, scores, sparsity)
@@ -219,7 +252,8 @@ class ChannelPruningCallback(keras.callbacks.Callback):
                 imp.accumulate(self.model, self.graph, x, y)
         scores = imp(self.model, self.graph)
         imp.reset()
-        return scores
+        # Each worker scored on its own batches: rank the workers' mean so masks agree.
+        return mean_across_workers(scores, getattr(self.model, "distribute_strategy", None))
 
     def _min_keep(self, g: ChannelGroup) -> int:
         need = min(g.size, self.min_channels)
@@ -309,12 +343,34 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             return next(iterate_batches(self.data))
         for _ in range(2):
             if self._iter is None:
-                self._iter = iterate_batches(self.data)
+                self._iter = self._data_iterator()
             try:
                 return next(self._iter)
             except StopIteration:
                 self._iter = None
         raise ValueError("scoring data= yielded no batches")
+
+    def _data_iterator(self) -> _state.CountedIterator:
+        """A new pass over ``data`` that counts its batches (saved by ``get_state``)."""
+        return _state.CountedIterator(iterate_batches(self.data))
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict:
+        """JSON-serialisable training state: masks, history, last step, data position."""
+        return _state.get_state(self)
+
+    def set_state(self, state: dict) -> None:
+        """Restores a ``get_state()`` dict (and applies its masks to the model): at once if set
+        up for its model, and (again) at the end of the next ``on_train_begin``, so the order
+        of callbacks in ``fit`` does not matter."""
+        self._pending_state = _state.check(state)
+        if self.graph is not None and (self.model is None or self.graph.model is self.model):
+            _state.apply_state(self, state)
+
+    def _apply_pending_state(self) -> None:
+        state, self._pending_state = getattr(self, "_pending_state", None), None
+        if state is not None:
+            _state.apply_state(self, state)
 
     def _report(self, target: float, step: int | None) -> None:
         per_group = {g.id: float((~self.masks[g.id]).mean()) for g in self.selected}

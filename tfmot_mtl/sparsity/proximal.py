@@ -14,6 +14,9 @@ import keras
 import numpy as np
 
 from tfmot_mtl.graph import ChannelGraph
+from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
+from tfmot_mtl.sparsity import _state
+from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity.prox_ops import group_sums, prox_adam, prox_plain
 from tfmot_mtl.sparsity.regularizer import regularized_layers
 from tfmot_mtl.sparsity.selection import LayerSelection, select_groups
@@ -99,6 +102,10 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         min_channels, min_fraction: the strongest ``max(min_channels, ceil(min_fraction *
             size))`` channels of every group are never shrunk, so no layer loses all (or
             nearly all) of its channels.
+
+    A NaN/Inf loss or selected weight stops training with a ``NonFiniteWarning``
+    (:mod:`tfmot_mtl.nonfinite`); ``zero_channels()`` keeps the last finite zero pattern and
+    ``nonfinite`` holds the message.
     """
 
     def __init__(self, l1: Strength = None, schedule: Strength = None,
@@ -124,21 +131,23 @@ class ProximalGroupLasso(keras.callbacks.Callback):
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
         if int(update_every) < 1:
             raise ValueError(f"update_every must be a positive integer, got {update_every}")
-        if l1 is not None and not callable(l1) and float(l1) < 0:
-            raise ValueError(f"l1 must be >= 0, got {l1}")
+        check_strengths(l1, gain)
         self.l1, self.schedule, self.layers = l1, schedule, layers
         self.mode, self.update_every, self.scale, self.log_key = mode, int(update_every), scale, log_key
         self._plan_model = None
         self._last_step = None
         self._zero: np.ndarray | None = None
+        self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
     # ---------------------------------------------------------------------- plan
     def on_train_begin(self, logs=None):
+        self.nonfinite = None
         self.build(self.model)
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
             self._check_optimizer(_unwrap(optimizer))
             self._last_step = int(np.asarray(_unwrap(optimizer).iterations))
+        self._apply_pending_state()
 
     def build(self, model: keras.Model) -> "ProximalGroupLasso":
         """Precomputes, per weight, the gather indices of the selected channels."""
@@ -215,6 +224,8 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         optimizer = _unwrap(self.model.optimizer)
         if self._plan_model is not self.model:
             self.build(self.model)
+        if self._stopped_on_nonfinite(logs):
+            return
         step = int(np.asarray(optimizer.iterations))
         if self._last_step is None:
             self._check_optimizer(optimizer)
@@ -225,8 +236,15 @@ class ProximalGroupLasso(keras.callbacks.Callback):
             logs[self.log_key] = self.sparsity()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._plan_model is not None:
+        if logs is not None and self._plan_model is not None and self.nonfinite is None:
             logs[self.log_key] = self.sparsity()
+
+    def _stopped_on_nonfinite(self, logs) -> bool:
+        """Stops training (warning) on a NaN/Inf loss or selected weight; the zero pattern
+        (``zero_channels()``, ``locked``) then stays the last one computed from finite weights."""
+        return stop_if_nonfinite(self, lambda: nonfinite_loss(logs) or nonfinite_variables(self.variables),
+                                 "The zero pattern (zero_channels()) is the last one computed from "
+                                 "finite weights.")
 
     def learning_rate(self, optimizer, step: int) -> float:
         """The learning rate the optimizer used for its update number ``step`` (1-based)."""
@@ -327,6 +345,26 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         if self._zero is None:
             self.sparsity()
         return {g.id: self._zero[self._channel_group == i] for i, g in enumerate(self.groups)}
+
+    # ------------------------------------------------------------------- state
+    def get_state(self) -> dict:
+        """JSON-serialisable training state: gain, locked and zero patterns, last step."""
+        return _state.get_state(self)
+
+    def set_state(self, state: dict) -> None:
+        """Restores a ``get_state()`` dict: at once if built for its model, and (again) at the
+        end of the next ``on_train_begin``, so the order of callbacks in ``fit`` does not matter."""
+        self._pending_state = _state.check(state)
+        if self._plan_model is not None and (self.model is None or self._plan_model is self.model):
+            _state.apply_state(self, state)
+
+    def _apply_pending_state(self) -> None:
+        state, self._pending_state = getattr(self, "_pending_state", None), None
+        if state is not None:
+            _state.apply_state(self, state)
+
+    def on_train_end(self, logs=None):
+        self._pending_state = None  # a state set during this fit is applied; never re-apply it
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfmot_mtl.atomic import atomic_savefig
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import masks_from_zeros
 from tfmot_mtl.sparsity.selection import LayerSelection, select_groups
@@ -95,6 +96,6 @@ def plot_sparsity(report: dict[str, Any], path: str | os.PathLike, title: str = 
     fig.tight_layout()
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
     return path
