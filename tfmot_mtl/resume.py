@@ -50,6 +50,21 @@ def check_state(state: Any, kind: str, version: int = 1) -> dict:
     return state
 
 
+def check_groups(kind: str, saved: list | None, current: list, selection: str) -> None:
+    """Raises unless a state's ``[[group id, size], ...]`` equals the callback's own."""
+    if saved is None or saved == current:
+        return
+
+    def describe(groups):
+        ids = [g for g, _ in groups]
+        return (f"{ids[:6]}{' ...' if len(ids) > 6 else ''} ({len(ids)} groups, "
+                f"{sum(n for _, n in groups)} channels)")
+
+    raise ValueError(f"{kind} state was saved for the channel groups {describe(saved)}; this model and "
+                     f"{selection} select {describe(current)}. Restore it into the same model with the "
+                     "same selection.")
+
+
 def jsonable(obj: Any) -> Any:
     """`obj` with numpy scalars / arrays turned into Python numbers / lists (for JSON)."""
     if isinstance(obj, dict):

@@ -11,13 +11,16 @@ the surviving channels.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from keras import ops
 
 from tfmot_mtl.layers import Rule, describe, register
+
+if TYPE_CHECKING:
+    from tfmot_mtl.masks import ChannelMasks
 
 
 def binarize_ste(latent):

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from tfmot_mtl.masks import ChannelMasks, apply_masks_
-from tfmot_mtl.resume import check_state, jsonable
+from tfmot_mtl.resume import check_groups, check_state, jsonable
 
 KIND = "ChannelPruningCallback"
 
@@ -83,13 +83,7 @@ def check(state) -> dict:
 
 def apply_state(cb, state: dict) -> None:
     """Sets the state on a set-up callback: validates and applies the masks to the model."""
-    if state["selected"] is not None and state["selected"] != _selected(cb):
-        saved = [g for g, _ in state["selected"]]
-        raise ValueError(f"ChannelPruningCallback state was saved for the channel groups {saved[:6]}"
-                         f"{' ...' if len(saved) > 6 else ''} ({len(saved)} groups); this model and "
-                         f"groups=/protect= select {[g.id for g in cb.selected][:6]} "
-                         f"({len(cb.selected)} groups). Restore it into the same model with the "
-                         "same selection.")
+    check_groups(KIND, state["selected"], _selected(cb), "groups=/protect=")
     if state["masks"] is not None:
         masks = ChannelMasks.from_json(json.dumps(state["masks"]))
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfmot_mtl.resume import check_state
+from tfmot_mtl.resume import check_groups, check_state
 
 KIND = "ProximalGroupLasso"
 
@@ -30,13 +30,7 @@ def check(state) -> dict:
 
 def apply_state(cb, state: dict) -> None:
     """Sets the state on a built callback; the channel groups must match its plan."""
-    if state["groups"] is not None and state["groups"] != _groups(cb):
-        saved = [g for g, _ in state["groups"]]
-        raise ValueError(f"ProximalGroupLasso state was saved for the channel groups {saved[:6]}"
-                         f"{' ...' if len(saved) > 6 else ''} ({len(saved)} groups, "
-                         f"{sum(n for _, n in state['groups'])} channels); this model and layers= "
-                         f"selection give {len(cb.groups)} groups, {cb.num_channels} channels. "
-                         "Restore it into the same model with the same selection.")
+    check_groups(KIND, state["groups"], _groups(cb), "the layers= selection")
     for key in ("locked", "zero"):
         if state[key] is not None and len(state[key]) != cb.num_channels:
             raise ValueError(f"ProximalGroupLasso state '{key}' has {len(state[key])} entries; the "
