@@ -44,18 +44,8 @@ from tfmot_mtl import experiment as ex  # noqa: E402
 from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """One dataset's training setting (the demo's: 1500/300, 64x64, width 1, 8 epochs, lr 2e-3)."""
-
-    n_train: int = 1500
-    n_test: int = 300
-    resolution: int = 64
-    width: float = 1.0
-    epochs: int = 8
-    lr: float = 2e-3
-    batch_size: int = 32
-    seed: int = 0
+# One dataset's training setting: the demo's (1500/300, 64x64, width 1, 8 epochs, lr 2e-3).
+DataConfig = ex.TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,9 @@ from tfmot_mtl.atomic import atomic_savefig
 
 
 @dataclass(frozen=True)
-class DemoConfig:
-    n_train: int = 1500
-    n_test: int = 300
-    resolution: int = 64
-    width: float = 1.0
-    epochs: int = 8
-    lr: float = 2e-3
+class DemoConfig(ex.TrainingConfig):
+    """The training run plus the group-sparsity recipe."""
+
     l1: float = 0.3
     adapt_rate: float = 0.02
     target: float = 0.7
@@ -38,8 +34,6 @@ class DemoConfig:
     min_fraction: float = 0.1
     scale: str = "sqrt_group_size"
     mode: str = "plain"
-    batch_size: int = 32
-    seed: int = 0
 
 
 # The metrics delta_m averages over (the NYU-v2 convention of the multi-task literature).

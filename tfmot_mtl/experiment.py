@@ -18,6 +18,20 @@ from tfmot_mtl.atomic import atomic_save_model, atomic_write
 DATASETS = ("synthetic_scenes", "multi_digits")
 
 
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Data size, model width and optimizer budget of one training run (the demo's by default)."""
+
+    n_train: int = 1500
+    n_test: int = 300
+    resolution: int = 64
+    width: float = 1.0
+    epochs: int = 8
+    lr: float = 2e-3
+    batch_size: int = 32
+    seed: int = 0
+
+
 @dataclass
 class Data:
     """Train/test datasets of `(inputs, {task: target})` batches and their task specs."""
