@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfmot_mtl import lite  # noqa: E402
+from tfmot_mtl.model_files import load_model  # noqa: E402
 from tfmot_mtl.tasks import Task  # noqa: E402
 
 
@@ -59,7 +60,7 @@ def main() -> None:
 
     size, width, runs, steps = (16, 8, 10, 2) if args.fast else (64, 16, 50, 20)
     if args.model:
-        model, tasks = keras.saving.load_model(args.model), []
+        model, tasks = load_model(args.model), []
     else:
         model, tasks = build_model(size, width)
     data = synthetic_data(model, n=16 if args.fast else 64, batch=4, tasks=tasks)

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import tfmot_mtl as tm  # noqa: E402
 from tfmot_mtl.atomic import atomic_save_model  # noqa: E402
 from tfmot_mtl.masks import channel_norms, read_weights  # noqa: E402
+from tfmot_mtl.model_files import load_model  # noqa: E402
 
 
 def smallest_norm_masks(graph, fraction):
@@ -39,7 +40,7 @@ def main():
     args = ap.parse_args()
 
     if args.model:
-        model = keras.saving.load_model(args.model, safe_mode=True)
+        model = load_model(args.model)
     else:
         size = 32 if args.fast else 96
         model = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=10,
