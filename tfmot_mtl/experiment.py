@@ -41,6 +41,7 @@ class Data:
     test: Any
     tasks: list
     input_shape: tuple
+    validation: Any = None
 
     def representative(self, batches: int = 8):
         """Inputs-only batches for int8 calibration."""
@@ -48,8 +49,13 @@ class Data:
 
 
 def load_data(name: str, n_train: int | None = None, n_test: int | None = None,
-              batch_size: int = 32, resolution: int = 64, seed: int = 0) -> Data:
-    """An embedded multi-task dataset by name ("synthetic_scenes" or "multi_digits")."""
+              batch_size: int = 32, resolution: int = 64, seed: int = 0, n_val: int = 0) -> Data:
+    """An embedded multi-task dataset by name ("synthetic_scenes" or "multi_digits").
+
+    ``n_val > 0`` adds ``Data.validation``: that many images from the training generator
+    with another seed (new scenes of the training distribution, never the test images),
+    for early stopping and model selection.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of {DATASETS}")
     from tfmot_mtl import datasets
@@ -58,7 +64,19 @@ def load_data(name: str, n_train: int | None = None, n_test: int | None = None,
     train = module.load("train", n=n_train, batch_size=batch_size, resolution=resolution, seed=seed)
     test = module.load("test", n=n_test, batch_size=batch_size, resolution=resolution, seed=seed,
                        shuffle=False)
-    return Data(name, train, test, module.tasks(), (resolution, resolution, 3))
+    validation = None
+    if n_val:
+        validation = module.load("train", n=n_val, batch_size=batch_size, resolution=resolution,
+                                 seed=seed + 7919, shuffle=False)
+    return Data(name, train, test, module.tasks(), (resolution, resolution, 3), validation)
+
+
+def steps_per_epoch(dataset) -> int:
+    """Batches per pass over a finite dataset (counted when the cardinality is unknown)."""
+    n = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else -1
+    if n < 0:
+        n = sum(1 for _ in dataset)
+    return max(1, n)
 
 
 def build_model(name: str, tasks: Sequence, input_shape: tuple, width: float = 1.0,

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import keras
 
+from tfmot_mtl.experiment import steps_per_epoch  # noqa: F401  (re-exported)
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.pruning.callback import ChannelPruningCallback
 from tfmot_mtl.pruning.importance import BNScale, CosPrune, Importance, Magnitude, Random, Taylor
@@ -199,12 +200,3 @@ def retrain_from_scratch(stripped: keras.Model, data, epochs: int, lr: float = 2
     fresh = compile_for_pruning(reinitialize(stripped, seed=seed), data.tasks, lr, run_eagerly)
     fresh.fit(data.train, epochs=int(epochs), verbose=verbose)
     return fresh
-
-
-def steps_per_epoch(dataset) -> int:
-    """Batches per pass over a finite dataset (counted when the cardinality is unknown)."""
-    n = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else -1
-    if n < 0:
-        n = sum(1 for _ in dataset)
-    return max(1, n)
-
