@@ -5,17 +5,36 @@ from tfmot_mtl.cli import main
 from tfmot_mtl.demo import run_demo
 
 
+def test_demo_fast_group_sparsity_variant(tmp_path):
+    from dataclasses import replace
+
+    from tfmot_mtl.demo import PRESETS
+
+    cfg = replace(PRESETS["fast"], method="sparsity", l1=20.0, adapt_rate=0.3, finetune_lr=0.05)
+    report = run_demo(out=str(tmp_path), config=cfg, verbose=0)
+    assert report["strip_parity_max_rel_err"] <= 1e-4
+    assert report["config"]["method"] == "sparsity"
+    assert report["sparsity"]["channel_sparsity"] > 0
+
+
 def test_demo_fast_end_to_end(tmp_path):
     report = run_demo(out=str(tmp_path), fast=True, verbose=0)
     assert report["strip_parity_max_rel_err"] <= 1e-4
     rows = report["rows"]
-    assert set(rows) == {"dense", "sparse (stripped)"}
-    assert rows["sparse (stripped)"]["params"] <= rows["dense"]["params"]
-    for name in ("dense.keras", "sparse_stripped.keras", "report.json", "sparsity_pattern.png",
-                 "dense_vs_sparse.png"):
+    assert set(rows) == {"dense, same budget", "dense parent", "compressed (stripped + distilled)"}
+    small, same = rows["compressed (stripped + distilled)"], rows["dense, same budget"]
+    assert small["params"] < same["params"] and small["macs"] < same["macs"]
+    # the compressed model and its baseline saw the same number of epochs; the parent fewer
+    budget = report["budget"]
+    assert small["epochs"] == same["epochs"] == budget["total_epochs"] == (
+        budget["dense_epochs"] + budget["find_epochs"] + budget["finetune_epochs"])
+    assert rows["dense parent"]["epochs"] == budget["dense_epochs"]
+    assert same["delta_m"] == 0.0 and report["delta_m_vs_same_budget_dense"] == small["delta_m"]
+    for name in ("dense.keras", "dense_same_budget.keras", "sparse_stripped.keras", "report.json",
+                 "sparsity_pattern.png", "dense_vs_sparse.png"):
         assert (tmp_path / name).exists(), name
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert set(saved["rows"]["dense"]["metrics"]) == {"segmentation", "depth", "normals"}
+    assert set(saved["rows"]["dense parent"]["metrics"]) == {"segmentation", "depth", "normals"}
 
 
 def test_cli_train_writes_model_and_metrics(tmp_path):

@@ -249,3 +249,16 @@ def test_mirrored_strategy_distillation_step():
     history = d.fit(_ds(x, y), epochs=1, verbose=0)
     assert np.isfinite(history.history["total_loss"][0])
     assert any(not np.allclose(a, b) for a, b in zip(before, student.get_weights()))
+
+
+def test_recipe_finetune_gives_the_teacher_back_trainable():
+    from tfmot_mtl import experiment as ex
+    from tfmot_mtl import recipes
+
+    x, y = _data(16)
+    data = ex.Data("tiny", _ds(x, y), _ds(x, y), TASKS, (8, 8, 3))
+    teacher, student = _net(), _net(4, "student")
+    history = recipes.finetune(student, data, 1, teacher=teacher, weighting="uncertainty")
+    assert teacher.trainable and "seg_weight" in history.history
+    with pytest.raises(ValueError, match="patience.*validation"):
+        recipes.finetune(student, data, 1, patience=2)

@@ -36,3 +36,12 @@ def test_speedup_sweep_benchmark_runs(tmp_path):
         assert 0.6 < r["channel_sparsity"] < 0.8, r
         assert r["ideal_speedup"] > 3 and r["measured_speedup"] > 0 and r["macs"] < r["dense_macs"]
         assert r["speedup_vs_ideal"] == r["measured_speedup"] / r["ideal_speedup"]
+
+
+def test_distill_finetune_example(tmp_path):
+    import keras
+
+    out = run("examples/distill_finetune.py", "--fast", "--out", str(tmp_path / "student.keras"))
+    assert "stripped + distilled fine-tuning (baseline: dense)" in out and "learned task weights" in out
+    student = keras.saving.load_model(tmp_path / "student.keras", safe_mode=True)
+    assert sorted(student.output_names) == ["depth", "normals", "segmentation"]

@@ -1,15 +1,21 @@
-"""The end-to-end demo: dense vs group-sparse multi-task ResNet on synthetic_scenes, stripped.
+"""The end-to-end demo: a compressed multi-task ResNet against a dense one trained as long.
 
-1. train a dense multi-task ``mtl_resnet`` (segmentation + depth + normals);
-2. train the same architecture from the same initial weights with channel-wise group
-   lasso on the shared encoder (a small penalty in the loss, as in the paper) and a
-   proximal step after every update that makes whole channels exactly zero; lambda of the
-   proximal step grows until the target share of shared channels is dead, then the zero
-   pattern is kept and the rest of training fine-tunes the survivors;
-3. strip the dead channels (``strip_channels``) and check the stripped model computes
+On ``synthetic_scenes`` (segmentation + depth + normals), with one fixed training budget:
+
+1. train a dense multi-task ``mtl_resnet`` (the parent) for ``dense_epochs``;
+2. from the parent's weights, remove ``target`` of the shared encoder's channels over
+   ``find_epochs``: iterative Taylor pruning with fine-tuning in between (Garg et al. 2023,
+   ``method="prune"``, the default: it keeps the most quality when starting from trained
+   weights) or channel-wise group lasso with the proximal step until ``target`` of the
+   shared channels are exactly zero (Upadhyay et al. 2024, ``method="sparsity"``);
+3. strip the dead channels (``strip_channels``) and check that the stripped model computes
    what the sparse one does;
-4. print one table (params, MACs, shared-channel sparsity, every task metric, delta_m vs
-   dense) and write models, ``report.json`` and plots under ``out``.
+4. fine-tune the stripped model for ``finetune_epochs``, distilled from the dense parent
+   (``tfmot_mtl.distill``) with a cosine-decay learning rate;
+5. train a second dense model for the same total number of epochs as the compressed one
+   has seen (``dense_epochs + find_epochs + finetune_epochs``): the fair baseline;
+6. print one table (params, MACs, epochs, shared-channel sparsity, every task metric,
+   delta_m vs the same-budget dense model) and write models, ``report.json`` and plots.
 """
 from __future__ import annotations
 
@@ -24,16 +30,34 @@ from tfmot_mtl.atomic import atomic_savefig
 
 
 @dataclass(frozen=True)
-class DemoConfig(ex.TrainingConfig):
-    """The training run plus the group-sparsity recipe."""
+class DemoConfig:
+    """The data and model, the budget of each phase and the channel-finding recipe."""
 
+    n_train: int = 1500
+    n_test: int = 300
+    resolution: int = 64
+    width: float = 1.0
+    lr: float = 2e-3
+    batch_size: int = 32
+    seed: int = 0
+    method: str = "prune"
+    criterion: str = "taylor"
+    dense_epochs: int = 16
+    find_epochs: int = 2
+    finetune_epochs: int = 6
+    finetune_lr: float = 1e-3
     l1: float = 0.3
-    adapt_rate: float = 0.02
-    target: float = 0.7
+    adapt_rate: float = 0.01
+    target: float = 0.6
     l1_loss: float = 1e-5
     min_fraction: float = 0.1
-    scale: str = "sqrt_group_size"
-    mode: str = "plain"
+    temperature: float = 2.0
+    student_loss_weight: float = 0.5
+    weighting: str = "uncertainty"
+
+    @property
+    def total_epochs(self) -> int:
+        return self.dense_epochs + self.find_epochs + self.finetune_epochs
 
 
 # The metrics delta_m averages over (the NYU-v2 convention of the multi-task literature).
@@ -42,17 +66,18 @@ PRIMARY_METRICS = {"segmentation": ["miou", "pixel_acc"], "depth": ["abs_err", "
 
 PRESETS = {
     "default": DemoConfig(),
-    "full": DemoConfig(n_train=5000, n_test=1000, epochs=30, width=1.5),
-    "fast": DemoConfig(n_train=64, n_test=32, resolution=32, width=0.25, epochs=2, batch_size=16,
-                       l1=0.2, adapt_rate=0.3, target=0.5),
+    "full": DemoConfig(n_train=5000, n_test=1000, width=1.5, dense_epochs=30, find_epochs=3,
+                       finetune_epochs=9),
+    "fast": DemoConfig(n_train=64, n_test=32, resolution=32, width=0.25, batch_size=16,
+                       dense_epochs=1, find_epochs=1, finetune_epochs=1, target=0.5),
 }
 
 
 def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = False,
              config: DemoConfig | None = None, verbose: int = 2) -> dict:
     """Runs the demo and returns the report dict (also written to ``out/report.json``)."""
-    from tfmot_mtl.profile import profile
-    from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity, sparsity_report
+    from tfmot_mtl import recipes
+    from tfmot_mtl.sparsity import sparsity_report
     from tfmot_mtl.strip import strip_channels
 
     cfg = config or PRESETS["full" if full else "fast" if fast else "default"]
@@ -63,47 +88,78 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     data = ex.load_data("synthetic_scenes", n_train=cfg.n_train, n_test=cfg.n_test,
                         batch_size=cfg.batch_size, resolution=cfg.resolution, seed=cfg.seed)
 
-    print(f"[demo] 1/3 dense mtl_resnet, {cfg.epochs} epochs")
-    dense = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg.width, seed=cfg.seed)
-    ex.fit(dense, data, cfg.epochs, lr=cfg.lr, verbose=verbose)
-    dense_results = ex.evaluate(dense, data)
+    def build():
+        return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg.width, seed=cfg.seed)
 
-    print(f"[demo] 2/3 group-sparse mtl_resnet (proximal {cfg.mode}, lambda {cfg.l1} growing "
-          f"until {100 * cfg.target:.0f}% of shared channels are dead), same init")
-    init = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg.width, seed=cfg.seed)
-    sparse = apply_group_sparsity(init, l1=cfg.l1_loss, layers="shared")
-    prox = ProximalGroupLasso(l1=cfg.l1, layers="shared", mode=cfg.mode, target=cfg.target,
-                              adapt_rate=cfg.adapt_rate, min_fraction=cfg.min_fraction,
-                              scale=cfg.scale)
-    ex.fit(sparse, data, cfg.epochs, lr=cfg.lr, callbacks=[prox], verbose=verbose)
+    print(f"[demo] 1/5 dense mtl_resnet (the parent), {cfg.dense_epochs} epochs")
+    dense = recipes.train_dense(build(), data, cfg.dense_epochs, cfg.lr, verbose=verbose)
+
+    if cfg.method == "prune":
+        how = f"iterative {cfg.criterion} pruning (Garg et al. 2023)"
+        options = {"criterion": cfg.criterion}
+    else:
+        how = "group sparsity with the proximal step (Upadhyay et al. 2024)"
+        options = {"l1": cfg.l1, "l1_loss": cfg.l1_loss, "adapt_rate": cfg.adapt_rate,
+                   "min_fraction": cfg.min_fraction}
+    print(f"[demo] 2/5 from the parent's weights, {how} of {100 * cfg.target:.0f}% of the shared "
+          f"channels, {cfg.find_epochs} epochs")
+    sparse, masks, _ = recipes.find_channels(dense, data, cfg.method, cfg.target, cfg.find_epochs,
+                                             lr=cfg.finetune_lr, options=options, verbose=verbose)
     pattern_png = os.path.join(out, "sparsity_pattern.png")
     sparsity = sparsity_report(sparse, layers="shared", plot_path=pattern_png)
 
-    print("[demo] 3/3 strip dead channels")
-    small, strip_report = strip_channels(sparse)
+    print("[demo] 3/5 strip the dead channels")
+    small, strip_report = strip_channels(sparse, masks)
     parity = _parity(sparse, small, data)
-    small_results = ex.evaluate(small, data)
+    before = ex.evaluate(small, data)
 
+    print(f"[demo] 4/5 fine-tune the stripped model, {cfg.finetune_epochs} epochs, distilled from "
+          f"the dense parent")
+    recipes.finetune(small, data, cfg.finetune_epochs, teacher=dense, lr=cfg.finetune_lr,
+                     weighting=cfg.weighting, temperature=cfg.temperature,
+                     student_loss_weight=cfg.student_loss_weight, verbose=verbose)
+
+    print(f"[demo] 5/5 dense mtl_resnet with the same total budget, {cfg.total_epochs} epochs")
+    baseline = recipes.train_dense(build(), data, cfg.total_epochs, cfg.lr, verbose=verbose)
+
+    from tfmot_mtl.profile import profile
     from tfmot_mtl.task_eval import delta_m
 
-    rows = {
-        "dense": _row(dense, dense_results, dense_results, data, profile, 0.0),
-        "sparse (stripped)": _row(small, small_results, dense_results, data, profile,
-                                  sparsity["channel_sparsity"]),
-    }
+    results = {"dense, same budget": ex.evaluate(baseline, data), "dense parent": ex.evaluate(dense, data),
+               "compressed (stripped + distilled)": ex.evaluate(small, data)}
+    reference = results["dense, same budget"]
+    epochs = {"dense, same budget": cfg.total_epochs, "dense parent": cfg.dense_epochs,
+              "compressed (stripped + distilled)": cfg.total_epochs}
+    models = {"dense, same budget": baseline, "dense parent": dense, "compressed (stripped + distilled)": small}
+    rows = {}
+    for name, model in models.items():
+        prof = profile(model)
+        rows[name] = {"params": prof.total_params, "macs": prof.total_macs, "epochs": epochs[name],
+                      "channel_sparsity": sparsity["channel_sparsity"] if model is small else 0.0,
+                      "metrics": results[name],
+                      "delta_m": delta_m(results[name], reference, data.tasks, PRIMARY_METRICS)}
+    compressed = rows["compressed (stripped + distilled)"]
     report = {
         "config": asdict(cfg), "seconds": round(time.time() - start, 1), "rows": rows,
-        "delta_m_vs_dense": delta_m(small_results, dense_results, data.tasks, PRIMARY_METRICS),
+        "budget": {"dense_epochs": cfg.dense_epochs, "find_epochs": cfg.find_epochs,
+                   "finetune_epochs": cfg.finetune_epochs, "total_epochs": cfg.total_epochs,
+                   "same_budget_dense_epochs": cfg.total_epochs},
+        "delta_m_vs_same_budget_dense": compressed["delta_m"],
+        "delta_m_before_finetune": delta_m(before, reference, data.tasks, PRIMARY_METRICS),
+        "macs_reduction": rows["dense, same budget"]["macs"] / compressed["macs"],
         "sparsity": sparsity, "strip": strip_report.to_dict()["totals"],
         "strip_parity_max_rel_err": parity,
     }
     ex.save_model(dense, os.path.join(out, "dense.keras"))
+    ex.save_model(baseline, os.path.join(out, "dense_same_budget.keras"))
     ex.save_model(small, os.path.join(out, "sparse_stripped.keras"))
     ex.write_json(os.path.join(out, "report.json"), report)
     _plot_metrics(rows, os.path.join(out, "dense_vs_sparse.png"))
     print_table(rows, data.tasks)
     print(f"[demo] shared-channel sparsity {100 * sparsity['channel_sparsity']:.1f}%, "
-          f"delta_m vs dense {report['delta_m_vs_dense']:+.2f}%, strip parity {parity:.2e}, "
+          f"{report['macs_reduction']:.1f}x fewer MACs, delta_m vs the dense model trained as long "
+          f"({cfg.total_epochs} epochs) {compressed['delta_m']:+.2f}% (before fine-tuning "
+          f"{report['delta_m_before_finetune']:+.2f}%), strip parity {parity:.2e}, "
           f"{report['seconds']:.0f} s. Wrote {out}/report.json, models and plots.")
     return report
 
@@ -114,28 +170,22 @@ def _parity(a, b, data) -> float:
     return float(max(np.abs(ya[k] - yb[k]).max() / max(np.abs(ya[k]).max(), 1e-6) for k in ya))
 
 
-def _row(model, results, baseline, data, profile, sparsity) -> dict:
-    from tfmot_mtl.task_eval import delta_m
-
-    prof = profile(model)
-    return {"params": prof.total_params, "macs": prof.total_macs, "channel_sparsity": sparsity,
-            "metrics": results, "delta_m": delta_m(results, baseline, data.tasks, PRIMARY_METRICS)}
-
-
 def print_table(rows: dict, tasks) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Dense vs group-sparse multi-task model (synthetic_scenes)")
+    table = Table(title="Dense vs compressed multi-task model (synthetic_scenes); "
+                        "epochs = total training budget")
     table.add_column("model")
-    for col in ("params", "MACs", "shared sparsity"):
+    for col in ("epochs", "params", "MACs", "shared sparsity"):
         table.add_column(col, justify="right")
     metric_cols = [(t.name, m) for t in tasks for m in PRIMARY_METRICS[t.name]]
     for task, metric in metric_cols:
         table.add_column(f"{task}\n{metric}", justify="right")
-    table.add_column("Δm vs dense", justify="right")
+    table.add_column("Δm vs dense\nsame budget", justify="right")
     for name, row in rows.items():
-        cells = [f"{row['params']:,}", f"{row['macs']:,}", f"{100 * row['channel_sparsity']:.1f}%"]
+        cells = [str(row["epochs"]), f"{row['params']:,}", f"{row['macs']:,}",
+                 f"{100 * row['channel_sparsity']:.1f}%"]
         cells += [f"{row['metrics'][t][m]:.3f}" for t, m in metric_cols]
         table.add_row(name, *cells, f"{row['delta_m']:+.2f}%")
     Console(width=200).print(table)
@@ -148,11 +198,13 @@ def _plot_metrics(rows: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    axes[0].bar(names, [rows[n]["params"] for n in names], color=["grey", "tab:green"])
-    axes[0].set_title("parameters")
-    axes[1].bar(names, [rows[n]["macs"] for n in names], color=["grey", "tab:green"])
-    axes[1].set_title("MACs per image")
+    colors = ["grey", "silver", "tab:green"][: len(names)]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    for ax, key, title in zip(axes, ("params", "macs", "delta_m"),
+                              ("parameters", "MACs per image", "Δm vs dense, same budget (%)")):
+        ax.bar(names, [rows[n][key] for n in names], color=colors)
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
     plt.close(fig)

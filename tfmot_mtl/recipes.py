@@ -99,8 +99,13 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
                                                        restore_best_weights=True))
     if not epochs:
         return keras.callbacks.History()
-    return trainer.fit(data.train, epochs=epochs, validation_data=validation, callbacks=callbacks,
-                       verbose=verbose)
+    teacher_trainable = None if teacher is None else teacher.trainable
+    try:
+        return trainer.fit(data.train, epochs=epochs, validation_data=validation, callbacks=callbacks,
+                           verbose=verbose)
+    finally:
+        if teacher is not None:  # keras.distillation freezes the teacher; give the user theirs back
+            teacher.trainable = teacher_trainable
 
 
 def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", target: float = 0.7,
@@ -141,8 +146,8 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
     from tfmot_mtl.pruning.run import prune_model
 
     criterion = opts.pop("criterion", "taylor")
-    events = max(1, int(opts.pop("events", 7)))
     total = max(1, epochs) * steps
+    events = max(1, min(int(opts.pop("events", 7)), total))  # at most one event per training step
     frequency = max(1, total // (events + 1))
     model = clone_with_weights(dense)
     model, masks, history = prune_model(model, data, criterion, target=target, frequency=frequency,
@@ -176,6 +181,56 @@ def compress(dense: keras.Model, data: ex.Data, method: str = "sparsity", target
     info.update(strip=report.to_dict()["totals"], masks=masks,
                 finetune_history={k: [float(v) for v in vals] for k, vals in history.history.items()})
     return small, info
+
+
+def recover(small: keras.Model, dense: keras.Model, data: ex.Data, epochs: int, distill: bool = True,
+            weighting: Any = None, lr: float = 1e-3, temperature: float = 2.0,
+            student_loss_weight: float = 0.5, patience: int | None = None, verbose: int = 0) -> dict:
+    """:func:`finetune` of a stripped model (in place), distilled from ``dense`` if ``distill``.
+
+    Returns the phase's record: epochs asked and run (fewer after an early stop), whether
+    it was distilled, the weighting's name, the patience and the history (plain floats).
+    """
+    history = finetune(small, data, epochs, teacher=dense if distill else None, lr=lr, weighting=weighting,
+                       temperature=temperature, student_loss_weight=student_loss_weight,
+                       patience=patience, verbose=verbose)
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return {"epochs": epochs, "epochs_run": len(hist.get("loss", [])), "distilled": bool(distill and epochs),
+            "weighting": weighting if isinstance(weighting, str) else ("fixed" if weighting is None else
+                                                                        type(weighting).__name__),
+            "patience": patience, "history": hist}
+
+
+def validation_size(n_train: int | None, default: int) -> int:
+    """Images of an early-stopping split: a tenth of the training images (``default`` when
+    ``n_train`` is None), at least 32."""
+    return max(32, (default if n_train is None else int(n_train)) // 10)
+
+
+def phase_budget(dense: int | str, find: float, finetune: int, finetune_run: int | None = None) -> dict:
+    """Training epochs of each phase: ``dense`` ("loaded" for a model read from a file),
+    ``find`` (finding the channels), ``finetune`` (after stripping, asked) and
+    ``finetune_run`` (run: fewer after an early stop); "total" when every phase is known."""
+    out = {"dense": dense, "find": round(float(find), 3) if isinstance(find, float) else find,
+           "finetune": finetune, "finetune_run": finetune if finetune_run is None else finetune_run}
+    if not isinstance(dense, str):
+        out["total"] = round(dense + out["find"] + out["finetune_run"], 3)
+    return out
+
+
+def format_budget(budget: Mapping[str, Any], phase: Mapping[str, Any] | None = None) -> str:
+    """One line: the epochs of each phase (and how the fine-tuning was done)."""
+    dense = budget["dense"] if isinstance(budget["dense"], str) else f"{budget['dense']} epochs"
+    tune = f"{budget['finetune_run']} epochs"
+    if budget["finetune_run"] != budget["finetune"]:
+        tune += f" of {budget['finetune']} (early stop)"
+    if phase and budget["finetune"]:
+        how = "distilled from the dense parent" if phase.get("distilled") else "on labels"
+        if phase.get("weighting"):
+            how += f", {phase['weighting']} task weighting"
+        tune += f" ({how})"
+    line = f"training budget: dense {dense} | find channels {budget['find']} epochs | fine-tune {tune}"
+    return line + (f" | total {budget['total']} epochs" if "total" in budget else "")
 
 
 @dataclass

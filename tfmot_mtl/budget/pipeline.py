@@ -5,6 +5,9 @@ the example and the benchmark.
     pretrain(setup.model, setup.train, epochs=8)            # switches frozen on
     cb = budget_phase(setup.model, setup.train, 0.5, "jaccard", epochs=3, finetune=2)
     result = finish(setup.model, setup, baseline_errors)    # strip, evaluate, report
+
+`run(..., finetune_epochs=N, distill=True)` also fine-tunes the stripped model for N epochs,
+distilled from a copy of the unpruned (pre-trained) model (`budget.finetune`).
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ class Setup:
     test: Any
     names: list[str]
     input_shape: tuple
+    mixed: Any = None  # the training batches as loaded, `(x, {"label"})`
+    validation: Any = None  # mixed batches of new training-distribution images (early stopping)
 
 
 def build(resolution: int = 32, width: float = 0.5, bn_momentum: float = 0.9) -> keras.Model:
@@ -42,16 +47,20 @@ def build(resolution: int = 32, width: float = 0.5, bn_momentum: float = 0.9) ->
 
 
 def setup(resolution: int = 32, width: float = 0.5, n_train: int = 400, n_test: int | None = None,
-          batch_size: int = 64, seed: int = 0) -> Setup:
-    """Builds the model (seeded) and the mixed-domain train / test data (counts per domain)."""
+          batch_size: int = 64, seed: int = 0, n_val: int = 0) -> Setup:
+    """Builds the model (seeded) and the mixed-domain train / test data (counts per domain);
+    ``n_val > 0`` adds that many validation images per domain (training generator, another seed)."""
     from tfmot_mtl.datasets import multi_domain as md
 
     names = [n for n, _ in md.DOMAINS]
     keras.utils.set_random_seed(seed)
     model = build(resolution, width)
-    train = domain_targets(md.load("train", batch_size, n_train, resolution=resolution, seed=seed), names)
+    mixed = md.load("train", batch_size, n_train, resolution=resolution, seed=seed)
     test = md.load("test", 128, n_test or max(50, n_train // 4), resolution=resolution, shuffle=False, seed=seed)
-    return Setup(model, train, test, names, (resolution, resolution, 3))
+    validation = None
+    if n_val:
+        validation = md.load("train", batch_size, n_val, resolution=resolution, shuffle=False, seed=seed + 7919)
+    return Setup(model, domain_targets(mixed, names), test, names, (resolution, resolution, 3), mixed, validation)
 
 
 def fit(model: keras.Model, data, epochs: int, lr: float, callbacks=(), switches: bool = False,
@@ -81,13 +90,21 @@ def budget_phase(model: keras.Model, data, budget: float, sharing: str | None, e
     return callback
 
 
-def finish(model: keras.Model, s: Setup, baseline_errors: dict | None = None) -> dict:
-    """Strips with the union mask, evaluates the stripped model per domain, builds the report."""
+def finish(model: keras.Model, s: Setup, baseline_errors: dict | None = None, recover=None) -> dict:
+    """Strips with the union mask, evaluates the stripped model per domain, builds the report.
+
+    ``recover(small)``, if given, runs between stripping and the evaluation (a fine-tuning);
+    the accuracy before it is then in "stripped_accuracy" and its return value in "finetune".
+    """
     small, strip_report = strip_domain_model(model)
+    extra = {}
+    if recover is not None:
+        extra["stripped_accuracy"] = domain_accuracy(small, s.test, s.names)
+        extra["finetune"] = recover(small)
     accuracy = domain_accuracy(small, s.test, s.names)
     report = domain_report(model, small, accuracy, baseline_errors, input_shape=s.input_shape)
     return {"model": small, "strip": strip_report, "accuracy": accuracy, "report": report,
-            "union": union_masks(model), "domains": domain_masks(model)}
+            "union": union_masks(model), "domains": domain_masks(model), **extra}
 
 
 def summary_row(report: DomainReport) -> dict:
@@ -98,27 +115,58 @@ def summary_row(report: DomainReport) -> dict:
             "mean_accuracy": t.get("mean_accuracy"), "decathlon": t.get("decathlon")}
 
 
+def accuracy_table(columns: dict[str, dict[str, float]]) -> str:
+    """Per-domain accuracies side by side: ``{column: {domain: accuracy}}`` -> text table (%)."""
+    names = list(next(iter(columns.values())))
+    width = max(8, *(len(c) for c in columns))
+    lines = ["domain".ljust(10) + "".join(c.rjust(width + 2) for c in columns)]
+    for d in [*names, "mean"]:
+        values = [np.mean(list(col.values())) if d == "mean" else col[d] for col in columns.values()]
+        lines.append(d.ljust(10) + "".join(f"{100 * v:.1f}%".rjust(width + 2) for v in values))
+    return "\n".join(lines)
+
+
 def run(budget: float = 0.5, sharing: str | None = "jaccard", resolution: int = 32, width: float = 0.5,
         n_train: int = 400, epochs: int = 8, budget_epochs: int = 3, finetune: int = 2, lr: float = 2e-3,
         sharing_weight: float = 1.0, measure: str = "channels", seed: int = 0, verbose: int = 0,
-        eager: bool | None = None) -> dict:
+        eager: bool | None = None, finetune_epochs: int = 0, distill: bool = False,
+        patience: int | None = None, temperature: float = 2.0, student_loss_weight: float = 0.5) -> dict:
     """The whole recipe for one budget: pretrain, budget phase + fine-tune, strip, evaluate.
 
     `eager` (default: when there are at most 2 batches per epoch) skips graph tracing, which
-    costs more than a tiny run.
+    costs more than a tiny run. `finetune_epochs > 0` fine-tunes the stripped model (at
+    ``lr / 4``, cosine decay), distilled from a copy of the pre-trained, unpruned model if
+    `distill` (`budget.finetune`); with `patience` it stops early on a validation split of
+    ``max(32, n_train // 10)`` images per domain.
 
     Returns `finish`'s dict plus "unpruned_accuracy" (after pretraining), "usage" and "callback".
     """
+    from tfmot_mtl.budget.finetune import finetune_stripped
+    from tfmot_mtl.masks import clone_with_weights
+
     check_budget(budget)
     sharing = check_sharing(sharing)
-    s = setup(resolution, width, n_train, seed=seed)
+    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
+        raise ValueError(f"`finetune_epochs` must be an integer >= 0, got {finetune_epochs!r}.")
+    s = setup(resolution, width, n_train, seed=seed,
+              n_val=max(32, n_train // 10) if patience is not None and finetune_epochs else 0)
     if eager is None:
         eager = n_train * len(s.names) <= 128
     pretrain(s.model, s.train, epochs, lr, verbose=verbose, eager=eager)
     acc0 = domain_accuracy(s.model, s.test, s.names)
+    teacher = clone_with_weights(s.model) if distill and finetune_epochs else None
     callback = budget_phase(s.model, s.train, budget, sharing, budget_epochs, finetune, lr / 4,
                             sharing_weight, measure, verbose, eager)
-    out = finish(s.model, s, {d: 1 - a for d, a in acc0.items()})
+
+    def recover(small):
+        history = finetune_stripped(small, s.mixed, finetune_epochs, s.names, teacher=teacher, lr=lr / 4,
+                                    temperature=temperature, student_loss_weight=student_loss_weight,
+                                    validation=s.validation, patience=patience, verbose=verbose, eager=eager)
+        hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        return {"epochs": finetune_epochs, "epochs_run": len(hist.get("loss", [])),
+                "distilled": teacher is not None, "patience": patience, "history": hist}
+
+    out = finish(s.model, s, {d: 1 - a for d, a in acc0.items()}, recover if finetune_epochs else None)
     out.update(unpruned_accuracy=acc0, usage=callback.usage().tolist(), callback=callback, setup=s)
     out["summary"] = summary_row(out["report"])
     out["summary"]["unpruned_mean_accuracy"] = float(np.mean(list(acc0.values())))

@@ -1,0 +1,152 @@
+"""Ablation of the fine-tuning recipe after stripping: what recovers a compressed model's quality.
+
+On ``synthetic_scenes``, per seed: train the dense parent (``dense_epochs``) and a dense model
+for the whole budget (``dense_epochs + find_epochs + finetune_epochs``: the reference of every
+delta_m); prune the shared channels of the parent to each target (Taylor, iterative, over
+``find_epochs``), strip, then fine-tune the stripped model ``finetune_epochs`` four ways:
+
+- ``finetune``: labels only, fixed task weights;
+- ``+distill``: distilled from the dense parent (MultiTaskDistiller, T = 2, a = 0.5);
+- ``+weighting``: labels only, uncertainty weighting (Kendall et al. 2018);
+- ``+both``: distillation and uncertainty weighting.
+
+Prints mean +- std over seeds per (target, variant), writes
+``benchmarks/results/recipes.json`` and ``recipes_pareto.png`` (delta_m against MACs, with the
+dense point at 0).
+
+    python benchmarks/recipes.py --quick     # smoke run, about a minute
+    python benchmarks/recipes.py             # default preset (see PRESETS for the budgets)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfmot_mtl import experiment as ex  # noqa: E402
+from tfmot_mtl import recipes  # noqa: E402
+from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
+from tfmot_mtl.demo import PRIMARY_METRICS  # noqa: E402
+from tfmot_mtl.masks import clone_with_weights  # noqa: E402
+from tfmot_mtl.profile import profile  # noqa: E402
+from tfmot_mtl.strip import strip_channels  # noqa: E402
+from tfmot_mtl.task_eval import delta_m  # noqa: E402
+
+VARIANTS = {"finetune": (False, "fixed"), "+distill": (True, "fixed"),
+            "+weighting": (False, "uncertainty"), "+both": (True, "uncertainty")}
+PRESETS = {
+    "quick": dict(n_train=32, n_test=16, batch_size=16, resolution=32, width=0.25, dense_epochs=1,
+                  find_epochs=1, finetune_epochs=1, targets=(0.5,), seeds=(0,)),
+    "default": dict(n_train=500, n_test=200, batch_size=32, resolution=32, width=0.5, dense_epochs=12,
+                    find_epochs=2, finetune_epochs=6, targets=(0.5, 0.7), seeds=(0, 1, 2)),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_seed(cfg: dict, seed: int) -> list[dict]:
+    data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
+                        batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=seed)
+    budget = recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"])
+
+    def build():
+        return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=seed)
+
+    dense = recipes.train_dense(build(), data, budget.dense)
+    same = recipes.train_dense(build(), data, budget.total)
+    reference = ex.evaluate(same, data)
+    rows = [{"seed": seed, "target": 0.0, "variant": "dense, same budget", "macs": profile(same).total_macs,
+             "params": profile(same).total_params, "delta_m": 0.0, "metrics": reference}]
+    for target in cfg["targets"]:
+        found, masks, info = recipes.find_channels(dense, data, "prune", target, budget.find,
+                                                   options={"criterion": "taylor"})
+        stripped, _ = strip_channels(found, masks)
+        for variant, (distill, weighting) in VARIANTS.items():
+            small = clone_with_weights(stripped)
+            recipes.finetune(small, data, budget.finetune, teacher=dense if distill else None,
+                             weighting=weighting)
+            metrics = ex.evaluate(small, data)
+            prof = profile(small)
+            rows.append({"seed": seed, "target": target, "variant": variant, "macs": prof.total_macs,
+                         "params": prof.total_params, "sparsity": info["sparsity"], "metrics": metrics,
+                         "delta_m": delta_m(metrics, reference, data.tasks, PRIMARY_METRICS)})
+            log(f"seed {seed} target {target:.0%} {variant:>10}: delta_m {rows[-1]['delta_m']:+.2f}% "
+                f"at {prof.total_macs / rows[0]['macs']:.2f}x the dense MACs")
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    keys = sorted({(r["target"], r["variant"]) for r in rows}, key=lambda k: (k[0], list(VARIANTS).index(k[1])
+                                                                              if k[1] in VARIANTS else -1))
+    for target, variant in keys:
+        sel = [r for r in rows if r["target"] == target and r["variant"] == variant]
+        dm = np.array([r["delta_m"] for r in sel])
+        out.append({"target": target, "variant": variant, "seeds": len(sel),
+                    "delta_m_mean": float(dm.mean()), "delta_m_std": float(dm.std()),
+                    "macs": float(np.mean([r["macs"] for r in sel])),
+                    "params": float(np.mean([r["params"] for r in sel]))})
+    return out
+
+
+def plot(summary: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in VARIANTS:
+        pts = sorted((s["macs"], s["delta_m_mean"], s["delta_m_std"]) for s in summary if s["variant"] == variant)
+        if pts:
+            x, y, e = zip(*pts)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=variant)
+    dense = [s for s in summary if s["target"] == 0.0]
+    if dense:
+        ax.scatter([dense[0]["macs"]], [0.0], marker="*", s=150, color="black", label="dense, same budget")
+    ax.set_xlabel("MACs per image")
+    ax.set_ylabel("Δm vs dense, same budget (%)")
+    ax.set_title("Fine-tuning after stripping: accuracy at a size")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    cfg = dict(PRESETS["quick" if args.quick else "default"])
+    if args.seeds:
+        cfg["seeds"] = tuple(args.seeds)
+    start = time.time()
+    rows = [row for seed in cfg["seeds"] for row in run_seed(cfg, seed)]
+    summary = summarise(rows)
+    print(f"{'target':>7} {'variant':>20} {'delta_m (mean +- std)':>24} {'MACs':>12}")
+    for s in summary:
+        print(f"{s['target']:>7.0%} {s['variant']:>20} {s['delta_m_mean']:>+15.2f} +- {s['delta_m_std']:<5.2f} "
+              f"{s['macs']:>12,.0f}")
+    budget = recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"]).to_dict()
+    result = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+              "budget_epochs": {"compressed": budget, "dense_reference": budget["total"]},
+              "summary": summary, "rows": rows, "seconds": round(time.time() - start, 1)}
+    os.makedirs(args.out, exist_ok=True)
+    ex.write_json(os.path.join(args.out, "recipes.json"), result)
+    plot(summary, os.path.join(args.out, "recipes_pareto.png"))
+    log(f"wrote {args.out}/recipes.json and recipes_pareto.png ({result['seconds']:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    keras.config.disable_interactive_logging()
+    main()

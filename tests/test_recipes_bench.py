@@ -1,0 +1,41 @@
+"""benchmarks/recipes.py: the summary helper (fast) and a --quick run end to end."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "recipes.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("recipes_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_is_mean_and_std_over_seeds(bench):
+    rows = [{"target": 0.5, "variant": "+distill", "delta_m": d, "macs": 10.0, "params": 5.0}
+            for d in (-1.0, -3.0)]
+    rows.append({"target": 0.0, "variant": "dense, same budget", "delta_m": 0.0, "macs": 40.0, "params": 9.0})
+    summary = bench.summarise(rows)
+    assert [s["variant"] for s in summary] == ["dense, same budget", "+distill"]
+    assert summary[1]["delta_m_mean"] == pytest.approx(-2.0) and summary[1]["delta_m_std"] == pytest.approx(1.0)
+    assert summary[1]["seeds"] == 2
+
+
+def test_quick_run_writes_every_variant(bench, tmp_path):
+    result = bench.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "recipes.json").read_text())
+    assert (tmp_path / "recipes_pareto.png").exists()
+    variants = {s["variant"] for s in saved["summary"]}
+    assert variants == {"dense, same budget", *bench.VARIANTS}
+    dense_macs = next(s["macs"] for s in saved["summary"] if s["target"] == 0.0)
+    assert all(s["macs"] < dense_macs for s in saved["summary"] if s["target"] > 0)
+    assert saved["budget_epochs"]["dense_reference"] == saved["budget_epochs"]["compressed"]["total"]
+    assert result["summary"] == saved["summary"]
