@@ -48,7 +48,7 @@ class DemoConfig:
     finetune_lr: float = 1e-3
     l1: float = 0.3
     adapt_rate: float = 0.01
-    target: float = 0.6
+    target: float = 0.62
     l1_loss: float = 1e-5
     min_fraction: float = 0.1
     temperature: float = 2.0
