@@ -183,6 +183,15 @@ def _cmd_budget(args) -> int:
     return 0
 
 
+def _add_data_args(p) -> None:
+    """Data size, seed and output folder of the commands that load a trained model."""
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: next to the model)")
+
+
 def _add_recovery_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fine-tuning after stripping")
     g.add_argument("--finetune-epochs", type=int, default=0,
@@ -211,11 +220,7 @@ def add_compress_commands(sub) -> None:
     p.add_argument("--min-channels", type=int, default=2)
     p.add_argument("--round-to", type=int, default=None)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--n-test", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default: next to the model)")
+    _add_data_args(p)
     _add_recovery_args(p)
     p.set_defaults(fn=_cmd_prune)
 
@@ -227,11 +232,7 @@ def add_compress_commands(sub) -> None:
     p.add_argument("--l1", type=float, default=0.3, help="initial proximal strength (adapted toward the target)")
     p.add_argument("--groups", default="shared", choices=["shared", "all"])
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (sparsity training and fine-tuning)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--n-test", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default: next to the model)")
+    _add_data_args(p)
     _add_recovery_args(p)
     p.set_defaults(fn=_cmd_sparsify)
 
