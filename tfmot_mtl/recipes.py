@@ -76,12 +76,23 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
     Returns:
         The Keras History of the training wrapper (per-task losses and weights logged).
     """
-    from tfmot_mtl.distill import MultiTaskDistiller, TaskWeightedModel
-
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"`epochs` must be an integer >= 0, got {epochs!r}.")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"`patience` must be an integer >= 1 or None, got {patience!r}.")
+    teacher_trainable = None if teacher is None else teacher.trainable
+    try:
+        return _fit(student, data, epochs, teacher, lr, weighting, temperature, student_loss_weight,
+                    features, validation, patience, verbose, callbacks)
+    finally:
+        if teacher is not None:  # keras.distillation freezes the teacher; give the user theirs back
+            teacher.trainable = teacher_trainable
+
+
+def _fit(student, data, epochs, teacher, lr, weighting, temperature, student_loss_weight, features,
+         validation, patience, verbose, callbacks) -> keras.callbacks.History:
+    from tfmot_mtl.distill import MultiTaskDistiller, TaskWeightedModel
+
     if teacher is not None:
         trainer = MultiTaskDistiller(teacher, student, data.tasks, temperature=temperature,
                                      student_loss_weight=student_loss_weight, weighting=weighting,
@@ -99,13 +110,8 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
                                                        restore_best_weights=True))
     if not epochs:
         return keras.callbacks.History()
-    teacher_trainable = None if teacher is None else teacher.trainable
-    try:
-        return trainer.fit(data.train, epochs=epochs, validation_data=validation, callbacks=callbacks,
-                           verbose=verbose)
-    finally:
-        if teacher is not None:  # keras.distillation freezes the teacher; give the user theirs back
-            teacher.trainable = teacher_trainable
+    return trainer.fit(data.train, epochs=epochs, validation_data=validation, callbacks=callbacks,
+                       verbose=verbose)
 
 
 def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", target: float = 0.7,
