@@ -90,6 +90,7 @@ def test_prune_distilled_with_uncertainty_weighting(trained_path, tmp_path, caps
     assert report["metrics_dense"] == report["metrics"]["dense"]
 
 
+@pytest.mark.slow
 def test_budget_distilled_from_the_unpruned_model(tmp_path, capsys):
     out = tmp_path / "budget"
     rc = cli.main(["budget", "--budget", "0.5", "--epochs", "1", "--budget-epochs", "1", "--finetune", "0",

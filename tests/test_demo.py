@@ -1,10 +1,13 @@
 """The main job (`tfmot-mtl demo`) and `tfmot-mtl train` run end to end in their tiny settings."""
 import json
 
+import pytest
+
 from tfmot_mtl.cli import main
 from tfmot_mtl.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_fast_group_sparsity_variant(tmp_path):
     from dataclasses import replace
 

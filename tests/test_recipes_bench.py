@@ -29,6 +29,7 @@ def test_summary_is_mean_and_std_over_seeds(bench):
     assert summary[1]["seeds"] == 2
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_variant(bench, tmp_path):
     result = bench.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "recipes.json").read_text())
