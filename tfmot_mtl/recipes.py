@@ -39,6 +39,15 @@ class Budget:
         return {**asdict(self), "total": self.total}
 
 
+# Runs with at most this many batches per epoch skip graph tracing (run_eagerly): tracing
+# costs more than a tiny run (smoke tests, --fast settings).
+EAGER_MAX_STEPS = 4
+
+
+def _eager(data) -> bool:
+    return ex.steps_per_epoch(data.train) <= EAGER_MAX_STEPS
+
+
 def cosine_adam(lr: float, epochs: int, steps_per_epoch: int, weight_decay: float = 0.0):
     """Adam (AdamW if ``weight_decay``) with the learning rate decaying to 0 over ``epochs``."""
     schedule = keras.optimizers.schedules.CosineDecay(float(lr), max(1, int(epochs) * int(steps_per_epoch)))
@@ -99,7 +108,8 @@ def _fit(student, data, epochs, teacher, lr, weighting, temperature, student_los
                                      features=features)
     else:
         trainer = TaskWeightedModel(student, data.tasks, weighting=weighting)
-    trainer.compile(cosine_adam(lr, epochs, ex.steps_per_epoch(data.train)), jit_compile=False)
+    trainer.compile(cosine_adam(lr, epochs, ex.steps_per_epoch(data.train)), jit_compile=False,
+                    run_eagerly=_eager(data))
     validation = getattr(data, "validation", None) if validation is None else validation
     callbacks = list(callbacks)
     if patience is not None:
@@ -144,7 +154,8 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
         prox = ProximalGroupLasso(l1=opts.pop("l1", 0.3), layers=groups, target=target,
                                   adapt_rate=opts.pop("adapt_rate", 0.05),
                                   min_fraction=opts.pop("min_fraction", 0.1), **opts)
-        model.compile(cosine_adam(lr, epochs, steps), jit_compile=False, **compile_args(data.tasks))
+        model.compile(cosine_adam(lr, epochs, steps), jit_compile=False, run_eagerly=_eager(data),
+                      **compile_args(data.tasks))
         model.fit(data.train, epochs=max(1, epochs), callbacks=[prox], verbose=verbose)
         report = sparsity_report(model, layers=groups)
         return model, masks_from_zeros(model), {"method": method, "sparsity": report["channel_sparsity"],
@@ -158,7 +169,8 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
     model = clone_with_weights(dense)
     model, masks, history = prune_model(model, data, criterion, target=target, frequency=frequency,
                                         step=target / events, fine_tune_steps=total - frequency * (events - 1),
-                                        groups=groups, lr=lr, verbose=verbose, **opts)
+                                        groups=groups, lr=lr, verbose=verbose,
+                                        run_eagerly=opts.pop("run_eagerly", _eager(data)), **opts)
     history.pop("snapshots", None)
     return model, masks, {"method": method, "criterion": criterion, "sparsity": history["sparsity"],
                           "events": history["events"]}
