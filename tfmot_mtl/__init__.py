@@ -16,10 +16,10 @@ __all__ = [
 
 
 def __getattr__(name):
-    # Sub-packages load on first use: `tm.sparsity`, `tm.pruning`, `tm.budget`, `tm.lite`, `tm.resume`, ...
+    # Sub-packages load on first use: `tm.sparsity`, `tm.pruning`, `tm.budget`, `tm.distill`, `tm.lite`, ...
     import importlib
 
     if name in ("sparsity", "pruning", "budget", "lite", "tasks", "models", "datasets", "profile",
-                "experiment", "resume", "distribute"):
+                "experiment", "resume", "distribute", "distill", "recipes"):
         return importlib.import_module(f"tfmot_mtl.{name}")
     raise AttributeError(f"module 'tfmot_mtl' has no attribute {name!r}")
