@@ -4,7 +4,8 @@ tfmot needs legacy Keras (tf_keras, TF_USE_LEGACY_KERAS=1), which must never loa
 Keras 3 process. This worker rebuilds the same `mtl_resnet` with tf_keras (the package's own
 builder, imported with `keras` aliased to `tf_keras`; it uses only common layer APIs), loads
 the dense weights by layer name, fine-tunes with `prune_low_magnitude` (PolynomialDecay from 0
-to the target sparsity over the first 2/3 of the steps, then held), `strip_pruning`, and
+to the target sparsity over the first 2/3 of the steps, then held; Adam with the learning rate
+decaying to 0 on a cosine, as the main process fine-tunes its own models), `strip_pruning`, and
 writes a float32 .tflite with a fixed batch of 1 (the same setting the main process uses for
 its own models) plus a JSON of parameter counts.
 
@@ -111,7 +112,8 @@ def prune_one(spec: dict, sparsity: float, build) -> dict:
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
     tasks = list(build.tasks)
     # Output dicts keep the task keys (the wrapped final layers are renamed prune_low_magnitude_*).
-    pruned.compile(tf_keras.optimizers.Adam(spec["lr"]), loss={t.name: LOSSES[t.kind] for t in tasks})
+    lr = tf_keras.optimizers.schedules.CosineDecay(spec["lr"], steps)  # as recipes.finetune
+    pruned.compile(tf_keras.optimizers.Adam(lr), loss={t.name: LOSSES[t.kind] for t in tasks})
     start = time.perf_counter()
     pruned.fit(dataset(spec["data"], tasks, spec["batch_size"], steps), epochs=1, verbose=2,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])

@@ -201,7 +201,7 @@ def train_one(data, cfg: DataConfig, l1: float, target: float | None, layers, ar
 
 def measure_row(model, data, layers, latency_runs: int) -> dict:
     """Sparsity, stripped size, metrics and LiteRT latency of a trained model."""
-    from tfmot_mtl import lite, lite_eval
+    from tfmot_mtl import lite
     from tfmot_mtl.profile import profile
     from tfmot_mtl.sparsity import sparsity_report
     from tfmot_mtl.strip import strip_channels
@@ -209,7 +209,7 @@ def measure_row(model, data, layers, latency_runs: int) -> dict:
     report = sparsity_report(model, layers=layers)
     small, strip_report = strip_channels(model)
     prof = profile(small)
-    latency = lite_eval.benchmark(lite.convert(small, batch_size=1, verbose=False),
+    latency = lite.benchmark(lite.convert(small, batch_size=1, verbose=False),
                                   runs=latency_runs, warmup=3, num_threads=1, verbose=False)
     return {"channel_sparsity": report["channel_sparsity"], "param_sparsity": report["param_sparsity"],
             "params": int(prof.total_params), "macs": int(prof.total_macs),
@@ -251,7 +251,7 @@ def plan_jobs(plan: Plan, task_names: list[str], l1: float) -> list[tuple]:
 
 def add_deltas(rows: list[dict], tasks) -> None:
     """Adds delta_m vs the dense MTL model and vs the single-task dense models (when trained)."""
-    from tfmot_mtl.task_eval import delta_m, delta_m_per_task
+    from tfmot_mtl.tasks import delta_m, delta_m_per_task
 
     dense = next((r for r in rows if r["name"] == "mtl dense"), None)
     singles = {r["tasks"]: r["metrics"][r["tasks"]] for r in rows if r["tasks"] != "mtl" and not r["l1"]}

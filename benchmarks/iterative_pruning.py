@@ -31,7 +31,7 @@ from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
 from tfmot_mtl.pruning.run import (compile_for_pruning, prune_model,  # noqa: E402
                                    retrain_from_scratch, steps_per_epoch)
 from tfmot_mtl.strip import strip_channels  # noqa: E402
-from tfmot_mtl.task_eval import delta_m, delta_m_per_task  # noqa: E402
+from tfmot_mtl.tasks import delta_m, delta_m_per_task  # noqa: E402
 
 CRITERIA = ("taylor", "cosprune", "magnitude", "random")
 PRESETS = {

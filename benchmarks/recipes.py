@@ -6,7 +6,8 @@ delta_m); prune the shared channels of the parent to each target (Taylor, iterat
 ``find_epochs``), strip, then fine-tune the stripped model ``finetune_epochs`` four ways:
 
 - ``finetune``: labels only, fixed task weights;
-- ``+distill``: distilled from the dense parent (MultiTaskDistiller, T = 2, a = 0.5);
+- ``+distill``: distilled from the dense parent (MultiTaskDistiller, T = 2, label-loss weight
+  ``--student-loss-weight``, default 0.5);
 - ``+weighting``: labels only, uncertainty weighting (Kendall et al. 2018);
 - ``+both``: distillation and uncertainty weighting.
 
@@ -16,6 +17,7 @@ dense point at 0).
 
     python benchmarks/recipes.py --quick     # smoke run, about a minute
     python benchmarks/recipes.py             # default preset (see PRESETS for the budgets)
+    python benchmarks/recipes.py --preset demo   # the demo's setting, one seed
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from tfmot_mtl.demo import PRIMARY_METRICS  # noqa: E402
 from tfmot_mtl.masks import clone_with_weights  # noqa: E402
 from tfmot_mtl.profile import profile  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
-from tfmot_mtl.task_eval import delta_m  # noqa: E402
+from tfmot_mtl.tasks import delta_m  # noqa: E402
 
 VARIANTS = {"finetune": (False, "fixed"), "+distill": (True, "fixed"),
             "+weighting": (False, "uncertainty"), "+both": (True, "uncertainty")}
@@ -44,6 +46,9 @@ PRESETS = {
                   find_epochs=1, finetune_epochs=1, targets=(0.5,), seeds=(0,)),
     "default": dict(n_train=500, n_test=200, batch_size=32, resolution=32, width=0.5, dense_epochs=12,
                     find_epochs=2, finetune_epochs=6, targets=(0.5, 0.7), seeds=(0, 1, 2)),
+    # the setting of `make demo` (tfmot_mtl.demo.DemoConfig), one seed: about 12 minutes
+    "demo": dict(n_train=1500, n_test=300, batch_size=32, resolution=64, width=1.0, dense_epochs=16,
+                 find_epochs=2, finetune_epochs=6, targets=(0.62,), seeds=(0,)),
 }
 
 
@@ -71,7 +76,7 @@ def run_seed(cfg: dict, seed: int) -> list[dict]:
         for variant, (distill, weighting) in VARIANTS.items():
             small = clone_with_weights(stripped)
             recipes.finetune(small, data, budget.finetune, teacher=dense if distill else None,
-                             weighting=weighting)
+                             weighting=weighting, student_loss_weight=cfg.get("student_loss_weight", 0.5))
             metrics = ex.evaluate(small, data)
             prof = profile(small)
             rows.append({"seed": seed, "target": target, "variant": variant, "macs": prof.total_macs,
@@ -122,11 +127,15 @@ def plot(summary: list[dict], path: str) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the smoke preset (same as --preset quick)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
+    parser.add_argument("--student-loss-weight", type=float, default=0.5,
+                        help="weight of the label loss in the distilled variants (1 - the distillation weight)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
-    cfg = dict(PRESETS["quick" if args.quick else "default"])
+    preset = "quick" if args.quick else args.preset
+    cfg = dict(PRESETS[preset], preset=preset, student_loss_weight=args.student_loss_weight)
     if args.seeds:
         cfg["seeds"] = tuple(args.seeds)
     start = time.time()
@@ -141,9 +150,10 @@ def main(argv=None) -> dict:
               "budget_epochs": {"compressed": budget, "dense_reference": budget["total"]},
               "summary": summary, "rows": rows, "seconds": round(time.time() - start, 1)}
     os.makedirs(args.out, exist_ok=True)
-    ex.write_json(os.path.join(args.out, "recipes.json"), result)
-    plot(summary, os.path.join(args.out, "recipes_pareto.png"))
-    log(f"wrote {args.out}/recipes.json and recipes_pareto.png ({result['seconds']:.0f} s)")
+    stem = "recipes" if preset in ("default", "quick") else f"recipes_{preset}"
+    ex.write_json(os.path.join(args.out, f"{stem}.json"), result)
+    plot(summary, os.path.join(args.out, f"{stem}_pareto.png"))
+    log(f"wrote {args.out}/{stem}.json and {stem}_pareto.png ({result['seconds']:.0f} s)")
     return result
 
 

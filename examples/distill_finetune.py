@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tfmot_mtl import experiment as ex  # noqa: E402
 from tfmot_mtl import recipes  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
-from tfmot_mtl.task_eval import print_results  # noqa: E402
+from tfmot_mtl.tasks import print_results  # noqa: E402
 
 
 def main(argv=None):

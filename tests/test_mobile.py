@@ -221,3 +221,6 @@ def test_vs_tfmot_quick_runs(tmp_path):
         assert set(row["metrics"]) == {"segmentation", "depth", "normals"}
     assert rows["ours_ch70"]["ideal_speedup"] > 3 and (tmp_path / "vs_tfmot.png").is_file()
     assert rows["ours_ch70"]["round_to"] == 4 and 0.6 < rows["ours_ch70"]["channel_sparsity"] < 0.8
+    budget = report["training_budget"]  # one fine-tuning budget for every variant
+    assert budget["finetune_steps"] == budget["finetune_epochs"] * budget["steps_per_epoch"] == 4
+    assert {"delta_m_ours_ge_tfmot_50", "delta_m_ours_ge_tfmot_70", "delta_m_ours_ch70_ge_-5"} <= set(report["targets"])

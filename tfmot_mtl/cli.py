@@ -22,7 +22,7 @@ def _cmd_data(args) -> int:
 
 def _cmd_train(args) -> int:
     from tfmot_mtl import experiment as ex
-    from tfmot_mtl.task_eval import print_results
+    from tfmot_mtl.tasks import print_results
 
     data = ex.load_data(args.data, n_train=args.n_train, n_test=args.n_test,
                         batch_size=args.batch_size, resolution=args.resolution, seed=args.seed)
@@ -60,7 +60,7 @@ def _cmd_strip(args) -> int:
 def _cmd_convert(args) -> int:
     from tfmot_mtl import experiment as ex
     from tfmot_mtl.lite import convert
-    from tfmot_mtl.lite_bundle import save_bundle
+    from tfmot_mtl.lite import save_bundle
 
     if args.quantization in ("int8", "int16x8") and not args.data:
         raise SystemExit(f"error: --quantization {args.quantization} calibrates activation ranges on data: "
@@ -81,7 +81,7 @@ def _cmd_convert(args) -> int:
 
 def _cmd_bench(args) -> int:
     from tfmot_mtl import experiment as ex
-    from tfmot_mtl.lite_eval import benchmark
+    from tfmot_mtl.lite import benchmark
 
     path = args.model
     if os.path.isdir(path):

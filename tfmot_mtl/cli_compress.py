@@ -60,7 +60,7 @@ def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report
     ``legacy``: also write the metrics as "metrics_dense" / "metrics_<legacy>" (earlier reports)."""
     from tfmot_mtl import experiment as ex
     from tfmot_mtl import recipes
-    from tfmot_mtl.task_eval import print_results
+    from tfmot_mtl.tasks import print_results
 
     stripped = ex.evaluate(small, data) if args.finetune_epochs else None
     phase = recipes.recover(small, dense_model, data, args.finetune_epochs, distill=args.distill,

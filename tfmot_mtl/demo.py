@@ -123,7 +123,7 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     baseline = recipes.train_dense(build(), data, cfg.total_epochs, cfg.lr, verbose=verbose)
 
     from tfmot_mtl.profile import profile
-    from tfmot_mtl.task_eval import delta_m
+    from tfmot_mtl.tasks import delta_m
 
     results = {"dense, same budget": ex.evaluate(baseline, data), "dense parent": ex.evaluate(dense, data),
                "compressed (stripped + distilled)": ex.evaluate(small, data)}

@@ -113,7 +113,7 @@ def fit(model: keras.Model, data: Data, epochs: int, lr: float = 2e-3, callbacks
 
 
 def evaluate(model, data: Data) -> dict:
-    from tfmot_mtl.task_eval import evaluate as _evaluate
+    from tfmot_mtl.tasks import evaluate as _evaluate
 
     return _evaluate(model, data.test, data.tasks)
 

@@ -280,7 +280,7 @@ def run(data: ex.Data, model: str = "mtl_resnet", width: float = 1.0, method: st
     the parent when ``same_budget=False``).
     """
     from tfmot_mtl.profile import profile
-    from tfmot_mtl.task_eval import delta_m
+    from tfmot_mtl.tasks import delta_m
 
     start = time.time()
     log(f"[recipe] dense {model} x{width}: {budget.dense} epochs")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import keras
 
-from tfmot_mtl.tasks import Task, _batch_mean
+from tfmot_mtl.tasks.losses import batch_mean, unit_vectors
+from tfmot_mtl.tasks.specs import Task
 
 DISTILLABLE_KINDS = ("segmentation", "classification", "binary", "depth", "normals")
 
@@ -42,7 +43,7 @@ class SoftTargetKL(keras.losses.Loss):
         log_p = keras.ops.log_softmax(t, axis=-1)
         log_q = keras.ops.log_softmax(s, axis=-1)
         kl = keras.ops.sum(keras.ops.exp(log_p) * (log_p - log_q), axis=-1)
-        return _batch_mean(kl * self.temperature**2, keras.ops.ones_like(kl))
+        return batch_mean(kl * self.temperature**2, keras.ops.ones_like(kl))
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
@@ -60,7 +61,7 @@ class SoftBinaryCE(keras.losses.Loss):
         p = keras.ops.sigmoid(keras.ops.cast(y_true, "float32") / self.temperature)
         x = keras.ops.cast(y_pred, "float32") / self.temperature
         bce = keras.ops.relu(x) - x * p + keras.ops.log1p(keras.ops.exp(-keras.ops.abs(x)))
-        return _batch_mean(bce * self.temperature**2, keras.ops.ones_like(bce))
+        return batch_mean(bce * self.temperature**2, keras.ops.ones_like(bce))
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
@@ -76,7 +77,7 @@ class TeacherL1(keras.losses.Loss):
     def call(self, y_true, y_pred):
         t = keras.ops.cast(y_true, "float32")
         s = keras.ops.cast(y_pred, "float32")
-        return _batch_mean(keras.ops.abs(s - t), t > 0)
+        return batch_mean(keras.ops.abs(s - t), t > 0)
 
 
 @keras.saving.register_keras_serializable(package="tfmot_mtl")
@@ -89,13 +90,8 @@ class TeacherCosine(keras.losses.Loss):
     def call(self, y_true, y_pred):
         t = keras.ops.cast(y_true, "float32")
         s = keras.ops.cast(y_pred, "float32")
-
-        def unit(v):
-            norm = keras.ops.sum(keras.ops.square(v), -1, keepdims=True)
-            return v * keras.ops.rsqrt(keras.ops.maximum(norm, 1e-12))
-
-        cos = keras.ops.sum(unit(t) * unit(s), axis=-1)
-        return _batch_mean(1.0 - cos, keras.ops.sum(keras.ops.square(t), -1) > 0)
+        cos = keras.ops.sum(unit_vectors(t) * unit_vectors(s), axis=-1)
+        return batch_mean(1.0 - cos, keras.ops.sum(keras.ops.square(t), -1) > 0)
 
 
 def kind_loss(task: Task, temperature: float = 2.0) -> keras.losses.Loss:

@@ -8,7 +8,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tfmot_mtl.lite_model import LiteModel, inspect_tflite, progress, read_tflite_bytes
+from tfmot_mtl.lite.io import iterate_batches, named_outputs, split_inputs, structure_inputs
+from tfmot_mtl.lite.model import LiteModel, inspect_tflite, progress, read_tflite_bytes
 
 
 def _as_lite_model(lite_model_or_bytes, num_threads: int | None = None) -> LiteModel:
@@ -44,7 +45,6 @@ def parity(keras_model, lite_model, dataset, tasks: Sequence | None = None,
          "errors": {output: {"max_abs_error", "max_rel_error", "mean_abs_error", "keras_max_abs"}},
          "metrics": {task: {"keras": {...}, "tflite": {...}}} (only with tasks)}
     """
-    from tfmot_mtl.lite import iterate_batches, named_outputs, split_inputs, structure_inputs
 
     lite = _as_lite_model(lite_model)
     tasks = list(tasks or [])

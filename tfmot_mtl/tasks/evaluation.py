@@ -3,21 +3,17 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import keras
 
-from tfmot_mtl.task_metrics import HIGHER_IS_BETTER
-
-if TYPE_CHECKING:
-    from tfmot_mtl.tasks import Task
+from tfmot_mtl.tasks.metrics import HIGHER_IS_BETTER
+from tfmot_mtl.tasks.specs import Task, as_task_list
 
 Results = Mapping[str, Mapping[str, float]]
 
 
-def _task_list(tasks) -> list["Task"]:
-    from tfmot_mtl.tasks import as_task_list
-
+def _task_list(tasks) -> list[Task]:
     return as_task_list(tasks)
 
 
@@ -49,7 +45,7 @@ def evaluate(
         verbose: 1 shows a Keras progress bar.
 
     Returns:
-        ``{task_name: {metric: value}}`` (units: see :mod:`tfmot_mtl.task_metrics`).
+        ``{task_name: {metric: value}}`` (units: see :mod:`tfmot_mtl.tasks.metrics`).
 
     Raises:
         ValueError: a task is missing from the model outputs or from the targets, or the
@@ -90,8 +86,6 @@ def evaluate(
 
 def _selection(results: Results, baseline: Results, tasks, metrics) -> dict[str, dict[str, bool]]:
     """{task: {metric: higher_is_better}} to compare, with clear errors for gaps."""
-    from tfmot_mtl.tasks import Task
-
     if tasks is None:
         items = list(baseline)
     else:

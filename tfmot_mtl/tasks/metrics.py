@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from tfmot_mtl.tasks import Task
+    from tfmot_mtl.tasks.specs import Task
 
 # kind -> (metrics reported by default, extra metrics available on request)
 KIND_METRICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

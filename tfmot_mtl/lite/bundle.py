@@ -10,7 +10,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tfmot_mtl.atomic import atomic_write
-from tfmot_mtl.lite_model import LiteModel
+from tfmot_mtl.lite.io import named_outputs
+from tfmot_mtl.lite.model import LiteModel
 
 BUNDLE_FORMAT = "tfmot_mtl.lite.bundle"
 MODEL_FILE, DESCRIPTION_FILE = "model.tflite", "model.json"
@@ -102,7 +103,6 @@ def save_bundle(model, tflite_bytes: bytes, folder: str | os.PathLike, tasks: Se
     Returns:
         The model.json content as a dict.
     """
-    from tfmot_mtl.lite import named_outputs
 
     lite = LiteModel(tflite_bytes)
     names = sorted(named_outputs(model, model.output)) if model is not None else sorted(lite.output_names)
