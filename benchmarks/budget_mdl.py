@@ -1,4 +1,4 @@
-"""Budget-aware multi-domain pruning on `multi_domain` with ResNet-26 (seed 3 benchmark).
+"""Budget-aware multi-domain pruning on `multi_domain` with ResNet-26 (budget-aware pruning, dos Santos et al. 2023).
 
 Protocol (`tfmot_mtl.budget.pipeline`): one multi-domain ResNet-26 (switches frozen on =
 the unpruned model) is trained for `pretrain` epochs; then, for every budget x sharing

@@ -151,8 +151,7 @@ def single_task_data(data, task) -> "ex.Data":
 def encoder_layers(data, cfg: DataConfig) -> list[str]:
     """Producer layers of the multi-task model's shared groups (the single-task sparse target)."""
     from tfmot_mtl.graph import ChannelGraph
-    from tfmot_mtl.sparsity import select_groups
-    from tfmot_mtl.sparsity.selection import producer_layers
+    from tfmot_mtl.selection import producer_layers, select_groups
 
     model = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg.width, seed=cfg.seed)
     graph = ChannelGraph.from_model(model)

@@ -19,7 +19,7 @@ raw / gzipped size, LiteRT latency at 1 thread (A/B interleaved: every run times
 once, in rotating order), task metrics from the TFLite outputs on the test split, delta_m vs
 dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured one.
 
-    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64]
+    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8]
     # writes benchmarks/results/vs_tfmot.json + .png
 
 `benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
@@ -327,10 +327,12 @@ def main(argv=None) -> int:
     parser.add_argument("--round-to", type=int, help="channel multiple of our variants (default: the setting's)")
     parser.add_argument("--width", type=float, help="mtl_resnet width multiplier (default: the setting's)")
     parser.add_argument("--resolution", type=int, help="input size (default: the setting's)")
+    parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of every variant (default: the setting's)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
-    overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution}
+    overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution,
+                 "finetune_epochs": args.finetune_epochs}
     print_table(run(setting, args.out, overrides))
     return 0
 

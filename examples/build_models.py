@@ -46,7 +46,7 @@ def describe(model: keras.Model, image: np.ndarray) -> None:
     outputs = model({"image": image}, training=False)
     seconds = time.perf_counter() - start
     print(f"{model.name}: {model.count_params():,} params, {conv_dense_macs(model) / 1e6:.1f} M MACs/image")
-    for key in model.output_names:
+    for key in sorted(outputs):  # dict keys (task names), not model.output_names (the layers' names)
         print(f"  {key:<14} {tuple(outputs[key].shape)}")
     print(f"  forward pass on {len(image)} images: {seconds:.2f} s")
 

@@ -56,7 +56,7 @@ def summary(model, out: dict) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------- seed 1
+# ------------------------------------------- group sparsity (Upadhyay et al. 2024)
 
 
 def run_sparsity(strategy) -> dict:
@@ -79,7 +79,7 @@ def run_sparsity(strategy) -> dict:
                            "applied": np.asarray(applied)})
 
 
-# ---------------------------------------------------------------------- seed 2
+# ---------------------------------------------- filter pruning (Garg et al. 2023)
 
 
 def conv_model() -> keras.Model:
@@ -121,7 +121,7 @@ def run_pruning(strategy, criterion: str, score_seed: int = 0) -> dict:
     return summary(model, out)
 
 
-# ---------------------------------------------------------------------- seed 3
+# ------------------------------------- budget-aware pruning (dos Santos et al. 2023)
 
 
 def tiny_backbone() -> keras.Model:

@@ -1,4 +1,4 @@
-"""Budget-aware multi-domain pruning (seed 3): switches, penalties, masks, stripping."""
+"""Budget-aware multi-domain pruning (dos Santos et al. 2023): switches, penalties, masks, stripping."""
 import os
 import subprocess
 import sys
@@ -366,3 +366,14 @@ def test_cli_budget_tiny(tmp_path):
     assert set(masks["domains"]) == set(report["accuracy"])
     loaded = keras.saving.load_model(str(out / "budget_stripped.keras"))
     assert sorted(loaded.output_names) == sorted(report["accuracy"])
+
+
+def test_package_exports_the_user_api_not_the_gradient_internals():
+    for name in ("add_domain_switches", "compile_domain_model", "domain_targets", "BudgetCallback", "DomainSwitch",
+                 "switch_layers", "domain_masks", "union_masks", "strip_domain_model", "gates_to_stock",
+                 "finetune_stripped", "domain_report", "decathlon_score", "pipeline"):
+        assert name in budget.__all__ and hasattr(budget, name), name
+    for name in ("budget_grads", "sharing_grads", "budget_penalty", "sharing_loss", "project_to_budget",
+                 "shared_scores", "usage", "binarize_ste", "DomainSwitchRule"):
+        assert name not in budget.__all__, name
+    assert callable(losses.sharing_grads) and callable(budget.pipeline.run)  # internals: from their modules

@@ -13,7 +13,7 @@ def test_demo_fast_group_sparsity_variant(tmp_path):
 
     from tfmot_mtl.demo import PRESETS
 
-    cfg = replace(PRESETS["fast"], method="sparsity", l1=20.0, adapt_rate=0.3, finetune_lr=0.05)
+    cfg = replace(PRESETS["fast"], method="sparsity", l1=20.0, adapt_rate=0.3, finetune_lr=0.05, distill=True)
     report = run_demo(out=str(tmp_path), config=cfg, verbose=0)
     assert report["strip_parity_max_rel_err"] <= 1e-4
     assert report["config"]["method"] == "sparsity"
@@ -24,8 +24,8 @@ def test_demo_fast_end_to_end(tmp_path):
     report = run_demo(out=str(tmp_path), fast=True, verbose=0)
     assert report["strip_parity_max_rel_err"] <= 1e-4
     rows = report["rows"]
-    assert set(rows) == {"dense, same budget", "dense parent", "compressed (stripped + distilled)"}
-    small, same = rows["compressed (stripped + distilled)"], rows["dense, same budget"]
+    assert set(rows) == {"dense, same budget", "dense parent", "compressed (pruned, stripped, fine-tuned)"}
+    small, same = rows["compressed (pruned, stripped, fine-tuned)"], rows["dense, same budget"]
     assert small["params"] < same["params"] and small["macs"] < same["macs"]
     # the compressed model and its baseline saw the same number of epochs; the parent fewer
     budget = report["budget"]

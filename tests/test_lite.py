@@ -130,8 +130,8 @@ def test_float_parity_and_int8_task_metrics(model, converted):
     for task in TASKS:
         by_hand = {"keras": task.accumulator(), "tflite": task.accumulator()}
         for x, y in data.take(2).as_numpy_iterator():
-            by_hand["keras"].update(y[task.name], keras_outputs(model, x)[task.name])
-            by_hand["tflite"].update(y[task.name], int8.predict(x)[task.name])
+            by_hand["keras"].update_state(y[task.name], keras_outputs(model, x)[task.name])
+            by_hand["tflite"].update_state(y[task.name], int8.predict(x)[task.name])
         for side in ("keras", "tflite"):
             assert report["metrics"][task.name][side] == pytest.approx(by_hand[side].result(), nan_ok=True)
     keras_acc = report["metrics"]["seg"]["keras"]["pixel_acc"]

@@ -1,4 +1,4 @@
-"""Group sparsity (seed 1): regularizer, proximal operators and callback, report, example."""
+"""Group sparsity (Upadhyay et al. 2024): regularizer, proximal operators and callback, report, example."""
 import os
 import subprocess
 import sys

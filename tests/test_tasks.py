@@ -70,13 +70,13 @@ def test_task_config_json_round_trip():
         T.binary("attr", 2, ("smile", "hat")),
     ]
     for task in tasks:
-        config = json.loads(json.dumps(task.to_config()))
+        config = json.loads(json.dumps(task.get_config()))
         again = T.Task.from_config(config)
         assert again == task and "loss" not in config
         assert type(again.loss) is type(task.loss)
-    assert T.Task.from_config(tasks[0].to_config()).loss.ignore_index == 255
+    assert T.Task.from_config(tasks[0].get_config()).loss.ignore_index == 255
     custom = T.Task("d", "depth", 1, loss=T.MaskedCosineDistance(name="odd"))
-    again = T.Task.from_config(json.loads(json.dumps(custom.to_config())))
+    again = T.Task.from_config(json.loads(json.dumps(custom.get_config())))
     assert isinstance(again.loss, T.MaskedCosineDistance)
 
 
@@ -157,7 +157,7 @@ def test_segmentation_metrics_hand_computed():
     t = np.array([[[0, 0, 1], [1, 2, -1]]], np.int32)
     p = np.array([[[0, 1, 1], [1, 0, 2]]])
     acc = task.accumulator()
-    acc.update(t, onehot_logits(p, 4))
+    acc.update_state(t, onehot_logits(p, 4))
     # Confusion (rows truth): c0 -> [1, 1, 0], c1 -> [0, 2, 0], c2 -> [1, 0, 0].
     # IoU: c0 1/(2+2-1)=1/3, c1 2/(2+3-2)=2/3, c2 0/(1+0-0)=0; pixel acc 3/5.
     res = acc.result()
@@ -167,9 +167,11 @@ def test_segmentation_metrics_hand_computed():
     assert np.isnan(acc.per_class_iou()[3])
     # Accumulation is exact: the same pixels split over two updates give the same result.
     acc2 = task.accumulator()
-    acc2.update(t[:, :1], p[:, :1])
-    acc2.update(t[:, 1:], p[:, 1:])
+    acc2.update_state(t[:, :1], p[:, :1])
+    acc2.update_state(t[:, 1:], p[:, 1:])
     assert acc2.result() == res
+    acc2.reset_state()  # the Keras metric protocol: update_state / result / reset_state
+    assert math.isnan(acc2.result()["miou"]) and not acc2.confusion.any()
 
 
 def test_miou_matches_sklearn_on_random_labels():
@@ -180,7 +182,7 @@ def test_miou_matches_sklearn_on_random_labels():
         t = rng.integers(-1, 5, (2, 6, 7))
         p = rng.integers(0, 4, (2, 6, 7))  # class 4 only in truth, sometimes absent
         acc = T.segmentation("s", 5).accumulator()
-        acc.update(t, p)
+        acc.update_state(t, p)
         keep = t >= 0
         expected = 100 * jaccard_score(t[keep], p[keep], average="macro")
         assert acc.result()["miou"] == pytest.approx(expected)
@@ -190,12 +192,12 @@ def test_miou_matches_sklearn_on_random_labels():
 def test_segmentation_metric_errors_and_custom_ignore():
     task = T.segmentation("seg", 2, ignore_index=255)
     acc = task.accumulator()
-    acc.update(np.array([[0, 255, 1]]), np.array([[0, 1, 0]]))
+    acc.update_state(np.array([[0, 255, 1]]), np.array([[0, 1, 0]]))
     assert acc.result()["pixel_acc"] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="target labels"):
-        acc.update(np.array([[0, -1]]), np.array([[0, 0]]))
+        acc.update_state(np.array([[0, -1]]), np.array([[0, 0]]))
     with pytest.raises(ValueError, match="'seg'.*channels"):
-        acc.update(np.zeros((1, 2, 2)), np.zeros((1, 2, 2, 3)))
+        acc.update_state(np.zeros((1, 2, 2)), np.zeros((1, 2, 2, 3)))
     assert math.isnan(T.segmentation("s", 2).accumulator().result()["miou"])
 
 
@@ -204,7 +206,7 @@ def test_depth_metrics_hand_computed():
     p = np.array([1, 5, 3, 1, 9], np.float32).reshape(1, 1, 5, 1)
     metrics = ("abs_err", "rel_err", "rmse", "delta1", "delta2", "delta3")
     acc = T.depth(metrics=metrics).accumulator()
-    acc.update(t, p)
+    acc.update_state(t, p)
     res = acc.result()
     # valid: (2,1) (4,5) (1,1) (5,9); ratios 2, 1.25, 1, 1.8.
     assert res["abs_err"] == pytest.approx(6 / 4)
@@ -217,11 +219,11 @@ def test_depth_metrics_hand_computed():
 
 def test_depth_metric_nonpositive_prediction_and_no_valid():
     acc = T.depth().accumulator()
-    acc.update(np.array([[[1.0, 0.0]]]), np.array([[[-1.0, 2.0]]]))  # (B, H, W) accepted
+    acc.update_state(np.array([[[1.0, 0.0]]]), np.array([[[-1.0, 2.0]]]))  # (B, H, W) accepted
     res = acc.result()
     assert res["abs_err"] == pytest.approx(2.0) and res["delta3"] == 0.0
     empty = T.depth().accumulator()
-    empty.update(np.zeros((1, 2, 2, 1)), np.ones((1, 2, 2, 1)))
+    empty.update_state(np.zeros((1, 2, 2, 1)), np.ones((1, 2, 2, 1)))
     assert all(math.isnan(v) for v in empty.result().values())
 
 
@@ -238,8 +240,8 @@ def test_normals_metrics_hand_computed():
     t, p, _ = normals_example()
     task = T.normals(metrics=T.KIND_METRICS["normals"][0] + ("within_45",))
     acc = task.accumulator()
-    acc.update(t[:, :, :2], p[:, :, :2])
-    acc.update(t[:, :, 2:], p[:, :, 2:])
+    acc.update_state(t[:, :, :2], p[:, :, :2])
+    acc.update_state(t[:, :, 2:], p[:, :, 2:])
     res = acc.result()
     assert res["mean_angle"] == pytest.approx(42.5, abs=1e-4)
     assert res["median_angle"] == pytest.approx(40.0, abs=1e-3)
@@ -255,7 +257,7 @@ def test_classification_metrics_hand_computed_and_match_sklearn():
     t = np.array([0, 1, 2, 2, 0])
     p = np.array([0, 2, 2, 2, 1])
     acc = T.classification("c", 3).accumulator()
-    acc.update(t, onehot_logits(p, 3))
+    acc.update_state(t, onehot_logits(p, 3))
     res = acc.result()
     # F1: c0 2/(2+0+1), c1 0, c2 4/(4+1+0) -> mean 0.48889
     assert res["accuracy"] == pytest.approx(60.0)
@@ -267,7 +269,7 @@ def test_binary_metrics_hand_computed():
     t = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, -1, 0]], np.float32)
     logits = np.array([[2, -1, -1], [-1, 3, -1], [1, -2, -1], [-3, 5, -1]], np.float32)
     acc = T.binary("attr", 3).accumulator()
-    acc.update(t, logits)
+    acc.update_state(t, logits)
     res = acc.result()
     # attr0: tp fn fp tn -> acc 50, F1 0.5; attr1: tp tn tn (one ignored) -> 100, 1.0;
     # attr2: all negatives predicted negative -> acc 100, F1 undefined (left out).
@@ -342,7 +344,7 @@ def test_evaluate_matches_accumulating_everything_at_once():
     out = model.predict({"image": x}, verbose=0)
     for task in TASKS:
         acc = task.accumulator()
-        acc.update(y[task.name], out[task.name])
+        acc.update_state(y[task.name], out[task.name])
         for m, v in acc.result().items():
             assert res[task.name][m] == pytest.approx(v, rel=1e-6)
     assert set(res["depth"]) == set(TASKS[1].metrics)

@@ -5,13 +5,14 @@ channels from any functional model; `lite` ships the result to TFLite / LiteRT.
 """
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros
-from tfmot_mtl.strip import StripReport, strip_channels
+from tfmot_mtl.selection import select_groups
+from tfmot_mtl.strip import StripReport, round_masks, strip_channels
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ChannelGraph", "ChannelGroup", "ChannelMasks", "StripReport", "apply_masks", "apply_masks_",
-    "masks_from_zeros", "strip_channels", "__version__",
+    "masks_from_zeros", "round_masks", "select_groups", "strip_channels", "__version__",
 ]
 
 

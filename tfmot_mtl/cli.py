@@ -9,6 +9,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfmot_mtl.cli_compress import DEFAULT_OUT, add_compress_commands, load_keras as _load_keras  # noqa: E402
+from tfmot_mtl.cli_compress import round_to_arg  # noqa: E402
 
 
 def _cmd_data(args) -> int:
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("strip", help="remove masked (or all-zero) channels from a .keras model")
     p.add_argument("model")
     p.add_argument("--masks", default=None, help="ChannelMasks JSON; default: strip all-zero channels")
-    p.add_argument("--round-to", type=int, default=None,
+    p.add_argument("--round-to", type=round_to_arg, default=None,
                    help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
     p.add_argument("--round-mode", default="up", choices=["up", "nearest"],
                    help="up: add channels back; nearest: also drop the weakest to stay near the masks' sparsity")

@@ -21,6 +21,20 @@ def load_keras(path: str):
         raise SystemExit(f"error: {err}")
 
 
+def round_to_arg(text: str) -> int:
+    """argparse type of ``--round-to``: :func:`tfmot_mtl.strip.check_round_to` on the number."""
+    from tfmot_mtl.strip import check_round_to
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = text
+    try:
+        return check_round_to(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _check_recovery(args) -> None:
     """The fine-tuning flags shared by prune, sparsify and budget."""
     if args.finetune_epochs < 0:
@@ -218,7 +232,8 @@ def add_compress_commands(sub) -> None:
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after the last event")
     p.add_argument("--groups", default="shared", choices=["shared", "all"])
     p.add_argument("--min-channels", type=int, default=2)
-    p.add_argument("--round-to", type=int, default=None)
+    p.add_argument("--round-to", type=round_to_arg, default=None,
+                   help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
     p.add_argument("--lr", type=float, default=5e-4)
     _add_data_args(p)
     _add_recovery_args(p)

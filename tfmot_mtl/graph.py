@@ -10,91 +10,16 @@ done on the Keras functional graph.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
 from typing import Any
 
 import numpy as np
 
 from tfmot_mtl import layers as rules
+from tfmot_mtl.groups import Axis, ChannelGroup, FoldSite, Slice
 from tfmot_mtl.walk import FlatGraph, FlatNode, flatten
 
-
-@dataclass
-class Slice:
-    """The positions along one axis of one weight that belong to a group.
-
-    ``channels[i]`` is the group channel that owns ``positions[i]``. Role ``"out"``:
-    the slice belongs to the channel (zeroed when masked if ``zeroed``); role ``"in"``:
-    a consumer's input rows (removed with the channel, never zeroed).
-    """
-
-    layer: str
-    weight: int
-    weight_name: str
-    axis: int
-    role: str
-    zeroed: bool
-    defines_zero: bool
-    positions: np.ndarray
-    channels: np.ndarray
-
-
-@dataclass
-class ChannelGroup:
-    """A set of coupled channels; one mask entry removes one channel of the group everywhere."""
-
-    id: str
-    size: int
-    producers: tuple[str, ...]
-    slices: list[Slice]
-    tasks: frozenset
-    prunable: bool
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def shared(self) -> bool:
-        """True when the group feeds more than one model output (task)."""
-        return len(self.tasks) > 1
-
-    @property
-    def reason(self) -> str | None:
-        return "; ".join(self.reasons) if self.reasons else None
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(s.layer for s in self.slices))
-
-    def params_per_channel(self, roles: tuple[str, ...] = ("out", "in")) -> np.ndarray:
-        """Number of weights each channel owns in the slices of the given roles."""
-        return self._per_channel(lambda s: s.role in roles)
-
-    def _per_channel(self, keep) -> np.ndarray:
-        counts = np.zeros(self.size, np.int64)
-        for s in self.slices:
-            if keep(s):
-                counts += np.bincount(s.channels, minlength=self.size) * s.per_position
-        return counts
-
-
-@dataclass
-class _Axis:
-    layer: str
-    weight: int
-    axis: int
-    role: str
-    atoms: np.ndarray
-    zeroed: bool = True
-    defines_zero: bool = True
-
-
-@dataclass
-class FoldSite:
-    """A consumer input whose masked channels carry a constant that must be folded."""
-
-    layer: str
-    tensor: str
-    atoms: np.ndarray
-    positions: np.ndarray
+__all__ = ["ChannelGraph", "ChannelGroup", "Slice", "Axis", "FoldSite"]
 
 
 class ChannelGraph:
@@ -111,7 +36,7 @@ class ChannelGraph:
         self._frozen: dict[int, list[str]] = {}
         self._n_origins = 0
         self._producers: dict[tuple, np.ndarray] = {}
-        self.axes: dict[str, list[_Axis]] = {}
+        self.axes: dict[str, list[Axis]] = {}
         self.maps: dict[str, np.ndarray] = {}
         self.states: dict[str, np.ndarray] = {}
         self.fold_sites: list[FoldSite] = []
@@ -280,17 +205,16 @@ class ChannelGraph:
                 prunable=not reasons, reasons=tuple(reasons),
             )
 
-    def _split_axis(self, layer, ax: _Axis, slices: dict[str, list[Slice]]) -> None:
+    def _split_axis(self, layer, ax: Axis, slices: dict[str, list[Slice]]) -> None:
         weight = layer.weights[ax.weight]
         shape = tuple(weight.shape)
         per_position = int(np.prod(shape)) // shape[ax.axis]
         gids = self.atom_group[ax.atoms]
         for gid in dict.fromkeys(gids):
             pos = np.flatnonzero(gids == gid)
-            s = Slice(ax.layer, ax.weight, weight.name, ax.axis % len(shape), ax.role, ax.zeroed,
-                      ax.defines_zero, pos, self.atom_channel[ax.atoms[pos]])
-            s.per_position = per_position
-            slices[gid].append(s)
+            slices[gid].append(Slice(ax.layer, ax.weight, weight.name, ax.axis % len(shape), ax.role,
+                                     ax.zeroed, ax.defines_zero, pos, self.atom_channel[ax.atoms[pos]],
+                                     per_position))
 
     # -------------------------------------------------------------------- queries
     @property
@@ -311,6 +235,12 @@ class ChannelGraph:
     def layer(self, name: str):
         return self.flat.layers[name]
 
+    def layer_atoms(self, name: str) -> np.ndarray | None:
+        """The atoms of layer ``name``'s first sliced weight axis (``atom_group[atoms]``,
+        ``atom_channel[atoms]``: their groups and channels), or None if none is sliced."""
+        axes = self.axes.get(name)
+        return None if axes is None else axes[0].atoms
+
     def summary(self, print_fn=None) -> str:
         """A readable table of the groups: id, size, producers, tasks, shared, prunable, reason."""
         from rich.console import Console
@@ -325,10 +255,9 @@ class ChannelGraph:
             layers_ = ", ".join(g.layers[:4]) + (" ..." if len(g.layers) > 4 else "")
             table.add_row(g.id, str(g.size), layers_, ", ".join(sorted(g.tasks)) or "-",
                           "yes" if g.shared else "no", "yes" if g.prunable else f"no: {g.reason}")
-        console = Console(width=160, record=True, file=open("/dev/null", "w"))
+        console = Console(width=160, file=io.StringIO())
         console.print(table)
-        text = console.export_text()
-        (print_fn or print)(text)
+        (print_fn or print)(text := console.file.getvalue())
         return text
 
 
@@ -376,7 +305,7 @@ class _CallContext:
                 self.couple(ax.atoms, atoms)  # a later call of a shared layer
                 return
         if role == "in" or self.node.call_index == 0:
-            axes.append(_Axis(self.name, weight, axis, role, np.asarray(atoms), zeroed, defines_zero))
+            axes.append(Axis(self.name, weight, axis, role, np.asarray(atoms), zeroed, defines_zero))
 
     def couple(self, a: np.ndarray, b: np.ndarray) -> None:
         for x, y in zip(np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)):

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 import keras
 import numpy as np
 
+from tfmot_mtl import _keras_compat
 from tfmot_mtl.atomic import atomic_save_weights, atomic_write, replace_via_temp
 
 FORMAT = "tfmot_mtl.training_state"
@@ -270,7 +271,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.load_weights(os.path.join(self.backup_dir, entry["weights"]))
         state = _read_json(os.path.join(self.backup_dir, entry["state"]))
         restore(self.method_callbacks, state)
-        self.model._initial_epoch = int(entry["epoch"])
+        _keras_compat.set_initial_epoch(self.model, int(entry["epoch"]))
         self._current_epoch = int(entry["epoch"])
 
     # ------------------------------------------------------------------- backup

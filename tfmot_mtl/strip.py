@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import keras
 import numpy as np
 from keras import tree
 
+from tfmot_mtl import _keras_compat
 from tfmot_mtl import layers as rules
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import (ChannelMasks, as_channel_masks, channel_norms, mask_weights, masks_from_zeros,
@@ -39,16 +39,13 @@ def strip_channels(model: keras.Model, masks: ChannelMasks | None = None, round_
         input_shape: per-example input shape for the MAC counts of models whose spatial
             size is unknown (e.g. ``(64, 64, 3)``).
     """
-    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer))
-                                 or round_to < 1):
-        raise ValueError(f"round_to must be None or a positive integer (kept channels per group are "
-                         f"rounded up to a multiple of it), got {round_to!r}")
+    round_to = check_round_to(round_to)
     graph = ChannelGraph.from_model(model)
     weights = read_weights(graph)
     masks = masks_from_zeros(model, graph=graph) if masks is None else as_channel_masks(masks)
     masks = masks.validate(graph)
     if round_to is not None and round_to > 1:
-        masks = round_masks(graph, masks, int(round_to), weights, mode=round_mode)
+        masks = round_masks(graph, masks, round_to, weights, mode=round_mode)
     masked, _ = mask_weights(graph, weights, masks)
     structure = keep_nonempty(graph, masks)  # weights stay masked by `masks`: parity holds
     stripped = _rebuild(graph, masked, graph.keep_atoms(structure))
@@ -73,52 +70,87 @@ def keep_nonempty(graph: ChannelGraph, masks: ChannelMasks) -> ChannelMasks:
         gid, channel = graph.atom_group[atoms[0]], int(graph.atom_channel[atoms[0]])
         out[gid][channel] = True
         keep = graph.keep_atoms(ChannelMasks(out, masks.min_channels))
-        layer = graph.flat.tensors[key]._keras_history.operation.name
+        layer = _keras_compat.tensor_operation(graph.flat.tensors[key]).name
         warnings.warn(f"the masks remove every channel of '{layer}' (group '{gid}'); the stripped model "
                       f"keeps one zeroed channel there (a layer cannot have 0 channels)", stacklevel=3)
     return ChannelMasks(out, masks.min_channels)
 
 
+def check_round_to(round_to: Any, allow_none: bool = True) -> int | None:
+    """``round_to`` as an int, or a clear ``ValueError``: the one check of every ``round_to``
+    argument (strip_channels, round_masks, ChannelPruningCallback, prune_model, the CLI)."""
+    if round_to is None and allow_none:
+        return None
+    if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) or round_to < 1:
+        raise ValueError(f"round_to must be {'None or ' if allow_none else ''}a positive integer (kept "
+                         f"channels per group become a multiple of it), got {round_to!r}")
+    return int(round_to)
+
+
 def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights=None,
-                mode: str = "up") -> ChannelMasks:
+                mode: str = "up", scores=None, previous: ChannelMasks | None = None) -> ChannelMasks:
     """Makes every group's kept-channel count a multiple of ``multiple``.
 
     SIMD kernels process channels in vectors (16 floats with AVX-512, 8 with AVX2, 4 with
-    NEON), so a layer with a multiple of that width runs closer to its MAC count.
+    NEON), so a layer with a multiple of that width runs closer to its MAC count. The one
+    rounding routine of the package (``strip_channels(round_to=)`` and
+    ``ChannelPruningCallback(round_to=)`` use it).
 
     Args:
         graph, masks: the model's channel graph and the masks to round.
         multiple: the channel multiple (1 leaves the masks unchanged).
         weights: ``read_weights(graph)`` if already at hand (channels are ranked by norm).
-        mode: ``"up"`` adds back removed channels (largest norm first) to the next
-            multiple, never removing more than ``masks`` does; ``"nearest"`` moves to the
-            nearest multiple (ties up), also dropping the weakest kept channels, so the
-            overall sparsity stays close to that of ``masks``. Counts never exceed the
-            group size and never fall below one multiple.
+        mode: ``"up"`` adds back removed channels (strongest first) to the next multiple,
+            never removing more than ``masks`` does; ``"nearest"`` moves to the nearest
+            allowed count (ties up), also dropping the weakest kept channels, so the overall
+            sparsity stays close to that of ``masks``. Counts never exceed the group size
+            (which is always allowed); ``"nearest"`` never goes below ``masks.min_channels``
+            rounded up to a multiple (at least one multiple).
+        scores: optional ``{group id: per-channel score}`` ranking channels instead of their
+            weight norm (higher = stronger; NaN/Inf ranks strongest), e.g. importance scores.
+        previous: optional masks these ones were pruned from (a pruning step): rounding never
+            brings back a channel ``previous`` removes, so a group keeps at most its count in
+            ``previous``, and a group whose count did not change is left as it is.
     """
-    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
-        raise ValueError(f"round_to must be a positive integer, got {multiple!r}")
+    multiple = check_round_to(multiple, allow_none=False)
     if mode not in ("up", "nearest"):
         raise ValueError(f"mode must be 'up' or 'nearest', got {mode!r}")
-    weights = weights if weights is not None else read_weights(graph)
     out = {}
     for gid, mask in masks.items():
-        mask, kept = mask.copy(), int(mask.sum())
-        if mode == "up":
-            target = math.ceil(kept / multiple) * multiple
-        else:
-            target = max(multiple, int(math.floor(kept / multiple + 0.5)) * multiple)
-        target = min(len(mask), target)
+        mask, kept = np.array(mask, bool), int(np.sum(mask))
+        before = None if previous is None or gid not in previous else np.asarray(previous[gid], bool)
+        cap = len(mask) if before is None else min(len(mask), int(before.sum()))
+        target = kept if before is not None and kept == cap else \
+            _rounded_count(kept, multiple, cap, max(1, masks.min_channels), mode)
         if target != kept:
-            order = np.argsort(-channel_norms(graph, weights, gid), kind="stable")
-            if target > kept:
-                add = [i for i in order if not mask[i]][:target - kept]
-                mask[add] = True
+            if gid in (scores or {}):
+                rank = np.asarray(scores[gid], np.float64)
             else:
-                drop = [i for i in order[::-1] if mask[i]][:kept - target]
-                mask[drop] = False
+                weights = weights if weights is not None else read_weights(graph)
+                rank = channel_norms(graph, weights, gid)
+            rank = np.where(np.isfinite(rank), rank, np.inf)
+            if target > kept:  # bring back the strongest removed channels
+                pool = np.flatnonzero(~mask if before is None else before & ~mask)
+                mask[pool[np.argsort(-rank[pool], kind="stable")][:target - kept]] = True
+            else:  # drop the weakest kept ones
+                alive = np.flatnonzero(mask)
+                mask[alive[np.argsort(rank[alive], kind="stable")][:kept - target]] = False
         out[gid] = mask
     return ChannelMasks(out, masks.min_channels)
+
+
+def _rounded_count(kept: int, multiple: int, cap: int, min_channels: int, mode: str) -> int:
+    """The kept count after rounding: a multiple of ``multiple`` or ``cap`` (the most allowed)."""
+    if kept >= cap:
+        return kept
+    if mode == "up":
+        return min(cap, -(-kept // multiple) * multiple)
+    floor = min(cap, -(-min_channels // multiple) * multiple)
+    if kept % multiple == 0 and kept >= floor:
+        return kept
+    up = min(cap, max(floor, -(-kept // multiple) * multiple))
+    down = (kept // multiple) * multiple
+    return up if up - kept <= kept - down or down < floor else down
 
 
 def _rebuild(graph: ChannelGraph, weights: dict, keep: np.ndarray) -> keras.Model:
@@ -128,7 +160,7 @@ def _rebuild(graph: ChannelGraph, weights: dict, keep: np.ndarray) -> keras.Mode
     for key in flat.inputs.values():
         t = flat.tensors[key]
         values[key] = keras.Input(batch_shape=t.shape, dtype=t.dtype,
-                                  name=t._keras_history.operation.name)
+                                  name=_keras_compat.tensor_operation(t).name)
     created: dict[str, Any] = {}
     for node in flat.nodes:
         new = created.get(node.name)
@@ -140,8 +172,10 @@ def _rebuild(graph: ChannelGraph, weights: dict, keep: np.ndarray) -> keras.Mode
             values[key] = val
         if fresh and node.name in weights and weights[node.name]:
             new.set_weights(_slice(graph, node.name, weights[node.name], keep))
-    inputs = tree.pack_sequence_as(functional._inputs_struct, [values[k] for k in flat.inputs.values()])
-    outputs = tree.pack_sequence_as(functional._outputs_struct, [values[k] for k in flat.outputs.values()])
+    inputs = tree.pack_sequence_as(_keras_compat.inputs_struct(functional),
+                                   [values[k] for k in flat.inputs.values()])
+    outputs = tree.pack_sequence_as(_keras_compat.outputs_struct(functional),
+                                    [values[k] for k in flat.outputs.values()])
     return keras.Model(inputs, outputs, name=functional.name)
 
 

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import keras
 from keras import tree
 
+from tfmot_mtl import _keras_compat as compat
+
 
 @dataclass
 class FlatNode:
@@ -97,14 +99,14 @@ class FlatGraph:
 def as_functional(model: Any) -> keras.Model:
     """The functional graph behind `model` (Functional or Sequential), or a clear error."""
     if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
+        functional = compat.sequential_functional(model)
         if functional is None:
             raise ValueError(
                 f"Sequential model '{model.name}' has no known input shape; build it with "
                 "`keras.Input(shape)` as its first layer (or call `model.build(shape)`)."
             )
         return functional
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    if not compat.has_functional_graph(model):
         raise ValueError(
             f"'{getattr(model, 'name', model)}' ({type(model).__name__}) is not a Keras "
             "functional or Sequential model. Subclassed models have no inspectable graph: "
@@ -115,22 +117,34 @@ def as_functional(model: Any) -> keras.Model:
 
 
 def is_nested_model(layer: Any) -> bool:
-    return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth")
+    return compat.has_functional_graph(layer)
 
 
 def output_names(model: keras.Model) -> list[str]:
-    """Names of the model outputs: dict keys when outputs are a dict, else output layer names."""
-    struct = getattr(model, "_outputs_struct", None)
+    """Names of the model outputs, in ``model.outputs`` order: the dict keys when outputs are a
+    dict (Keras 3 names dict outputs by their keys, e.g. in ``compile(loss={...})``, while
+    ``model.output_names`` lists the output *layers'* names), else the output layers' names.
+
+    The one place that names a model's outputs (tasks): use it rather than ``model.output_names``.
+    A Sequential model (no ``output_names``) is named by its last layer, as Keras names its output.
+    """
+    struct = compat.outputs_struct(model, functional_only=True)
     if isinstance(struct, dict):
         return [str(k) for k, _ in _dict_items(struct)]
-    return list(model.output_names)
+    names = getattr(model, "output_names", None)
+    if names:
+        return list(names)
+    if isinstance(model, keras.Sequential) and model.layers:
+        return [model.layers[-1].name]
+    as_functional(model)  # a subclassed model or an unbuilt Sequential: raises why, and the fix
+    raise ValueError(f"cannot name the outputs of '{getattr(model, 'name', model)}' ({type(model).__name__}).")
 
 
 def input_names(model: keras.Model) -> list[str]:
-    struct = getattr(model, "_inputs_struct", None)
+    struct = compat.inputs_struct(model, functional_only=True)
     if isinstance(struct, dict):
         return [str(k) for k, _ in _dict_items(struct)]
-    return [t._keras_history.operation.name for t in model.inputs]
+    return [compat.tensor_operation(t).name for t in model.inputs]
 
 
 def _dict_items(struct: dict) -> list[tuple[str, Any]]:
@@ -188,8 +202,8 @@ class _Builder:
 
     def walk(self, model: keras.Model, ctx: tuple, seeds: dict[int, str],
              ctx_names: tuple[str, ...] = ()) -> None:
-        model_nodes = [n for d in sorted(model._nodes_by_depth, reverse=True)
-                       for n in model._nodes_by_depth[d]]
+        by_depth = compat.nodes_by_depth(model)
+        model_nodes = [n for d in sorted(by_depth, reverse=True) for n in by_depth[d]]
         for t in model.inputs:
             if self.key(ctx, t) != seeds[id(t)]:
                 self.alias[self.key(ctx, t)] = seeds[id(t)]

@@ -22,17 +22,19 @@ import keras
 import numpy as np
 from keras import tree
 
+from tfmot_mtl import _keras_compat
 from tfmot_mtl.budget.switch import DomainSwitch
 from tfmot_mtl.graph import ChannelGraph
+from tfmot_mtl.selection import Selection, check_protect, check_selection, select_groups
 from tfmot_mtl.walk import as_functional, output_names
 
 HeadFn = Callable[[Any, str, int], Any]
 
 
 def _domain_pairs(domains) -> list[tuple[str, int]]:
-    from tfmot_mtl.models.mdl_resnet26 import _check_domains
+    from tfmot_mtl.models import check_domains
 
-    return _check_domains(domains)
+    return check_domains(domains)
 
 
 def _default_heads(features, domains: list[tuple[str, int]]) -> dict:
@@ -84,8 +86,9 @@ def _switch_sites(graph: ChannelGraph, groups, domain_names: list[str]) -> dict[
 
 def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads: HeadFn | None = None,
                         switch_groups: str = "prunable", init: float = 0.05,
-                        name: str | None = None, bn_momentum: float | None = None) -> keras.Model:
-    """A multi-domain model with one `DomainSwitch` per prunable channel group.
+                        name: str | None = None, bn_momentum: float | None = None, *,
+                        groups: Selection | None = None, protect=()) -> keras.Model:
+    """A multi-domain model with one `DomainSwitch` per selected prunable channel group.
 
     Args:
         backbone_or_model: a functional model with an "image" input and either one feature
@@ -93,13 +96,19 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
         domains: (name, num_classes) pairs (or classification Tasks), in domain-index order.
         heads: ``heads(features, name, num_classes) -> logits`` building one domain's head
             (its last layer should be named `name`); default GlobalAveragePooling2D + Dense.
-        switch_groups: "prunable" (every prunable group) or "shared" (prunable groups that
-            feed more than one domain).
+        switch_groups: the older spelling of ``groups``: "prunable" (every prunable group,
+            ``groups="all"``, the default) or "shared" (``groups="shared"``: prunable groups
+            that feed more than one domain).
         init: initial latent of every switch (> 0: every channel starts on).
         name: model name (default: the input model's name + "_switched").
         bn_momentum: if given, the momentum of every BatchNormalization of the new model
             (Keras' 0.99 leaves the moving statistics near their initial values after a few
             hundred steps, which makes short runs evaluate at chance level).
+        groups: which groups get a switch, in the selection vocabulary shared by the three
+            methods (:func:`tfmot_mtl.selection.select_groups`): "all", "shared", a list of
+            group ids / producer layer names or a callable ``ChannelGroup -> bool``.
+            Default: as ``switch_groups`` says.
+        protect: domain names (their own heads) or layer names whose groups get no switch.
 
     Returns:
         A new functional model, inputs {"image", "domain" (int32, shape ())}, dict outputs
@@ -108,7 +117,13 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
     if bn_momentum is not None and not 0 <= bn_momentum < 1:
         raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}")
     if switch_groups not in ("prunable", "shared"):
-        raise ValueError(f"switch_groups must be 'prunable' or 'shared', got {switch_groups!r}")
+        raise ValueError(f"switch_groups must be 'prunable' or 'shared', got {switch_groups!r} (for the "
+                         "selection vocabulary of tfmot_mtl.selection pass groups=... instead)")
+    if groups is not None and switch_groups != "prunable":
+        raise ValueError("add_domain_switches: pass groups= or its older spelling switch_groups=, not both")
+    selection = check_selection({"prunable": "all"}.get(switch_groups, switch_groups) if groups is None
+                                else groups, "groups")
+    protect = check_protect(protect)
     pairs = _domain_pairs(domains)
     names = [n for n, _ in pairs]
     plain = _plain_model(as_functional(backbone_or_model), pairs, heads)
@@ -116,8 +131,9 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
     flat = graph.flat
     if "domain" in flat.inputs:
         raise ValueError("add_domain_switches: the model already has a 'domain' input.")
-    groups = graph.shared_groups() if switch_groups == "shared" else graph.prunable_groups
-    sites = _switch_sites(graph, groups, names)
+    chosen = select_groups(graph, selection, protect, on_empty="raise",
+                           context="add_domain_switches: no prunable channel group to switch")
+    sites = _switch_sites(graph, chosen, names)
     if not sites:
         raise ValueError("add_domain_switches: the backbone has no prunable channel group to switch; "
                          "check `ChannelGraph.from_model(model).summary()`.")
@@ -164,7 +180,8 @@ def _rebuild(flat, sites: dict, domain_names: list[str], init: float, name: str,
                                                    domain_names=domain_names, name=f"{gid}_switch")
                 val = switches[gid]([val, onehot])
             values[key] = val
-    outputs = tree.pack_sequence_as(flat.model._outputs_struct, [values[k] for k in flat.outputs.values()])
+    outputs = tree.pack_sequence_as(_keras_compat.outputs_struct(flat.model),
+                                    [values[k] for k in flat.outputs.values()])
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import tree
 
+from tfmot_mtl import _keras_compat
 from tfmot_mtl.budget.switch import DomainSwitch, domain_masks, union_masks
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.profile import profile
@@ -76,7 +77,8 @@ def gates_to_stock(model: keras.Model) -> keras.Model:
             continue
         for key, val in zip(node.outputs, node.call(values)):
             values[key] = val
-    outputs = tree.pack_sequence_as(flat.model._outputs_struct, [values[k] for k in flat.outputs.values()])
+    outputs = tree.pack_sequence_as(_keras_compat.outputs_struct(flat.model),
+                                    [values[k] for k in flat.outputs.values()])
     return keras.Model(inputs, outputs, name=model.name)
 
 

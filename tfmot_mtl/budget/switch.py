@@ -152,7 +152,7 @@ def switch_infos(model, measure: str = "channels", input_shape: Any = None, grap
     infos = []
     for layer in switch_layers(model):
         name = next(n for n, l in graph.flat.layers.items() if l is layer)
-        atoms = graph.axes[name][0].atoms if name in graph.axes else None
+        atoms = graph.layer_atoms(name)
         if atoms is None:
             continue  # frozen by the graph: not a switch of a prunable group
         gid = graph.atom_group[atoms[0]]

@@ -9,7 +9,7 @@ Layout::
         then one line per image: "{idx}.jpg" and 40 values in {-1, 1}
 
 Tasks: "segmentation" (background + one class per part group; by default background /
-hair / skin as in the group-sparsity seed paper) and "attributes" (binary, selectable).
+hair / skin as in group sparsity, Upadhyay et al. 2024) and "attributes" (binary, selectable).
 """
 from __future__ import annotations
 

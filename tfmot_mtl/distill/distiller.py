@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import keras
 
+from tfmot_mtl import _keras_compat
 from tfmot_mtl.distill.losses import TaskDistillation, _check_temperature
 from tfmot_mtl.distill.weighting import TaskWeighting, make_weighting, weighted_losses
 from tfmot_mtl.tasks import TasksLike, as_task_list
@@ -97,9 +98,8 @@ class MultiTaskDistiller(keras.distillation.Distiller):
             raise ValueError("MultiTaskDistiller.compile takes no `loss`: it uses the tasks' losses.")
         super().compile(optimizer=optimizer, loss=weighted_losses(self.tasks, self.weighting),
                         metrics=metrics, **kwargs)
-        # Keras 3.15: Distiller stores the loss dict as an attribute, which wraps it in a
-        # TrackedDict that keras.tree no longer matches against the plain dict of targets.
-        object.__setattr__(self, "_student_loss", dict(self._student_loss))
+        # Keras 3.15: the student-loss dict is wrapped in a TrackedDict keras.tree does not match.
+        _keras_compat.untrack_student_loss(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)

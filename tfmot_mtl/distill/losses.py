@@ -144,7 +144,7 @@ class TaskDistillation(keras.distillation.DistillationLoss):
         return value
 
     def get_config(self):
-        return {"task": self.task.to_config(), "temperature": self.temperature,
+        return {"task": self.task.get_config(), "temperature": self.temperature,
                 "loss": keras.saving.serialize_keras_object(self.loss)}
 
     @classmethod

@@ -99,8 +99,8 @@ def _update_metrics(accumulators: Mapping, targets: Any, expected: Mapping, actu
         if name not in targets:
             raise ValueError(f"targets lack task {name!r}; they have {sorted(targets)}.")
         y_true = np.asarray(targets[name])
-        keras_acc.update(y_true, expected[name])
-        lite_acc.update(y_true, actual[name])
+        keras_acc.update_state(y_true, expected[name])
+        lite_acc.update_state(y_true, actual[name])
 
 
 def _floats(result: Mapping) -> dict[str, float]:

@@ -28,11 +28,13 @@ def input_specs(model, batch_size: int | None = None) -> dict[str, tuple[tuple[i
 
 
 def named_outputs(model, outputs: Any) -> dict:
-    """A model call's outputs as {output name: tensor}: dict outputs as they are, lists by output_names."""
+    """A model call's outputs as {output name: tensor}: dict outputs as they are, lists by
+    `tfmot_mtl.walk.output_names` (the output layers' names; a Sequential model's last layer)."""
+    from tfmot_mtl.walk import output_names
+
     if isinstance(outputs, Mapping):
         return dict(outputs)
-    # A Sequential model has no output_names: its output is named by its last layer.
-    names = getattr(model, "output_names", None) or [model.layers[-1].name]
+    names = output_names(model)
     if isinstance(outputs, (list, tuple)):
         return dict(zip(names, outputs))
     return {names[0]: outputs}

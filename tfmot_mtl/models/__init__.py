@@ -4,9 +4,12 @@ Inputs are declared as a dict so batches shaped like the datasets' `({"image": x
 feed in without structure warnings; outputs are keyed by task (or domain) name and the
 final layer of each output carries that name.
 
-- `mtl_resnet`: ResNet-D encoder with dilated last stages and per-task ASPP heads (seed 1).
-- `mtl_vgg`: VGG-16 encoder with per-task ASPP heads, rates (1, 2, 4, 6) (seed 2).
-- `mdl_resnet26`: ResNet-26 backbone with one classifier per domain (seed 3).
+- `mtl_resnet`: ResNet-D encoder with dilated last stages and per-task ASPP heads
+  (group sparsity, Upadhyay et al. 2024).
+- `mtl_vgg`: VGG-16 encoder with per-task ASPP heads, rates (1, 2, 4, 6)
+  (structured filter pruning for multi-task networks, Garg et al. 2023).
+- `mdl_resnet26`: ResNet-26 backbone with one classifier per domain
+  (budget-aware pruning for multi-domain learning, dos Santos et al. 2023).
 
 `build(name, tasks_or_domains, **kwargs)` picks one by name.
 """
@@ -17,7 +20,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from tfmot_mtl.models.heads import aspp_head, pooled_head
-from tfmot_mtl.models.mdl_resnet26 import mdl_resnet26, resnet26_backbone
+from tfmot_mtl.models.mdl_resnet26 import check_domains, mdl_resnet26, resnet26_backbone
 from tfmot_mtl.models.mtl_resnet import mtl_resnet
 from tfmot_mtl.models.mtl_vgg import mtl_vgg
 
@@ -51,6 +54,7 @@ __all__ = [
     "available",
     "aspp_head",
     "build",
+    "check_domains",
     "mdl_resnet26",
     "mtl_resnet",
     "mtl_vgg",

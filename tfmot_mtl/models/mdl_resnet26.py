@@ -1,4 +1,5 @@
-"""Multi-domain ResNet-26 (Visual Decathlon / budget-aware adapters backbone, seed 3).
+"""Multi-domain ResNet-26 (the Visual Decathlon / budget-aware adapters backbone, as in
+budget-aware pruning for multi-domain learning, dos Santos et al. 2023).
 
 ResNet-26 = a 3x3 stem conv + 3 stages x 4 basic blocks (24 convs) + a classifier.
 Stages have 2x, 4x, 8x the stem's channels and each starts with stride 2 (64x64 input
@@ -56,7 +57,7 @@ def resnet26_backbone(
     return keras.Model({"image": image}, x, name=name)
 
 
-def _check_domains(domains) -> list[tuple[str, int]]:
+def check_domains(domains) -> list[tuple[str, int]]:
     """Normalise `domains` to [(name, num_classes)], accepting pairs or classification Tasks."""
     if isinstance(domains, (str, Task)) or not isinstance(domains, Sequence) or len(domains) == 0:
         raise ValueError(f"`domains` must be a non-empty sequence of (name, num_classes) pairs, got {domains!r}.")
@@ -107,7 +108,7 @@ def mdl_resnet26(
         (batch, num_classes) keyed by domain name. It shares its layers with the
         backbone built by `resnet26_backbone`.
     """
-    domains = _check_domains(domains)
+    domains = check_domains(domains)
     backbone = resnet26_backbone(input_shape, width, base_channels)
     # Heads go on the backbone's own output tensor so the result stays one flat graph.
     outputs = domain_classifiers(backbone.output, domains)

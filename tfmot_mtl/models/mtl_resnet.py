@@ -1,4 +1,5 @@
-"""Multi-task ResNet-D with dilated last stages and per-task heads (seed-1 architecture, scaled down).
+"""Multi-task ResNet-D with dilated last stages and per-task heads (scaled down from the
+architecture of group sparsity, Upadhyay et al. 2024).
 
 The reference setup is a ResNet-D-50 (3x3 stem convs, bottleneck blocks [3, 4, 6, 3],
 dilation 2 and 4 in the last stages, output stride 8) with a DeepLabv3 head per dense

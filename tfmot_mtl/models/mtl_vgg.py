@@ -1,4 +1,5 @@
-"""Multi-task VGG-16 with per-task ASPP heads (seed-2 architecture, scaled down).
+"""Multi-task VGG-16 with per-task ASPP heads (scaled down from the architecture of structured
+filter pruning for multi-task networks, Garg et al. 2023).
 
 VGG-16's 13 convs in 5 blocks, ReLU, no BatchNormalization. As in DeepLab, only the
 first three blocks end in 2x2 max pooling and the fifth block is dilated, so the

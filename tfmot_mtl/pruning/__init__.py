@@ -1,4 +1,5 @@
-"""Seed 2: importance-based iterative channel pruning for multi-task networks.
+"""Structured filter pruning for multi-task networks (Garg, Zhang, Guan 2023): importance-based
+iterative channel pruning.
 
 Criteria (:mod:`.importance`) score channel groups, schedules (:mod:`.schedules`) say when
 and how far to prune, :class:`ChannelPruningCallback` prunes during ``fit`` and exposes

@@ -31,10 +31,12 @@ from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.masks import ChannelMasks, apply_masks_
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.pruning import _state
-from tfmot_mtl.pruning._checks import check_arguments, warn_if_empty, warn_if_unscored
+from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
 from tfmot_mtl.pruning.importance import Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
+from tfmot_mtl.selection import check_protect, select_groups
+from tfmot_mtl.strip import check_round_to, round_masks
 
 
 class ChannelPruningCallback(keras.callbacks.Callback):
@@ -47,15 +49,20 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             optimizer's iteration count before the batch; sparsity is the fraction of the
             selected channels removed.
         scope: ``"global"`` ranks all selected channels together (no normalisation, as in
-            the seed paper); ``"layer"`` prunes every group to the sparsity on its own.
-        groups: ``"all"`` prunable groups, ``"shared"`` (feeding > 1 task), a callable
-            ``ChannelGroup -> bool``, or an iterable of group ids.
+            Garg et al. 2023); ``"layer"`` prunes every group to the sparsity on its own.
+        groups: which groups may be pruned, in the vocabulary of :mod:`tfmot_mtl.selection`
+            shared by the three methods: ``"all"`` prunable groups, ``"shared"`` (the shared
+            trunk: groups feeding > 1 task), a callable ``ChannelGroup -> bool``, or a list of
+            group ids / producer layer names.
         min_channels: no group keeps fewer channels.
         round_to: kept counts are rounded to the nearest multiple (hardware-friendly
-            widths); the realised sparsity may differ slightly from the schedule.
-        protect: names never pruned. A task name (a model output) protects the groups
-            feeding ONLY that task (its head); any other name must be a layer, and protects
-            every group with a slice in that layer (the layer keeps its shape).
+            widths) by :func:`tfmot_mtl.strip.round_masks` (ranked by the criterion's scores,
+            never bringing back a channel pruned earlier); the realised sparsity may differ
+            slightly from the schedule.
+        protect: names never pruned (:mod:`tfmot_mtl.selection`). A task name (a model
+            output) protects the groups feeding ONLY that task (its head); any other name must
+            be a layer, and protects every group with a slice in that layer (the layer keeps
+            its shape).
         data: batches ``(x, y)`` for gradient criteria (required by Taylor / CosPrune).
         score_batches: batches drawn from ``data`` at each pruning step.
         accumulate_every: also accumulate one ``data`` batch every N training steps.
@@ -78,19 +85,17 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
         if int(min_channels) < 1:
             raise ValueError(f"min_channels must be >= 1, got {min_channels}")
-        if round_to is not None and int(round_to) < 1:
-            raise ValueError(f"round_to must be None or >= 1, got {round_to}")
         if int(score_batches) < 1:
             raise ValueError(f"score_batches must be >= 1, got {score_batches}")
-        check_arguments(importance, groups, accumulate_every)
+        groups = check_arguments(importance, groups, accumulate_every)
         if getattr(importance, "needs_data", False) and data is None:
             raise ValueError(f"{type(importance).__name__} needs gradients: pass data= (a dataset "
                              "or iterable of (x, y) batches) to draw scoring batches from")
         self.importance, self.schedule = importance, check_schedule(schedule)
         self.scope, self.group_spec = scope, groups
         self.min_channels = int(min_channels)
-        self.round_to = None if round_to is None else int(round_to)
-        self.protect = (protect,) if isinstance(protect, str) else tuple(protect)
+        self.round_to = check_round_to(round_to)
+        self.protect = check_protect(protect)
         self.data, self.score_batches = data, int(score_batches)
         self.accumulate_every = accumulate_every
         self.log_dir, self.verbose = log_dir, verbose
@@ -131,37 +136,8 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         self._var_masks = self._variable_masks()
 
     def _select_groups(self, graph: ChannelGraph) -> list[ChannelGroup]:
-        spec = self.group_spec
-        candidates = [g for g in graph.prunable_groups if g.size > 0]
-        if spec == "all":
-            chosen = candidates
-        elif spec == "shared":
-            chosen = [g for g in candidates if g.shared]
-        elif callable(spec):
-            chosen = [g for g in candidates if spec(g)]
-        elif isinstance(spec, Iterable) and not isinstance(spec, str):
-            ids = list(spec)
-            bad = [i for i in ids if i not in graph.groups or not graph.groups[i].prunable]
-            if bad:
-                raise ValueError(f"groups names {bad} that are not prunable groups of the model")
-            chosen = [graph.groups[i] for i in ids]
-        else:
-            raise ValueError(f"groups must be 'all', 'shared', a callable or group ids, got {spec!r}")
-        protected = self._protected(graph)
-        return warn_if_empty([g for g in chosen if g.id not in protected], spec, graph)
-
-    def _protected(self, graph: ChannelGraph) -> set[str]:
-        tasks = set(getattr(graph.model, "output_names", None) or [])
-        out: set[str] = set()
-        for name in self.protect:
-            if name in tasks:
-                out |= {g.id for g in graph.groups.values() if g.tasks == frozenset([name])}
-            elif name in graph.flat.layers:
-                out |= {g.id for g in graph.groups.values() if name in g.layers}
-            else:
-                raise ValueError(f"protect names '{name}', which is neither a task (model outputs: "
-                                 f"{sorted(tasks)}) nor a layer of the model")
-        return out
+        return select_groups(graph, self.group_spec, self.protect, on_empty="warn",
+                             context="ChannelPruningCallback selected no channel group and will prune nothing")
 
     # --------------------------------------------------------------- training
     def on_train_batch_begin(self, batch, logs=None):
@@ -234,8 +210,9 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         else:
             for g in self.selected:
                 self._prune_group(keep, scores, g, int(math.floor(sparsity * g.size + 1e-9)))
-        if self.round_to:
-            self._round(keep, scores)
+        if self.round_to:  # nearest multiple; never brings back a channel pruned before this step
+            keep = dict(round_masks(self.graph, ChannelMasks(keep, self.min_channels), self.round_to,
+                                    mode="nearest", scores=scores, previous=self.masks))
         masks = dict(self.masks)
         masks.update(keep)
         self.masks = ChannelMasks(masks, self.min_channels)
@@ -286,25 +263,6 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         capacity = int(keep[g.id].sum()) - self._min_keep(g)
         for _, c in sorted(self._candidates(keep, scores, g))[:max(0, min(need, capacity))]:
             keep[g.id][c] = False
-
-    def _round(self, keep, scores) -> None:
-        """Rounds each changed group's kept count to the nearest multiple of round_to."""
-        r = self.round_to
-        for g in self.selected:
-            before, mask = self.masks[g.id], keep[g.id]
-            kept = int(mask.sum())
-            if kept == int(before.sum()) or kept % r == 0 or kept == g.size:
-                continue
-            down, up = (kept // r) * r, min(int(before.sum()), -(-kept // r) * r)
-            target = up if (up - kept <= kept - down or down < self._min_keep(g)) else down
-            s = np.asarray(scores.get(g.id, np.zeros(g.size)), dtype=np.float64)
-            s = np.where(np.isfinite(s), s, np.inf)
-            if target > kept:  # restore the best of the channels pruned in this step
-                newly = np.flatnonzero(before & ~mask)
-                mask[newly[np.argsort(-s[newly], kind="stable")[:target - kept]]] = True
-            else:
-                alive = np.flatnonzero(mask)
-                mask[alive[np.argsort(s[alive], kind="stable")[:kept - target]]] = False
 
     def _variable_masks(self) -> list[tuple[Any, tf.Tensor]]:
         """0/1 multipliers for every variable holding slices of removed channels."""

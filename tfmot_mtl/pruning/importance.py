@@ -27,7 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmot_mtl import _keras_compat
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
+from tfmot_mtl.walk import output_names
 
 REDUCTIONS = ("sum", "mean", "max")
 Scores = dict[str, np.ndarray]
@@ -195,7 +197,7 @@ class Random(Importance):
 def resolve_losses(model: keras.Model, losses: Mapping | None = None) -> dict[str, Callable]:
     """Task name -> loss function, from ``losses`` or the compiled model's ``model.loss``."""
     source = losses if losses is not None else getattr(model, "loss", None)
-    names = list(getattr(model, "output_names", None) or [])
+    names = output_names(model)  # dict keys: the names compile(loss={...}) uses
     if source is None:
         raise ValueError("no per-task losses: compile the model with a dict of losses or pass "
                          "losses={task_name: loss_fn}")
@@ -222,15 +224,12 @@ def _is_mapping(obj) -> bool:
 def _loss_weights(model, weights: Mapping | None) -> dict:
     if weights is not None:
         return dict(weights)
-    found = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
-    return {k: found[k] for k in found.keys()} if _is_mapping(found) else {}
+    return _keras_compat.user_loss_weights(model)
 
 
 def _outputs(model, x) -> dict:
     out = model(x, training=False)
-    if not _is_mapping(out):
-        out = {model.output_names[0]: out}
-    return out
+    return out if _is_mapping(out) else dict(zip(output_names(model), keras.tree.flatten(out)))
 
 
 def _task_loss(fn, y_true, y_pred):

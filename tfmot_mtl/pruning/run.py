@@ -131,7 +131,8 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
         frequency: training steps between pruning events.
         step / count: sparsity or channels removed per event; default ``step = 0.05``.
         fine_tune_steps: training steps after the last event (default ``frequency``).
-        groups: "shared" (feeding > 1 task), "all", or see ChannelPruningCallback.
+        groups: "shared" (the shared trunk: groups feeding > 1 task), "all", a list of group
+            ids / layer names or a callable (:func:`tfmot_mtl.selection.select_groups`).
         min_channels: no group keeps fewer channels.
         lr: Adam learning rate of the fine-tuning.
         score_batches: batches of ``data.train`` scored at each event (Taylor, CosPrune).

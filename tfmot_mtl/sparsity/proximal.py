@@ -13,13 +13,14 @@ from typing import Any, Callable, Union
 import keras
 import numpy as np
 
+from tfmot_mtl import _keras_compat
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.sparsity import _state
 from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity.prox_ops import group_sums, prox_adam, prox_plain
 from tfmot_mtl.sparsity.regularizer import regularized_layers
-from tfmot_mtl.sparsity.selection import LayerSelection, select_groups
+from tfmot_mtl.selection import Selection, check_protect, check_selection, select_groups
 
 Strength = Union[float, Callable[[int], Any], None]
 MODES = ("plain", "adam")
@@ -82,7 +83,10 @@ class ProximalGroupLasso(keras.callbacks.Callback):
             one are skipped). ``step`` is the optimizer's iteration count after the update.
         schedule: optional multiplier of ``l1`` with the same protocol (e.g. a ramp from 0
             to 1); the step is skipped when either says ``should_apply=False``.
-        layers: ``"shared"``, ``"all"``, producer layer names or ``layer -> bool``.
+        layers: the groups to act on, in the selection vocabulary shared by the three
+            methods (:func:`tfmot_mtl.selection.select_groups`): ``"shared"`` (the shared
+            trunk), ``"all"``, producer layer names or a callable ``layer -> bool``.
+        protect: task names (their heads) or layer names whose groups are left alone.
         mode: ``"plain"`` or ``"adam"``.
         update_every: apply every this many optimizer steps (the threshold grows with the
             steps elapsed, so the total shrinkage stays the same).
@@ -109,10 +113,10 @@ class ProximalGroupLasso(keras.callbacks.Callback):
     """
 
     def __init__(self, l1: Strength = None, schedule: Strength = None,
-                 layers: LayerSelection = "shared", mode: str = "plain", update_every: int = 1,
+                 layers: Selection = "shared", mode: str = "plain", update_every: int = 1,
                  scale: str = "sqrt_group_size", log_key: str = "group_sparsity",
                  target: float | None = None, adapt_rate: float = 0.02, gain: float = 1.0,
-                 min_channels: int = 0, min_fraction: float = 0.0):
+                 min_channels: int = 0, min_fraction: float = 0.0, protect=()):
         super().__init__()
         if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
             raise ValueError(f"min_channels must be >= 0 and min_fraction in [0, 1), got "
@@ -132,7 +136,9 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         if int(update_every) < 1:
             raise ValueError(f"update_every must be a positive integer, got {update_every}")
         check_strengths(l1, gain)
-        self.l1, self.schedule, self.layers = l1, schedule, layers
+        self.l1, self.schedule = l1, schedule
+        self.layers = check_selection(layers, "layers", callable_of="layer")
+        self.protect = check_protect(protect)
         self.mode, self.update_every, self.scale, self.log_key = mode, int(update_every), scale, log_key
         self._plan_model = None
         self._last_step = None
@@ -152,7 +158,9 @@ class ProximalGroupLasso(keras.callbacks.Callback):
     def build(self, model: keras.Model) -> "ProximalGroupLasso":
         """Precomputes, per weight, the gather indices of the selected channels."""
         graph = ChannelGraph.from_model(model)
-        groups = select_groups(graph, self.layers)
+        groups = select_groups(graph, self.layers, self.protect, on_empty="warn", argument="layers",
+                               callable_of="layer", context="ProximalGroupLasso selected no channel group; "
+                               "it will do nothing")
         strengths = self._group_strengths(model, groups)
         self.graph = graph
         self.groups = [g for g in groups if g.id in strengths and self._trainable(graph, g)]
@@ -188,7 +196,7 @@ class ProximalGroupLasso(keras.callbacks.Callback):
                        if sizes else np.zeros(0),
                        "none": np.ones(offset)}[self.scale]
         self._plan_model = model
-        if not self.groups:
+        if groups and not self.groups:
             warnings.warn("ProximalGroupLasso selected no channel group; it will do nothing",
                           stacklevel=2)
         return self
@@ -248,10 +256,7 @@ class ProximalGroupLasso(keras.callbacks.Callback):
 
     def learning_rate(self, optimizer, step: int) -> float:
         """The learning rate the optimizer used for its update number ``step`` (1-based)."""
-        lr = optimizer._learning_rate
-        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            return float(np.asarray(lr(max(step - 1, 0))))
-        return float(np.asarray(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+        return _keras_compat.learning_rate(optimizer, step)
 
     def strength(self, step: int) -> tuple[bool, float]:
         """(should_apply, lambda multiplier) at ``step``."""
@@ -316,11 +321,10 @@ class ProximalGroupLasso(keras.callbacks.Callback):
     def _preconditioners(self, optimizer, step: int) -> list[np.ndarray]:
         """Per entry, ``D = sqrt(v_hat) + eps`` of the entry's variable."""
         self._check_optimizer(optimizer)
-        velocities = optimizer._velocity_hats if optimizer.amsgrad else optimizer._velocities
         correction = 1.0 - float(optimizer.beta_2) ** max(step, 1)
         out = []
         for e in self.entries:
-            v = velocities[optimizer._get_variable_index(self.variables[e.var])]
+            v = _keras_compat.adam_second_moment(optimizer, self.variables[e.var])
             v_hat = np.asarray(keras.ops.convert_to_numpy(v), np.float64) / correction
             out.append(np.sqrt(v_hat) + float(optimizer.epsilon))
         return out
@@ -376,7 +380,7 @@ class ProximalGroupLasso(keras.callbacks.Callback):
                 "mode": self.mode, "update_every": self.update_every, "scale": self.scale,
                 "log_key": self.log_key, "target": self.target, "adapt_rate": self.adapt_rate,
                 "gain": self.gain, "min_channels": self.min_channels,
-                "min_fraction": self.min_fraction}
+                "min_fraction": self.min_fraction, "protect": list(self.protect)}
 
     @classmethod
     def from_config(cls, config: dict) -> "ProximalGroupLasso":

@@ -10,11 +10,11 @@ import numpy as np
 from tfmot_mtl.atomic import atomic_savefig
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import masks_from_zeros
-from tfmot_mtl.sparsity.selection import LayerSelection, select_groups
+from tfmot_mtl.selection import Selection, select_groups
 
 
-def sparsity_report(model: keras.Model, layers: LayerSelection = "shared",
-                    plot_path: str | os.PathLike | None = None) -> dict[str, Any]:
+def sparsity_report(model: keras.Model, layers: Selection = "shared",
+                    plot_path: str | os.PathLike | None = None, protect=()) -> dict[str, Any]:
     """How many of the selected channel groups' channels (and parameters) are exactly zero.
 
     A channel is zero when every trainable slice it owns (kernel columns, bias, BN gamma
@@ -29,12 +29,15 @@ def sparsity_report(model: keras.Model, layers: LayerSelection = "shared",
 
     Args:
         model: the (trained) model.
-        layers: which groups count (``"shared"``, ``"all"``, names or a callable).
+        layers: which groups count, as in :func:`tfmot_mtl.selection.select_groups`
+            (``"shared"``, ``"all"``, producer layer names or a callable ``layer -> bool``).
         plot_path: if given, a PNG with one row per group and one column per channel,
             dead channels marked.
+        protect: task or layer names whose groups do not count.
     """
     graph = ChannelGraph.from_model(model)
-    groups = select_groups(graph, layers)
+    groups = select_groups(graph, layers, protect, on_empty="warn", argument="layers", callable_of="layer",
+                           context="sparsity_report selected no channel group")
     masks = masks_from_zeros(model, graph=graph, min_channels=0)
     per_group = {}
     for g in groups:

@@ -72,7 +72,7 @@ def evaluate(
                     raise ValueError(
                         f"Task {task.name!r} is missing from the {what} (found {keys})."
                     )
-            accumulators[task.name].update(y[task.name], outputs[task.name])
+            accumulators[task.name].update_state(y[task.name], outputs[task.name])
         seen += 1
         if bar is not None:
             bar.update(seen)

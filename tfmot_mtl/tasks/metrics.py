@@ -1,9 +1,10 @@
 """Exact, dataset-wide metrics per task kind, accumulated in numpy.
 
-Each accumulator has ``update(y_true, y_pred)`` (numpy arrays or eager tensors, one
-batch) and ``result() -> {metric: float}``. Units: ``miou``, ``pixel_acc``, ``delta*``,
-``within_*``, ``accuracy``, ``f1`` in percent (0-100); angles in degrees; ``abs_err`` and
-``rmse`` in the depth target's units; ``rel_err`` as a fraction.
+Each accumulator follows the Keras metric protocol: ``update_state(y_true, y_pred)`` (numpy
+arrays or eager tensors, one batch), ``result() -> {metric: float}`` and ``reset_state()``.
+Units: ``miou``, ``pixel_acc``, ``delta*``, ``within_*``, ``accuracy``, ``f1`` in percent
+(0-100); angles in degrees; ``abs_err`` and ``rmse`` in the depth target's units;
+``rel_err`` as a fraction.
 """
 from __future__ import annotations
 
@@ -59,12 +60,12 @@ class _Accumulator:
 
     def __init__(self, task: "Task"):
         self.task = task
-        self.reset()
+        self.reset_state()
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         raise NotImplementedError
 
-    def update(self, y_true, y_pred) -> None:
+    def update_state(self, y_true, y_pred) -> None:
         raise NotImplementedError
 
     def _all_metrics(self) -> dict[str, float]:
@@ -90,11 +91,11 @@ class ConfusionAccumulator(_Accumulator):
     Labels equal to ``task.ignore_index`` are skipped.
     """
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         c = self.task.output_channels
         self.confusion = np.zeros((c, c), dtype=np.int64)
 
-    def update(self, y_true, y_pred) -> None:
+    def update_state(self, y_true, y_pred) -> None:
         t, p = _np(y_true), _np(y_pred)
         c = self.task.output_channels
         if t.ndim == p.ndim and t.ndim > 1 and t.shape[-1] == 1 and p.shape[-1] == c:
@@ -144,11 +145,11 @@ class DepthAccumulator(_Accumulator):
     units), ``rel_err`` mean |d - d*| / d* (fraction), ``delta{1,2,3}`` % of pixels with
     max(d/d*, d*/d) < 1.25^k (a prediction <= 0 never counts as within)."""
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         self.count = 0
         self.sums = dict.fromkeys(("abs", "rel", "sq", "d1", "d2", "d3"), 0.0)
 
-    def update(self, y_true, y_pred) -> None:
+    def update_state(self, y_true, y_pred) -> None:
         t = _squeeze_depth(_np(y_true).astype(np.float64))
         p = _squeeze_depth(_np(y_pred).astype(np.float64))
         if t.shape != p.shape:
@@ -183,12 +184,12 @@ class NormalsAccumulator(_Accumulator):
     kept, as float32), ``within_T`` % of pixels with angle < T degrees. A zero prediction
     counts as 90 degrees."""
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         self.angles: list[np.ndarray] = []
         self.sum = 0.0
         self.within = dict.fromkeys(NORMAL_THRESHOLDS, 0)
 
-    def update(self, y_true, y_pred) -> None:
+    def update_state(self, y_true, y_pred) -> None:
         t, p = _np(y_true).astype(np.float64), _np(y_pred).astype(np.float64)
         if t.shape != p.shape or t.shape[-1] != 3:
             raise self._shape_error(t, p, "(B, H, W, 3) for both")
@@ -220,11 +221,11 @@ class BinaryAccumulator(_Accumulator):
     ``f1``: mean over attributes of positive-class F1 (%), attributes with no positive in
     truth or prediction (F1 undefined) left out of the mean."""
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         k = self.task.output_channels
         self.counts = {key: np.zeros(k, np.int64) for key in ("tp", "fp", "fn", "tn")}
 
-    def update(self, y_true, y_pred) -> None:
+    def update_state(self, y_true, y_pred) -> None:
         t, p = _np(y_true).astype(np.float64), _np(y_pred).astype(np.float64)
         k = self.task.output_channels
         if t.shape != p.shape or t.shape[-1] != k:

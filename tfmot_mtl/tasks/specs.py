@@ -97,11 +97,13 @@ class Task:
         return types.MappingProxyType({m: HIGHER_IS_BETTER[m] for m in self.metrics})
 
     def accumulator(self):
-        """A fresh numpy accumulator with ``update(y_true, y_pred)`` and ``result()``."""
+        """A fresh numpy accumulator with ``update_state(y_true, y_pred)``, ``result()`` and
+        ``reset_state()`` (the Keras metric protocol)."""
         return make_accumulator(self)
 
-    def to_config(self) -> dict:
-        """JSON-serializable dict; a non-default loss is stored via Keras serialization."""
+    def get_config(self) -> dict:
+        """JSON-serializable dict (Keras' ``get_config`` convention); a non-default loss is
+        stored via Keras serialization."""
         config = {
             "name": self.name,
             "kind": self.kind,
@@ -118,7 +120,7 @@ class Task:
 
     @classmethod
     def from_config(cls, config: Mapping) -> "Task":
-        """Inverse of :meth:`to_config`."""
+        """Inverse of :meth:`get_config`."""
         config = dict(config)
         if config.get("loss") is not None:
             config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
