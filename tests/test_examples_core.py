@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -20,12 +22,14 @@ def test_strip_any_model_example(tmp_path):
     assert (tmp_path / "s.keras").exists()
 
 
+@pytest.mark.slow  # a benchmark's smoke run; the examples run by default
 def test_strip_speed_benchmark_runs(tmp_path):
     out = run("benchmarks/strip_speed.py", "--input-size", "32", "--repeats", "1", "--models",
               "MobileNetV2", "--out", str(tmp_path / "s.json"))
     assert "MobileNetV2" in out and (tmp_path / "s.json").exists()
 
 
+@pytest.mark.slow  # a benchmark's smoke run; the examples run by default
 def test_speedup_sweep_benchmark_runs(tmp_path):
     import json
 
