@@ -18,6 +18,7 @@ dense point at 0).
     python benchmarks/recipes.py --quick     # smoke run, about a minute
     python benchmarks/recipes.py             # default preset (see PRESETS for the budgets)
     python benchmarks/recipes.py --preset demo   # the demo's setting, one seed
+    python benchmarks/recipes.py --preset demo --splits 16,2,6 10,2,12 8,10,6   # one budget spent 3 ways
 """
 from __future__ import annotations
 
@@ -87,10 +88,52 @@ def run_seed(cfg: dict, seed: int) -> list[dict]:
     return rows
 
 
+def run_splits(cfg: dict, seed: int, splits: list[tuple[int, int, int]]) -> list[dict]:
+    """The same total budget spent in other ways: per ``(dense, find, finetune)`` split, a dense
+    parent, Taylor pruning to the preset's first target over ``find`` epochs, strip, and
+    fine-tuning on labels with uncertainty weighting; all against one dense model trained for
+    the whole budget."""
+    data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
+                        batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=seed)
+
+    def build():
+        return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=seed)
+
+    total = sum(splits[0])
+    same = recipes.train_dense(build(), data, total)
+    reference = ex.evaluate(same, data)
+    rows = [{"seed": seed, "target": 0.0, "variant": "dense, same budget", "macs": profile(same).total_macs,
+             "params": profile(same).total_params, "delta_m": 0.0, "metrics": reference}]
+    target = cfg["targets"][0]
+    for d, f, t in splits:
+        dense = recipes.train_dense(build(), data, d)
+        found, masks, info = recipes.find_channels(dense, data, "prune", target, f, options={"criterion": "taylor"})
+        small, _ = strip_channels(found, masks)
+        recipes.finetune(small, data, t, weighting="uncertainty")
+        metrics, prof = ex.evaluate(small, data), profile(small)
+        rows.append({"seed": seed, "target": target, "variant": f"{d} + {f} + {t}", "macs": prof.total_macs,
+                     "params": prof.total_params, "sparsity": info["sparsity"], "metrics": metrics,
+                     "delta_m": delta_m(metrics, reference, data.tasks, PRIMARY_METRICS)})
+        log(f"seed {seed} split {d} + {f} + {t} epochs: delta_m {rows[-1]['delta_m']:+.2f}% "
+            f"at {prof.total_macs / rows[0]['macs']:.2f}x the dense MACs")
+    return rows
+
+
+def parse_split(text: str) -> tuple[int, int, int]:
+    try:
+        d, f, t = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a split is DENSE,FIND,FINETUNE epochs, got {text!r}") from None
+    if min(d, f, t) < 0 or d + f + t == 0:
+        raise argparse.ArgumentTypeError(f"epochs must be >= 0 and not all 0, got {text!r}")
+    return d, f, t
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     out = []
-    keys = sorted({(r["target"], r["variant"]) for r in rows}, key=lambda k: (k[0], list(VARIANTS).index(k[1])
-                                                                              if k[1] in VARIANTS else -1))
+    order = list(VARIANTS)  # the ablation's variants in their order; others (splits) as they ran
+    keys = sorted(dict.fromkeys((r["target"], r["variant"]) for r in rows),
+                  key=lambda k: (k[0], order.index(k[1]) if k[1] in order else -1))
     for target, variant in keys:
         sel = [r for r in rows if r["target"] == target and r["variant"] == variant]
         dm = np.array([r["delta_m"] for r in sel])
@@ -108,7 +151,7 @@ def plot(summary: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for variant in VARIANTS:
+    for variant in dict.fromkeys(s["variant"] for s in summary if s["target"] > 0):
         pts = sorted((s["macs"], s["delta_m_mean"], s["delta_m_std"]) for s in summary if s["variant"] == variant)
         if pts:
             x, y, e = zip(*pts)
@@ -132,25 +175,36 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
     parser.add_argument("--student-loss-weight", type=float, default=0.5,
                         help="weight of the label loss in the distilled variants (1 - the distillation weight)")
+    parser.add_argument("--splits", type=parse_split, nargs="+", metavar="DENSE,FIND,FINETUNE",
+                        help="instead of the ablation, compare ways to spend one total budget, e.g. "
+                             "--splits 16,2,6 10,2,12 8,10,6 (all with the same total)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
+    if args.splits and len({sum(split) for split in args.splits}) > 1:
+        parser.error(f"--splits must share one total budget, got {args.splits}")
     preset = "quick" if args.quick else args.preset
     cfg = dict(PRESETS[preset], preset=preset, student_loss_weight=args.student_loss_weight)
     if args.seeds:
         cfg["seeds"] = tuple(args.seeds)
     start = time.time()
-    rows = [row for seed in cfg["seeds"] for row in run_seed(cfg, seed)]
+    if args.splits:
+        rows = [row for seed in cfg["seeds"] for row in run_splits(cfg, seed, args.splits)]
+    else:
+        rows = [row for seed in cfg["seeds"] for row in run_seed(cfg, seed)]
     summary = summarise(rows)
     print(f"{'target':>7} {'variant':>20} {'delta_m (mean +- std)':>24} {'MACs':>12}")
     for s in summary:
         print(f"{s['target']:>7.0%} {s['variant']:>20} {s['delta_m_mean']:>+15.2f} +- {s['delta_m_std']:<5.2f} "
               f"{s['macs']:>12,.0f}")
-    budget = recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"]).to_dict()
+    if args.splits:
+        budgets = [recipes.Budget(*split).to_dict() for split in args.splits]
+    else:
+        budgets = [recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"]).to_dict()]
     result = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-              "budget_epochs": {"compressed": budget, "dense_reference": budget["total"]},
+              "budget_epochs": {"compressed": budgets, "dense_reference": budgets[0]["total"]},
               "summary": summary, "rows": rows, "seconds": round(time.time() - start, 1)}
     os.makedirs(args.out, exist_ok=True)
-    stem = "recipes" if preset in ("default", "quick") else f"recipes_{preset}"
+    stem = ("recipes" if preset in ("default", "quick") else f"recipes_{preset}") + ("_splits" if args.splits else "")
     ex.write_json(os.path.join(args.out, f"{stem}.json"), result)
     plot(summary, os.path.join(args.out, f"{stem}_pareto.png"))
     log(f"wrote {args.out}/{stem}.json and {stem}_pareto.png ({result['seconds']:.0f} s)")

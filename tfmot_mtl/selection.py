@@ -59,13 +59,8 @@ def check_selection(groups: Any, argument: str = "groups", callable_of: str = "g
         raise ValueError(f"{expected}, got {groups!r}{hint}")
     if callable(groups):
         return groups
-    if isinstance(groups, (bytes, dict)) or not isinstance(groups, Iterable):
-        raise ValueError(f"{expected}, got {type(groups).__name__} {groups!r}")
-    names = list(groups)
-    bad = [n for n in names if not isinstance(n, str)]
-    if bad:
-        raise ValueError(f"{expected}, got a list with non-string items {bad!r}")
-    return names
+    return list(_names(groups, f"{expected}, got {type(groups).__name__} {groups!r}",
+                       f"{expected}, got a list with non-string items"))
 
 
 def check_protect(protect: Any) -> tuple[str, ...]:
@@ -74,12 +69,18 @@ def check_protect(protect: Any) -> tuple[str, ...]:
         return (protect,)
     if protect is None:
         return ()
-    if not isinstance(protect, Iterable) or isinstance(protect, (bytes, dict)):
-        raise ValueError(f"protect must be a task or layer name or a list of them, got {protect!r}")
-    names = tuple(protect)
+    return _names(protect, f"protect must be a task or layer name or a list of them, got {protect!r}",
+                  "protect must hold task or layer names (strings), got")
+
+
+def _names(items: Any, not_a_list: str, not_strings: str) -> tuple[str, ...]:
+    """``items`` as a tuple of strings, or ValueError(not_a_list) / ValueError(not_strings + the bad items)."""
+    if isinstance(items, (bytes, dict)) or not isinstance(items, Iterable):
+        raise ValueError(not_a_list)
+    names = tuple(items)
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
-        raise ValueError(f"protect must hold task or layer names (strings), got {bad!r}")
+        raise ValueError(f"{not_strings} {bad!r}")
     return names
 
 

@@ -9,7 +9,7 @@ graph, also when a nested model is called twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import keras
 from keras import tree
@@ -138,6 +138,14 @@ def output_names(model: keras.Model) -> list[str]:
         return [model.layers[-1].name]
     as_functional(model)  # a subclassed model or an unbuilt Sequential: raises why, and the fix
     raise ValueError(f"cannot name the outputs of '{getattr(model, 'name', model)}' ({type(model).__name__}).")
+
+
+def named_outputs(model: keras.Model, outputs: Any) -> dict:
+    """A call's outputs as ``{output name: tensor}``: a dict as it is (also Keras' tracked
+    dict wrappers), a list or a single tensor named by :func:`output_names`."""
+    if isinstance(outputs, Mapping) or (hasattr(outputs, "keys") and hasattr(outputs, "__getitem__")):
+        return {k: outputs[k] for k in outputs.keys()}
+    return dict(zip(output_names(model), tree.flatten(outputs)))
 
 
 def input_names(model: keras.Model) -> list[str]:

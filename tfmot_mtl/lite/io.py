@@ -28,16 +28,10 @@ def input_specs(model, batch_size: int | None = None) -> dict[str, tuple[tuple[i
 
 
 def named_outputs(model, outputs: Any) -> dict:
-    """A model call's outputs as {output name: tensor}: dict outputs as they are, lists by
-    `tfmot_mtl.walk.output_names` (the output layers' names; a Sequential model's last layer)."""
-    from tfmot_mtl.walk import output_names
+    """A model call's outputs as {output name: tensor} (see :func:`tfmot_mtl.walk.named_outputs`)."""
+    from tfmot_mtl.walk import named_outputs as by_name  # keras loads only when a model is at hand
 
-    if isinstance(outputs, Mapping):
-        return dict(outputs)
-    names = output_names(model)
-    if isinstance(outputs, (list, tuple)):
-        return dict(zip(names, outputs))
-    return {names[0]: outputs}
+    return by_name(model, outputs)
 
 
 def structure_inputs(model, inputs: Mapping[str, Any]) -> Any:

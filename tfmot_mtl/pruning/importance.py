@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from tfmot_mtl import _keras_compat
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
-from tfmot_mtl.walk import output_names
+from tfmot_mtl.walk import named_outputs, output_names
 
 REDUCTIONS = ("sum", "mean", "max")
 Scores = dict[str, np.ndarray]
@@ -229,7 +229,7 @@ def _loss_weights(model, weights: Mapping | None) -> dict:
 
 def _outputs(model, x) -> dict:
     out = model(x, training=False)
-    return out if _is_mapping(out) else dict(zip(output_names(model), keras.tree.flatten(out)))
+    return named_outputs(model, out)
 
 
 def _task_loss(fn, y_true, y_pred):
