@@ -23,6 +23,6 @@ setup(
         "tensorflow-model-optimization==0.8.1",
         "tf-keras==2.21.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.15"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.15", "keras-hub==0.32.0"]},
     entry_points={"console_scripts": ["tfmot-mtl=tfmot_mtl.cli:main"]},
 )

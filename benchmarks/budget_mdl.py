@@ -5,12 +5,15 @@ the unpruned model) is trained for `pretrain` epochs; then, for every budget x s
 loss, a copy is trained `budget` epochs with `BudgetCallback` (switches learn; the budget is
 annealed from 1 to beta by per-epoch projections, in one order common to all domains when a
 sharing loss is set) and fine-tuned `finetune` epochs with the switches frozen; it is stripped with the union mask and the
-stripped model is evaluated. The unpruned reference trains the same total epochs. The
+stripped model is evaluated. Every preset but "shared-bn" gives each domain its own
+BatchNormalization (statistics and affine parameters, as in the paper; `add_domain_switches(...,
+domain_bn=True)`); the stripped model serves every domain with stock layers. The unpruned reference trains the same total epochs. The
 decathlon score uses the unpruned multi-domain model's errors as baseline. Writes benchmarks/results/budget_mdl.json and a plot.
 
     python benchmarks/budget_mdl.py --quick      # smoke run, budgets 1.0 / 0.5 only, a few minutes on 2 CPU cores
     python benchmarks/budget_mdl.py              # default (~20 min on 2 free cores)
     python benchmarks/budget_mdl.py --full       # 64x64, more data/epochs, all sharing losses
+    python benchmarks/budget_mdl.py --preset shared-bn --out benchmarks/results/budget_mdl_shared_bn.json
     python benchmarks/budget_mdl.py --preset long05 --out benchmarks/results/budget_mdl_long05.json
                                                  # budget 0.5 only, 2x longer budget phase and fine-tuning
 """
@@ -30,23 +33,29 @@ from tfmot_mtl.budget import pipeline
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {
     "quick": dict(res=32, width=0.5, n=200, pretrain=6, budget_epochs=2, finetune=1,
-                  budgets=[1.0, 0.5], sharing=["none", "jaccard"]),
+                  budgets=[1.0, 0.5], sharing=["none", "jaccard"], domain_bn=True),
     "default": dict(res=32, width=0.5, n=400, pretrain=12, budget_epochs=3, finetune=2,
-                    budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard"]),
+                    budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard"], domain_bn=True),
+    # the default with one BatchNormalization shared by all domains (the setting before domain BN)
+    "shared-bn": dict(res=32, width=0.5, n=400, pretrain=12, budget_epochs=3, finetune=2,
+                      budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard"], domain_bn=False),
     "long05": dict(res=32, width=0.5, n=400, pretrain=12, budget_epochs=6, finetune=6,
-                   budgets=[0.5], sharing=["none", "jaccard"]),
+                   budgets=[0.5], sharing=["none", "jaccard"], domain_bn=True),
     "full": dict(res=64, width=1.0, n=1000, pretrain=30, budget_epochs=8, finetune=5,
-                 budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard", "intersection", "union"]),
+                 budgets=[1.0, 0.75, 0.5, 0.25], sharing=["none", "jaccard", "intersection", "union"],
+                 domain_bn=True),
 }
 
 
 def run(cfg, out_path, lr=2e-3):
-    s = pipeline.setup(cfg["res"], cfg["width"], cfg["n"], n_test=max(100, cfg["n"] // 4))
+    dbn = cfg.get("domain_bn", True)
+    s = pipeline.setup(cfg["res"], cfg["width"], cfg["n"], n_test=max(100, cfg["n"] // 4), domain_bn=dbn)
     t0 = time.time()
     base = s.model
-    pipeline.pretrain(base, s.train, cfg["pretrain"], lr)
+    eager = cfg.get("eager", False)  # tiny smoke runs: no graph tracing
+    pipeline.pretrain(base, s.train, cfg["pretrain"], lr, eager=eager)
     pretrained = base.get_weights()
-    pipeline.fit(base, s.train, cfg["budget_epochs"] + cfg["finetune"], lr / 2)
+    pipeline.fit(base, s.train, cfg["budget_epochs"] + cfg["finetune"], lr / 2, eager=eager)
     acc0 = budget.domain_accuracy(base, s.test, s.names)
     base_err = {d: 1 - a for d, a in acc0.items()}
     ref = budget.domain_report(base, accuracy=acc0, baseline_errors=base_err, input_shape=s.input_shape)
@@ -56,9 +65,10 @@ def run(cfg, out_path, lr=2e-3):
     for beta in cfg["budgets"]:
         for sharing in cfg["sharing"]:
             t = time.time()
-            model = pipeline.build(cfg["res"], cfg["width"])
+            model = pipeline.build(cfg["res"], cfg["width"], domain_bn=dbn)
             model.set_weights(pretrained)
-            cb = pipeline.budget_phase(model, s.train, beta, sharing, cfg["budget_epochs"], cfg["finetune"], lr / 2)
+            cb = pipeline.budget_phase(model, s.train, beta, sharing, cfg["budget_epochs"], cfg["finetune"], lr / 2,
+                                       eager=eager)
             out = pipeline.finish(model, s, base_err)
             rep, acc = out["report"], out["accuracy"]
             row = {"budget": beta, "sharing": sharing, "accuracy": acc,

@@ -20,6 +20,9 @@ dies up to ~0.02, all of them at ~0.7), since a channel dies only when lambda be
 consistency of its normalised updates; the fixed sweep documents that cliff.
 
 Usage:
+    python benchmarks/group_sparsity.py --preset paper-small   # the paper's regime: few images, a wide
+                                        # model, early stopping, AdamW + Adam-reweighted proximal step,
+                                        # uncertainty weighting, lambda sweep x 3 seeds (group_sparsity_paper.py)
     python benchmarks/group_sparsity.py [--quick | --full] [--datasets synthetic_scenes ...]
         [--lambdas 0.01 0.05 0.2 0.7] [--targets 0.5 0.7 0.85] [--l1-loss 1e-5]
         [--demo-setting] [--out benchmarks/results]
@@ -418,11 +421,20 @@ def parse_args(argv=None):
     ap.add_argument("--overhead-steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--verbose", type=int, default=2)
+    ap.add_argument("--preset", choices=("paper-tiny", "paper-small", "paper-full"), default=None,
+                    help="the paper's regime instead of the sweeps above (benchmarks/group_sparsity_paper.py)")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.preset:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import group_sparsity_paper
+
+        os.makedirs(args.out, exist_ok=True)
+        return group_sparsity_paper.run(args.preset, args.out, verbose=0 if args.verbose == 2 else args.verbose,
+                                        target=args.target)
     if args.quick:
         args.latency_runs, args.overhead_rounds, args.overhead_steps = 5, 1, 3
     plans = build_plans(args)

@@ -91,7 +91,8 @@ def run_seed(cfg: dict, seed: int) -> list[dict]:
 def run_splits(cfg: dict, seed: int, splits: list[tuple[int, int, int]]) -> list[dict]:
     """The same total budget spent in other ways: per ``(dense, find, finetune)`` split, a dense
     parent, Taylor pruning to the preset's first target over ``find`` epochs, strip, and
-    fine-tuning on labels with uncertainty weighting; all against one dense model trained for
+    fine-tuning on labels with uncertainty weighting (learning rates 1e-3 unless the split
+    names them); all against one dense model trained for
     the whole budget."""
     data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
                         batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=seed)
@@ -99,34 +100,43 @@ def run_splits(cfg: dict, seed: int, splits: list[tuple[int, int, int]]) -> list
     def build():
         return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=seed)
 
-    total = sum(splits[0])
+    total = sum(splits[0][:3])
     same = recipes.train_dense(build(), data, total)
     reference = ex.evaluate(same, data)
     rows = [{"seed": seed, "target": 0.0, "variant": "dense, same budget", "macs": profile(same).total_macs,
              "params": profile(same).total_params, "delta_m": 0.0, "metrics": reference}]
     target = cfg["targets"][0]
-    for d, f, t in splits:
+    for d, f, t, *rates in splits:
+        find_lr, tune_lr = rates or (1e-3, 1e-3)
         dense = recipes.train_dense(build(), data, d)
-        found, masks, info = recipes.find_channels(dense, data, "prune", target, f, options={"criterion": "taylor"})
+        found, masks, info = recipes.find_channels(dense, data, "prune", target, f, lr=find_lr,
+                                                   options={"criterion": "taylor"})
         small, _ = strip_channels(found, masks)
-        recipes.finetune(small, data, t, weighting="uncertainty")
+        recipes.finetune(small, data, t, lr=tune_lr, weighting="uncertainty")
+        name = f"{d} + {f} + {t}" + (f" lr {find_lr:g}/{tune_lr:g}" if rates else "")
         metrics, prof = ex.evaluate(small, data), profile(small)
-        rows.append({"seed": seed, "target": target, "variant": f"{d} + {f} + {t}", "macs": prof.total_macs,
+        rows.append({"seed": seed, "target": target, "variant": name, "macs": prof.total_macs,
                      "params": prof.total_params, "sparsity": info["sparsity"], "metrics": metrics,
                      "delta_m": delta_m(metrics, reference, data.tasks, PRIMARY_METRICS)})
-        log(f"seed {seed} split {d} + {f} + {t} epochs: delta_m {rows[-1]['delta_m']:+.2f}% "
+        log(f"seed {seed} split {name} epochs: delta_m {rows[-1]['delta_m']:+.2f}% "
             f"at {prof.total_macs / rows[0]['macs']:.2f}x the dense MACs")
     return rows
 
 
-def parse_split(text: str) -> tuple[int, int, int]:
+def parse_split(text: str) -> tuple:
+    """``DENSE,FIND,FINETUNE`` epochs, optionally followed by ``,FIND_LR,FINETUNE_LR``."""
+    parts = text.split(",")
     try:
-        d, f, t = (int(v) for v in text.split(","))
+        if len(parts) not in (3, 5):
+            raise ValueError
+        d, f, t = (int(v) for v in parts[:3])
+        rates = tuple(float(v) for v in parts[3:])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a split is DENSE,FIND,FINETUNE epochs, got {text!r}") from None
-    if min(d, f, t) < 0 or d + f + t == 0:
-        raise argparse.ArgumentTypeError(f"epochs must be >= 0 and not all 0, got {text!r}")
-    return d, f, t
+        raise argparse.ArgumentTypeError(f"a split is DENSE,FIND,FINETUNE epochs (and optionally "
+                                         f",FIND_LR,FINETUNE_LR), got {text!r}") from None
+    if min(d, f, t) < 0 or d + f + t == 0 or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"epochs must be >= 0 and not all 0, rates > 0, got {text!r}")
+    return (d, f, t) + rates
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -175,17 +185,27 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
     parser.add_argument("--student-loss-weight", type=float, default=0.5,
                         help="weight of the label loss in the distilled variants (1 - the distillation weight)")
-    parser.add_argument("--splits", type=parse_split, nargs="+", metavar="DENSE,FIND,FINETUNE",
+    parser.add_argument("--splits", type=parse_split, nargs="+", metavar="DENSE,FIND,FINETUNE[,FIND_LR,FINETUNE_LR]",
                         help="instead of the ablation, compare ways to spend one total budget, e.g. "
                              "--splits 16,2,6 10,2,12 8,10,6 (all with the same total)")
+    parser.add_argument("--width", type=float, help="mtl_resnet width multiplier (default: the preset's)")
+    parser.add_argument("--resolution", type=int, help="input size (default: the preset's)")
+    parser.add_argument("--target", type=float, help="the one channel-sparsity target (default: the preset's)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
-    if args.splits and len({sum(split) for split in args.splits}) > 1:
+    if args.splits and len({sum(split[:3]) for split in args.splits}) > 1:
         parser.error(f"--splits must share one total budget, got {args.splits}")
     preset = "quick" if args.quick else args.preset
     cfg = dict(PRESETS[preset], preset=preset, student_loss_weight=args.student_loss_weight)
     if args.seeds:
         cfg["seeds"] = tuple(args.seeds)
+    for key in ("width", "resolution"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.target is not None:
+        if not 0 < args.target < 1:
+            parser.error(f"--target must be in (0, 1), got {args.target}")
+        cfg["targets"] = (args.target,)
     start = time.time()
     if args.splits:
         rows = [row for seed in cfg["seeds"] for row in run_splits(cfg, seed, args.splits)]
@@ -197,7 +217,7 @@ def main(argv=None) -> dict:
         print(f"{s['target']:>7.0%} {s['variant']:>20} {s['delta_m_mean']:>+15.2f} +- {s['delta_m_std']:<5.2f} "
               f"{s['macs']:>12,.0f}")
     if args.splits:
-        budgets = [recipes.Budget(*split).to_dict() for split in args.splits]
+        budgets = [recipes.Budget(*split[:3]).to_dict() for split in args.splits]
     else:
         budgets = [recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"]).to_dict()]
     result = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},

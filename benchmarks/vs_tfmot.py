@@ -12,14 +12,17 @@ learning rate decaying from 1e-3 to 0 on a cosine):
       parameter count matches tfmot's non-zero count at 50% / 70%, plus one at 70% channel
       sparsity; every group's kept count rounded to the nearest multiple of --round-to
       (the SIMD width: 16 floats for AVX-512, 8 for AVX2, 4 for ARM NEON), so the small
-      layers run at full vector width; `strip_channels`, then fine-tuned F epochs with
-      distillation from the dense parent (`recipes.finetune`, MultiTaskDistiller, T = 2).
+      layers run at full vector width; pruned gradually while fine-tuning F epochs like tfmot
+      (L1-magnitude channel pruning of that fraction of every group in 8 steps over the first
+      2/3 of the steps, ChannelPruningCallback), then `strip_channels`; `--one-shot` strips the
+      masks of the dense weights first and fine-tunes the small model F epochs distilled from
+      the dense parent (`recipes.finetune`, MultiTaskDistiller, T = 2).
 Every variant is converted to float32 .tflite with batch 1 and measured in this process:
 raw / gzipped size, LiteRT latency at 1 thread (A/B interleaved: every run times each model
 once, in rotating order), task metrics from the TFLite outputs on the test split, delta_m vs
 dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured one.
 
-    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8]
+    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8] [--one-shot]
     # writes benchmarks/results/vs_tfmot.json + .png
 
 `benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
@@ -133,9 +136,35 @@ def match_params(model, target_params: int, multiple: int = 1, iters: int = 12) 
     return best[0], best[1]
 
 
-def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple: int = 1):
+def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, events: int = 8):
+    """Prunes ``fraction`` of every prunable group of ``model`` (in place) while training it
+    ``epochs`` epochs on labels (cosine-decay Adam from LR): L1-magnitude channel pruning in
+    ``events`` equal steps over the first 2/3 of the steps (tfmot's ramp), the removed channels
+    held at zero by ChannelPruningCallback. Returns the final masks."""
+    from tfmot_mtl import recipes
+    from tfmot_mtl.experiment import steps_per_epoch
+    from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude
+    from tfmot_mtl.tasks import compile_args
+
+    total = max(1, epochs) * steps_per_epoch(data.train)
+    events = max(1, min(events, 2 * total // 3))  # every event inside the first 2/3 of the steps
+    frequency = max(1, (2 * total // 3) // events)
+    schedule = IterativeSchedule(target=fraction, frequency=frequency, step=fraction / events)
+    pruner = ChannelPruningCallback(Magnitude(p=1), schedule, scope="layer", groups="all",
+                                    round_to=multiple if multiple > 1 else None, verbose=0)
+    model.compile(recipes.cosine_adam(LR, epochs, steps_per_epoch(data.train)), jit_compile=False,
+                  **compile_args(data.tasks))
+    model.fit(data.train.repeat(), epochs=1, steps_per_epoch=total, callbacks=[pruner], verbose=2)
+    return pruner.masks
+
+
+def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple: int = 1,
+         gradual: bool = True):
+    """Our variant at a parameter count (``by_params``) or a channel fraction: the fraction of
+    every group is found on the dense weights; ``gradual`` prunes it while fine-tuning (then
+    strips), else the one-shot masks are stripped and the small model fine-tuned, distilled."""
     from tfmot_mtl.graph import ChannelGraph
-    from tfmot_mtl.masks import read_weights
+    from tfmot_mtl.masks import clone_with_weights, read_weights
     from tfmot_mtl.strip import strip_channels
 
     graph = ChannelGraph.from_model(model)
@@ -144,9 +173,16 @@ def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple
     else:
         fraction = fraction_or_params
         masks = magnitude_masks(graph, read_weights(graph), fraction, multiple)
-    small, report = strip_channels(model, masks)
-    train_s = finetune(small, data, epochs, teacher=model)
-    return small, {"channel_fraction": fraction, "round_to": multiple,
+    start = time.perf_counter()
+    if gradual:
+        pruned = clone_with_weights(model)
+        masks = gradual_prune(pruned, data, fraction, epochs, multiple)
+        small, report = strip_channels(pruned, masks)
+        train_s = time.perf_counter() - start
+    else:
+        small, report = strip_channels(model, masks)
+        train_s = finetune(small, data, epochs, teacher=model)
+    return small, {"channel_fraction": fraction, "round_to": multiple, "gradual": gradual,
                    "channel_sparsity": masks.sparsity(graph, graph.prunable_groups),
                    "params": int(small.count_params()),
                    "nonzero_params": int(sum(np.count_nonzero(np.asarray(w)) for w in small.weights)),
@@ -218,9 +254,9 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     for r in tfmot_rows:
         name = f"ours_params{int(round(r['target_sparsity'] * 100))}"
         models[name], info[name] = ours(dense, data, r["nonzero_params"], cfg["finetune_epochs"], by_params=True,
-                                        multiple=cfg["round_to"])
+                                        multiple=cfg["round_to"], gradual=cfg.get("gradual", True))
     models["ours_ch70"], info["ours_ch70"] = ours(dense, data, 0.7, cfg["finetune_epochs"], by_params=False,
-                                                  multiple=cfg["round_to"])
+                                                  multiple=cfg["round_to"], gradual=cfg.get("gradual", True))
     dense_base = keras.models.clone_model(dense)
     dense_base.set_weights(dense.get_weights())
     info["dense"] = {"train_s": finetune(dense_base, data, cfg["finetune_epochs"]),
@@ -328,11 +364,14 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=float, help="mtl_resnet width multiplier (default: the setting's)")
     parser.add_argument("--resolution", type=int, help="input size (default: the setting's)")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of every variant (default: the setting's)")
+    parser.add_argument("--one-shot", action="store_true",
+                        help="our variants: strip the dense model's masks, then fine-tune distilled "
+                             "(default: prune gradually while fine-tuning, then strip)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
     overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution,
-                 "finetune_epochs": args.finetune_epochs}
+                 "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot}
     print_table(run(setting, args.out, overrides))
     return 0
 

@@ -62,7 +62,6 @@ def test_depthwise_multiplier_repeats_channels():
 
 
 @pytest.mark.parametrize("build,group,needle", [
-    (zoo.grouped_conv, "pre", "'grouped' (Conv2D) is a grouped convolution"),
     (zoo.norms_and_activations, "c3", "'ln' (LayerNormalization) normalises across the channel axis"),
     (zoo.reshape_permute, "d", "'perm_move' (Permute) moves the channel axis"),
 ])
@@ -72,10 +71,27 @@ def test_frozen_reason_names_the_layer(build, group, needle):
     assert needle in g.groups[group].reason
 
 
+def test_grouped_conv_prunes_whole_groups():
+    from tfmot_mtl import ChannelMasks, apply_masks, strip_channels
+
+    model = zoo.randomize(zoo.grouped_conv())
+    g = ChannelGraph.from_model(model)
+    pre = g.groups["pre"]  # 8 channels in 2 convolution groups of 4: one mask entry per group
+    assert pre.prunable and pre.size == 2 and "grouped" in pre.layers
+    small, _ = strip_channels(model, ChannelMasks({"pre": np.array([False, True])}))
+    assert small.get_layer("grouped").groups == 1 and small.get_layer("grouped").filters == 4
+    assert small.get_layer("pre").filters == 4
+    x = np.random.default_rng(0).random((2, 8, 8, 4)).astype("float32")
+    a = apply_masks(model, ChannelMasks({"pre": np.array([False, True])}))(x)["out"]
+    np.testing.assert_allclose(np.asarray(small(x)["out"]), np.asarray(a), rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_layer_frozen_never_raises():
-    class Custom(L.Layer):
+    class Custom(L.Layer):  # raw TensorFlow inside: cannot be traced on KerasTensors
         def call(self, x):
-            return x * 2.0
+            import tensorflow as tf
+
+            return tf.multiply(x, 2.0)
 
     i = keras.Input((8, 8, 3), name="image")
     a = L.Conv2D(4, 3, padding="same", name="a")(i)
@@ -85,8 +101,22 @@ def test_unknown_layer_frozen_never_raises():
     m = keras.Model(i, {"out": L.Conv2D(2, 1, name="out")(y)})
     g = ChannelGraph.from_model(m)
     assert "'mystery' (Custom) is not understood" in g.groups["a"].reason
-    assert not g.groups["b"].prunable and "not understood" in g.groups["b"].reason
+    assert "cannot run on symbolic tensors" in g.groups["a"].reason
     assert g.groups["mystery"].prunable is False
+    assert g.groups["b"].prunable and "c" in g.groups["b"].producers  # the op `+` couples b and c
+
+
+def test_keras_ops_only_custom_layer_is_seen_through():
+    class Custom(L.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    i = keras.Input((8, 8, 3), name="image")
+    a = L.Conv2D(4, 3, padding="same", name="a")(i)
+    b = L.Conv2D(4, 3, padding="same", name="b")(Custom(name="double")(a))
+    m = keras.Model(i, {"out": L.Conv2D(2, 1, name="out")(b)})
+    g = ChannelGraph.from_model(m)
+    assert g.groups["a"].prunable and g.groups["b"].prunable and "double" not in g.flat.layers
 
 
 def test_shared_layer_couples_call_sites_and_nested_model_inlined():

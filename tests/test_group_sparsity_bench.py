@@ -125,3 +125,54 @@ def test_quick_run_writes_json(tmp_path):
     assert mtl["delta_m_vs_dense_mtl"] == pytest.approx(0.0)
     assert "delta_m_vs_single_task" in mtl or "delta_m_error" in mtl
     assert (out / "group_sparsity.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def paper():
+    spec = importlib.util.spec_from_file_location(
+        "group_sparsity_paper_bench", os.path.join(ROOT, "benchmarks", "group_sparsity_paper.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _paper_rows():
+    m = lambda a, b: {"left": {"accuracy": a, "f1": a}, "right": {"accuracy": b, "f1": b}}  # noqa: E731
+    rows = []
+    for seed, (d, s1, s2) in enumerate([(50.0, 55.0, 45.0), (40.0, 44.0, 38.0)]):
+        rows += [{"seed": seed, "kind": "mtl", "task": "mtl", "lambda": 0.0, "channel_sparsity": 0.0,
+                  "param_sparsity": 0.0, "params": 100, "metrics": m(d, d), "latency_ms": 2.0, "epochs_run": 9},
+                 {"seed": seed, "kind": "mtl", "task": "mtl", "lambda": 0.01, "channel_sparsity": 0.4 + 0.1 * seed,
+                  "param_sparsity": 0.5, "params": 60, "metrics": m(s1, s1), "epochs_run": 8},
+                 {"seed": seed, "kind": "mtl", "task": "mtl", "lambda": 0.03, "channel_sparsity": 0.7,
+                  "param_sparsity": 0.8, "params": 30, "metrics": m(s2, s2), "epochs_run": 7}]
+    rows += [{"seed": 0, "kind": "single", "task": t, "lambda": 0.03, "channel_sparsity": 0.6, "params": 20,
+              "metrics": {t: m(45.0, 45.0)[t]}} for t in ("left", "right")]
+    return rows
+
+
+def test_paper_summary_mean_std_and_single_task(paper):
+    from tfmot_mtl import tasks as T
+
+    tasks = [T.classification("left", 10), T.classification("right", 10)]
+    rows = _paper_rows()
+    s = paper.summarize(rows, tasks)
+    assert [e["lambda"] for e in s["sweep"]] == [0.0, 0.01, 0.03]
+    e = s["sweep"][1]
+    assert e["n"] == 2 and e["channel_sparsity"]["mean"] == pytest.approx(0.45)
+    assert e["delta_m"]["mean"] == pytest.approx((10.0 + 10.0) / 2)  # +10% on both seeds
+    assert s["sweep"][2]["delta_m"]["mean"] == pytest.approx((-10.0 - 5.0) / 2)
+    st = s["single_task"]
+    assert st["delta_m"] == pytest.approx(-10.0) and st["params_total"] == 40
+    assert st["mtl_delta_m"] == pytest.approx(-10.0) and st["mtl_params"] == 30
+    hit = paper.at_sparsity(s, 0.7)
+    assert hit["lambda"] == 0.03
+    text = paper.format_tables({"summary": s, "at_target": hit, "target": 0.7})
+    assert "NOT met" in text and "| 0.01 | 2 | 45.0 ± 5.0 |" in text
+
+
+def test_paper_presets_and_cli(bench, paper):
+    small = paper.PRESETS["paper-small"]
+    assert small["n_train"] <= 800 and len(small["seeds"]) == 3 and len(small["lambdas"]) >= 3
+    assert bench.parse_args(["--preset", "paper-small"]).preset == "paper-small"

@@ -44,7 +44,8 @@ def test_quick_run_writes_every_variant(bench, tmp_path):
 
 def test_splits_are_parsed_and_must_share_one_total(bench, tmp_path):
     assert bench.parse_split("8,10,6") == (8, 10, 6)
-    for bad in ("8,10", "a,b,c", "-1,2,3", "0,0,0"):
+    assert bench.parse_split("8,10,6,2e-3,1e-3") == (8, 10, 6, 2e-3, 1e-3)
+    for bad in ("8,10", "a,b,c", "-1,2,3", "0,0,0", "8,10,6,1e-3", "8,10,6,0,1e-3"):
         with pytest.raises(Exception, match="split is|epochs must"):
             bench.parse_split(bad)
     with pytest.raises(SystemExit):
@@ -52,9 +53,10 @@ def test_splits_are_parsed_and_must_share_one_total(bench, tmp_path):
 
 
 def test_quick_splits_run_compares_each_split_with_one_dense_reference(bench, tmp_path):
-    bench.main(["--quick", "--splits", "2,1,1", "1,2,1", "--out", str(tmp_path)])
+    bench.main(["--quick", "--splits", "2,1,1", "1,2,1,2e-3,1e-3", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "recipes_splits.json").read_text())
-    assert [s["variant"] for s in saved["summary"]] == ["dense, same budget", "2 + 1 + 1", "1 + 2 + 1"]
+    assert [s["variant"] for s in saved["summary"]] == ["dense, same budget", "2 + 1 + 1",
+                                                        "1 + 2 + 1 lr 0.002/0.001"]
     assert saved["budget_epochs"]["dense_reference"] == 4
     assert [b["total"] for b in saved["budget_epochs"]["compressed"]] == [4, 4]
     assert all(r["sparsity"] > 0 for r in saved["rows"] if r["target"] > 0)

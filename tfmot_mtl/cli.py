@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compress_commands(sub)
 
-    p = sub.add_parser("demo", help="end-to-end demo on synthetic_scenes (dense vs group-sparse, stripped)")
+    p = sub.add_parser("demo", help="end-to-end demo on synthetic_scenes (dense vs compressed: pruned, stripped, fine-tuned)")
     p.add_argument("--full", action="store_true", help="longer, more faithful setting")
     p.add_argument("--fast", action="store_true", help="tiny smoke-test setting (seconds)")
     p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "demo"))

@@ -38,6 +38,7 @@ class ChannelGraph:
         self._producers: dict[tuple, np.ndarray] = {}
         self.axes: dict[str, list[Axis]] = {}
         self.maps: dict[str, np.ndarray] = {}
+        self.inner_maps: dict[str, list[np.ndarray]] = {}
         self.states: dict[str, np.ndarray] = {}
         self.fold_sites: list[FoldSite] = []
         self.calls: dict[str, int] = {}
@@ -49,7 +50,8 @@ class ChannelGraph:
     def from_model(cls, model: Any) -> "ChannelGraph":
         """Walks the model and groups its channels. Never fails on unknown layers: it freezes them."""
         graph = cls(flatten(model))
-        graph._walk()
+        with rules.naming(graph.flat.layers):
+            graph._walk()
         graph._build_groups()
         return graph
 
@@ -188,6 +190,10 @@ class ChannelGraph:
         for key, m in self.maps.items():
             for gid in set(self.atom_group[m]) if len(m) else ():
                 tasks[gid] |= reach.get(key, frozenset())
+        for key, inner in self.inner_maps.items():
+            for m in inner:
+                for gid in set(self.atom_group[m]):
+                    tasks[gid] |= reach.get(key, frozenset())
 
         slices: dict[str, list[Slice]] = {gid: [] for gid in group_ids.values()}
         for layer_name, axes in self.axes.items():
@@ -291,11 +297,20 @@ class _CallContext:
                 return False
         return True
 
-    def new_atoms(self, n: int) -> np.ndarray:
-        key = (self.name, "out")
+    def new_atoms(self, n: int, tag: str = "out") -> np.ndarray:
+        """The layer's own new channels (the same atoms at every call); a ``tag`` other than
+        "out" names a second set (e.g. attention heads: group ``"<layer>:heads"``)."""
+        key = (self.name, tag)
         if key not in self.graph._producers:
-            self.graph._producers[key] = self.graph._alloc(n, self.name)
+            origin = self.name if tag == "out" else f"{self.name}:{tag}"
+            self.graph._producers[key] = self.graph._alloc(n, origin)
         return self.graph._producers[key]
+
+    def inner(self, atoms: np.ndarray) -> None:
+        """Records atoms that live inside the layer (no tensor carries them, e.g. attention heads):
+        they feed the tasks of the layer's outputs, and a mask may not remove all of them."""
+        for key in self.node.outputs[:1]:
+            self.graph.inner_maps.setdefault(key, []).append(np.asarray(atoms))
 
     def axis(self, weight: int, axis: int, role: str, atoms: np.ndarray, zeroed: bool = True,
              defines_zero: bool = True) -> None:

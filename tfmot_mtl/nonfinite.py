@@ -1,7 +1,8 @@
 """Stopping training cleanly when the loss or the weights stop being finite (NaN / Inf).
 
 The three method callbacks (``ProximalGroupLasso``, ``ChannelPruningCallback``,
-``BudgetCallback``) check after every batch. On a NaN/Inf they warn with
+``BudgetCallback``) check after every batch; weights are checked on the device (one compiled
+function, a flag per variable comes back), never copied to the host. On a NaN/Inf they warn with
 :class:`NonFiniteWarning`, set ``model.stop_training = True`` (Keras ends ``fit`` after
 the current batch) and change nothing more: their masks / zero pattern / switches stay
 the last ones computed from finite values. The weights themselves may already be
@@ -16,6 +17,8 @@ from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
+
+from tfmot_mtl.ingraph import finite_flags
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -34,11 +37,14 @@ def nonfinite_loss(logs: Any) -> str | None:
 
 
 def nonfinite_variables(variables: Iterable[Any]) -> str | None:
-    """A description of the first variable holding a NaN/Inf value, else None."""
-    for var in variables:
-        if "float" not in str(getattr(var, "dtype", "")):
-            continue
-        if not bool(keras.ops.convert_to_numpy(keras.ops.all(keras.ops.isfinite(var)))):
+    """A description of the first variable holding a NaN/Inf value, else None.
+
+    The check runs on the device in one compiled function (:func:`tfmot_mtl.ingraph.finite_flags`);
+    only one flag per variable comes back to the host."""
+    floats = [v for v in variables if "float" in str(getattr(v, "dtype", ""))]
+    flags = finite_flags(floats)
+    for var, ok in zip(floats, flags):
+        if not ok:
             return f"weight '{getattr(var, 'path', None) or var.name}' holds NaN/Inf values"
     return None
 

@@ -63,7 +63,9 @@ def keep_nonempty(graph: ChannelGraph, masks: ChannelMasks) -> ChannelMasks:
     """
     out = {gid: np.array(m) for gid, m in masks.items()}
     keep = graph.keep_atoms(masks)
-    for key, atoms in graph.maps.items():
+    sets = [(key, atoms, "channel") for key, atoms in graph.maps.items()]
+    sets += [(key, atoms, "head") for key, inner in graph.inner_maps.items() for atoms in inner]
+    for key, atoms, what in sets:
         atoms = np.asarray(atoms)
         if not len(atoms) or keep[atoms].any():
             continue
@@ -71,8 +73,8 @@ def keep_nonempty(graph: ChannelGraph, masks: ChannelMasks) -> ChannelMasks:
         out[gid][channel] = True
         keep = graph.keep_atoms(ChannelMasks(out, masks.min_channels))
         layer = _keras_compat.tensor_operation(graph.flat.tensors[key]).name
-        warnings.warn(f"the masks remove every channel of '{layer}' (group '{gid}'); the stripped model "
-                      f"keeps one zeroed channel there (a layer cannot have 0 channels)", stacklevel=3)
+        warnings.warn(f"the masks remove every {what} of '{layer}' (group '{gid}'); the stripped model "
+                      f"keeps one zeroed {what} there (a layer cannot have 0 {what}s)", stacklevel=3)
     return ChannelMasks(out, masks.min_channels)
 
 
@@ -171,7 +173,13 @@ def _rebuild(graph: ChannelGraph, weights: dict, keep: np.ndarray) -> keras.Mode
         for key, val in zip(node.outputs, outs):
             values[key] = val
         if fresh and node.name in weights and weights[node.name]:
-            new.set_weights(_slice(graph, node.name, weights[node.name], keep))
+            sliced = _slice(graph, node.name, weights[node.name], keep)
+            if _shares_weights(new, node.layer):
+                if any(not np.array_equal(v, np.asarray(w.numpy())) for v, w in zip(sliced, new.weights)):
+                    raise ValueError(f"layer '{node.name}' ({type(new).__name__}) is carried as it is but the "
+                                     "masks change its weights (constants folded into it)")
+            else:
+                new.set_weights(sliced)
     inputs = tree.pack_sequence_as(_keras_compat.inputs_struct(functional),
                                    [values[k] for k in flat.inputs.values()])
     outputs = tree.pack_sequence_as(_keras_compat.outputs_struct(functional),
@@ -180,18 +188,70 @@ def _rebuild(graph: ChannelGraph, weights: dict, keep: np.ndarray) -> keras.Mode
 
 
 def _new_layer(graph: ChannelGraph, node, keep: np.ndarray):
+    """The layer of ``node`` in the stripped model: an unchanged layer is carried (see
+    :func:`_carry`: a custom layer whose ``get_config`` does not round-trip never makes strip
+    fail), a changed one is rebuilt from its rule's smaller config."""
     layer = node.layer
-    if not isinstance(layer, keras.layers.Layer):
-        try:
-            return type(layer).from_config(layer.get_config())
-        except Exception:  # noqa: BLE001 - stateless op objects can be called again as they are
-            return layer
     in_keep = keep[graph.maps[node.inputs[0]]] if node.inputs else None
     out_keep = keep[graph.maps[node.outputs[0]]] if node.outputs else None
-    config = {**layer.get_config(), "name": node.name}
-    if node.name not in graph.frozen_layers:  # a frozen layer keeps every channel as it is
-        config = rules.rule_for(layer).config(layer, config, in_keep, out_keep)
-    return type(layer).from_config(config)
+    axes_keep = [(ax, keep[ax.atoms]) for ax in graph.axes.get(node.name, [])]
+    rule = rules.rule_for(layer)
+    resizes = type(rule).config is not rules.Rule.config or type(rule).resize is not rules.Rule.resize
+    changed = node.name not in graph.frozen_layers and (
+        any(not k.all() for _, k in axes_keep)
+        or (resizes and any(not keep[graph.maps[k]].all() for k in (*node.inputs, *node.outputs))))
+    if not isinstance(layer, keras.layers.Layer):  # a keras.ops operation: stateless
+        if not changed:
+            return layer
+        config = rules.rule_for(layer).resize(layer, layer.get_config(), in_keep, out_keep, axes_keep)
+        return _from_config(layer, config, node.name)
+    if not changed:
+        return _carry(layer, node.name)
+    try:
+        config = {**layer.get_config(), "name": node.name}
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"cannot rebuild layer '{node.name}' ({type(layer).__name__}) with fewer channels: "
+                         f"its get_config() failed ({type(exc).__name__}: {str(exc).strip()[:200]}). Implement "
+                         "get_config, or protect its channel groups from pruning.") from exc
+    config = rules.rule_for(layer).resize(layer, config, in_keep, out_keep, axes_keep)
+    return _from_config(layer, config, node.name)
+
+
+def _shares_weights(new, layer) -> bool:
+    return new is layer or (bool(layer.weights) and len(new.weights) == len(layer.weights)
+                            and new.weights[0] is layer.weights[0])
+
+
+def _from_config(layer, config: dict, name: str):
+    try:
+        return type(layer).from_config(config)
+    except Exception as exc:  # noqa: BLE001 - name the layer and why, whatever the layer raised
+        raise ValueError(f"cannot rebuild layer '{name}' ({type(layer).__name__}) with fewer channels: "
+                         f"{type(layer).__name__}.from_config(get_config() with the new channel counts) "
+                         f"failed ({type(exc).__name__}: {exc}). Make its get_config/from_config round-trip, "
+                         f"or protect its channel groups from pruning.") from exc
+
+
+def _carry(layer, name: str):
+    """An unchanged layer in the stripped model, never rebuilt from a config that may not round-trip.
+
+    A stock Keras layer (whose config round-trips) becomes a new layer of the same class that gets
+    the weights, so training the stripped model leaves the original alone. A custom layer is carried
+    as it is: its config need not rebuild it faithfully, and stripping does not change its weights."""
+    if type(layer).__module__.startswith("keras."):
+        try:
+            return type(layer).from_config({**layer.get_config(), "name": name})
+        except Exception:  # noqa: BLE001 - fall back to carrying the layer itself
+            pass
+    warnings.warn(f"layer '{name}' ({type(layer).__name__}) is unchanged by the masks and is carried into "
+                  "the stripped model as it is (its weights are shared with the original model)",
+                  stacklevel=4)
+    if layer.name == name:
+        return layer
+    alias = object.__new__(type(layer))  # same state and variables, the flat graph's unique name
+    alias.__dict__.update(layer.__dict__)
+    alias.name = name
+    return alias
 
 
 def _slice(graph: ChannelGraph, name: str, weights: list, keep: np.ndarray) -> list[np.ndarray]:

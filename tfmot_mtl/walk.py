@@ -2,12 +2,15 @@
 
 Nested functional sub-models are inlined (their layers keep their own names, prefixed
 with the sub-model's name only where two layers would otherwise share one), Sequential
-models are read through their functional graph, and a layer called more than once
-appears once per call. Every tensor gets a string key that is unique in the flattened
+models are read through their functional graph, composite custom layers without a
+channel rule are seen through (their ``call`` traced on symbolic tensors, see
+:mod:`tfmot_mtl.trace`; their sub-layers are named ``<layer>_<attribute>``), and a layer
+called more than once appears once per call. Every tensor gets a string key that is unique in the flattened
 graph, also when a nested model is called twice.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -15,6 +18,8 @@ import keras
 from keras import tree
 
 from tfmot_mtl import _keras_compat as compat
+from tfmot_mtl import layers as rules
+from tfmot_mtl.trace import TraceRefused, trace_call
 
 
 @dataclass
@@ -39,13 +44,27 @@ class FlatNode:
 
         args = tree.map_structure(sub, list(self._node.arguments.args))
         kwargs = tree.map_structure(sub, dict(self._node.arguments.kwargs))
-        return args, kwargs
+        return args, _accepted(self.layer, kwargs)
 
     def call(self, values: dict[str, Any], layer: Any = None) -> list:
         """Calls `layer` (default: this node's layer) on the values; returns flat outputs."""
         args, kwargs = self.fill_in(values)
         out = (layer or self.layer)(*args, **kwargs)
         return tree.flatten(out)
+
+
+def _accepted(layer: Any, kwargs: dict) -> dict:
+    """``kwargs`` without those the layer's ``call`` does not take (Keras' ``__call__`` drops e.g. an
+    unused ``training``, but ``compute_output_spec`` would not)."""
+    if not kwargs or not isinstance(layer, keras.layers.Layer):
+        return kwargs
+    try:
+        params = inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 @dataclass
@@ -58,6 +77,8 @@ class FlatGraph:
     inputs: dict[str, str]
     outputs: dict[str, str]
     layers: dict[str, Any]
+    untraced: dict[str, str] = field(default_factory=dict)
+    """Layer name -> why its call could not be traced (layers without a channel rule)."""
 
     def consumers(self) -> dict[str, list[FlatNode]]:
         """Tensor key -> nodes that read it."""
@@ -176,6 +197,7 @@ def flatten(model: Any) -> FlatGraph:
         inputs=dict(zip(input_names(model), in_keys)),
         outputs=dict(zip(output_names(model), out_keys)),
         layers=builder.layers,
+        untraced=builder.untraced,
     )
 
 
@@ -186,6 +208,8 @@ class _Builder:
         self.layers: dict[str, Any] = {}
         self.calls: dict[int, int] = {}
         self.alias: dict[str, str] = {}
+        self.untraced: dict[str, str] = {}
+        self.replace: dict[int, dict[int, Any]] = {}
 
     @staticmethod
     def key(ctx: tuple, tensor: Any) -> str:
@@ -196,11 +220,11 @@ class _Builder:
             key = self.alias[key]
         return key
 
-    def layer_name(self, layer: Any, ctx_names: tuple[str, ...]) -> str:
+    def layer_name(self, layer: Any, ctx_names: tuple[str, ...], local: str | None = None) -> str:
         for name, known in self.layers.items():
             if known is layer:
                 return name
-        name = layer.name
+        name = layer.name if local is None else f"{ctx_names[-1]}_{local}"
         if name in self.layers:
             name = "_".join(ctx_names + (layer.name,))
         while name in self.layers:
@@ -209,9 +233,11 @@ class _Builder:
         return name
 
     def walk(self, model: keras.Model, ctx: tuple, seeds: dict[int, str],
-             ctx_names: tuple[str, ...] = ()) -> None:
+             ctx_names: tuple[str, ...] = (), owner: Any = None) -> None:
         by_depth = compat.nodes_by_depth(model)
         model_nodes = [n for d in sorted(by_depth, reverse=True) for n in by_depth[d]]
+        local = _local_names(owner, model_nodes) if owner is not None else {}
+        replace = self.replace.get(id(model), {})
         for t in model.inputs:
             if self.key(ctx, t) != seeds[id(t)]:
                 self.alias[self.key(ctx, t)] = seeds[id(t)]
@@ -221,13 +247,22 @@ class _Builder:
                 continue
             in_keys = [self.resolve(self.key(ctx, t)) for t in node.input_tensors]
             out_tensors = tree.flatten(node.outputs)
-            if is_nested_model(op):
-                inner = as_functional(op)
+            own = local.get(id(op))
+            scope = op.name if own is None else f"{ctx_names[-1]}_{own}"
+            traced = self.trace(op, node, ctx, ctx_names, own)
+            if is_nested_model(op) or traced is not None:
+                inner = as_functional(op) if traced is None else traced[0]
                 call = self.calls.get(id(op), 0)
                 self.calls[id(op)] = call + 1
                 inner_ctx = ctx + (f"{op.name}@{call}",)
-                inner_seeds = {id(t): k for t, k in zip(inner.inputs, in_keys)}
-                self.walk(inner, inner_ctx, inner_seeds, ctx_names + (op.name,))
+                if traced is None:
+                    inner_seeds = {id(t): k for t, k in zip(inner.inputs, in_keys)}
+                else:
+                    self.replace[id(inner)] = traced[2]
+                    outer = {id(t): self.resolve(self.key(ctx, t)) for t in node.arguments.keras_tensors}
+                    inner_seeds = {id(t): outer[traced[1][id(t)]] for t in inner.inputs}
+                self.walk(inner, inner_ctx, inner_seeds, ctx_names + (scope,),
+                          owner=None if traced is None else op)
                 for t_out, t_in in zip(out_tensors, inner.outputs):
                     self.alias[self.key(ctx, t_out)] = self.resolve(self.key(inner_ctx, t_in))
                 continue
@@ -237,7 +272,46 @@ class _Builder:
                 self.tensors[k] = t
             call = self.calls.get(id(op), 0)
             self.calls[id(op)] = call + 1
+            name = self.layer_name(op, ctx_names, local.get(id(op)))
+            if id(op) in replace:
+                op = self.layers[name] = replace[id(op)]
             self.nodes.append(FlatNode(
-                layer=op, name=self.layer_name(op, ctx_names), call_index=call,
+                layer=op, name=name, call_index=call,
                 inputs=in_keys, outputs=out_keys, _node=node, _keys=keys,
             ))
+
+    def trace(self, op: Any, node: Any, ctx: tuple, ctx_names: tuple[str, ...], own: str | None):
+        """:func:`~tfmot_mtl.trace.trace_call`'s result for a composite layer without a rule, else None
+        (the reason a trace was refused is kept in ``untraced``)."""
+        if (is_nested_model(op) or not isinstance(op, keras.layers.Layer)
+                or rules.rule_for(op) is not rules.UNKNOWN or len(ctx) > 32):
+            return None
+        try:
+            return trace_call(op, node)
+        except TraceRefused as exc:
+            name = self.layer_name(op, ctx_names, own)
+            self.untraced.setdefault(name, str(exc))
+            return None
+
+
+def _local_names(owner: Any, nodes: list) -> dict[int, str]:
+    """Names of the operations of a traced call that do not depend on Keras' global name counters
+    (which differ in a clone, or between two traces): the sub-layer's attribute on the composite
+    layer (``"conv"``, ``"convs_1"``), else its kind and position (``"add"``, ``"add_1"``)."""
+    names: dict[int, str] = {}
+    attrs = sorted((a for a in vars(owner) if a != "_layers"), key=lambda a: a.startswith("_"))
+    for attr in attrs:
+        value = vars(owner)[attr]
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, keras.Operation) and id(item) not in names:
+                names[id(item)] = attr.lstrip("_") + (f"_{i}" if isinstance(value, (list, tuple)) else "")
+    counts: dict[str, int] = {}
+    for node in nodes:
+        op = node.operation
+        if op is None or node.is_input or id(op) in names:
+            continue
+        kind = type(op).__name__.lower()
+        names[id(op)] = kind + (f"_{counts[kind]}" if counts.get(kind) else "")
+        counts[kind] = counts.get(kind, 0) + 1
+    return names

@@ -23,6 +23,7 @@ import numpy as np
 from keras import tree
 
 from tfmot_mtl import _keras_compat
+from tfmot_mtl.budget.domain_bn import from_batch_norm, is_channel_bn, tile_weights
 from tfmot_mtl.budget.switch import DomainSwitch
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.selection import Selection, check_protect, check_selection, select_groups
@@ -87,7 +88,7 @@ def _switch_sites(graph: ChannelGraph, groups, domain_names: list[str]) -> dict[
 def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads: HeadFn | None = None,
                         switch_groups: str = "prunable", init: float = 0.05,
                         name: str | None = None, bn_momentum: float | None = None, *,
-                        groups: Selection | None = None, protect=()) -> keras.Model:
+                        groups: Selection | None = None, protect=(), domain_bn: bool = False) -> keras.Model:
     """A multi-domain model with one `DomainSwitch` per selected prunable channel group.
 
     Args:
@@ -109,6 +110,9 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
             group ids / producer layer names or a callable ``ChannelGroup -> bool``.
             Default: as ``switch_groups`` says.
         protect: domain names (their own heads) or layer names whose groups get no switch.
+        domain_bn: replace every channels-last BatchNormalization by a `DomainBatchNorm`
+            (per-domain statistics and affine parameters, as in the paper), initialised from
+            it for every domain. `strip_domain_model` exports it as stock layers.
 
     Returns:
         A new functional model, inputs {"image", "domain" (int32, shape ())}, dict outputs
@@ -137,7 +141,7 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
     if not sites:
         raise ValueError("add_domain_switches: the backbone has no prunable channel group to switch; "
                          "check `ChannelGraph.from_model(model).summary()`.")
-    return _rebuild(flat, sites, names, init, name or f"{plain.name}_switched", bn_momentum)
+    return _rebuild(flat, sites, names, init, name or f"{plain.name}_switched", bn_momentum, domain_bn)
 
 
 def _clone(layer, bn_momentum: float | None = None):
@@ -153,7 +157,7 @@ def _clone(layer, bn_momentum: float | None = None):
 
 
 def _rebuild(flat, sites: dict, domain_names: list[str], init: float, name: str,
-             bn_momentum: float | None = None) -> keras.Model:
+             bn_momentum: float | None = None, domain_bn: bool = False) -> keras.Model:
     num_domains = len(domain_names)
     values, inputs = {}, {}
     for in_name, key in flat.inputs.items():
@@ -167,11 +171,14 @@ def _rebuild(flat, sites: dict, domain_names: list[str], init: float, name: str,
     for node in flat.nodes:
         new = created.get(node.name)
         fresh = new is None
+        per_domain = (domain_bn and isinstance(node.layer, keras.layers.BatchNormalization)
+                      and is_channel_bn(node.layer, len(flat.tensors[node.inputs[0]].shape)))
         if fresh:
-            new = created[node.name] = _clone(node.layer, bn_momentum)
-        outs = node.call(values, layer=new)
+            new = created[node.name] = (from_batch_norm(node.layer, num_domains, bn_momentum) if per_domain
+                                        else _clone(node.layer, bn_momentum))
+        outs = [new([values[node.inputs[0]], onehot])] if per_domain else node.call(values, layer=new)
         if fresh and isinstance(new, keras.layers.Layer) and node.layer.weights:
-            new.set_weights(node.layer.get_weights())
+            new.set_weights(tile_weights(node.layer, num_domains) if per_domain else node.layer.get_weights())
         for key, val in zip(node.outputs, outs):
             if key in sites:
                 gid, served = sites[key]

@@ -1,16 +1,19 @@
 """BudgetCallback: keeps each domain's switches within a budget and pushes domains to share.
 
-After every optimizer step (which trains weights and switch latents on the task loss) the
-callback takes one penalty step on the latents only (operator splitting):
+During ``fit`` the budget penalty and the sharing loss are part of the training loss, inside
+the compiled train step (:mod:`tfmot_mtl.budget.graph_terms`):
 
-    ŝ ← clip(ŝ − lr · N · ∂(P + γ·S)/∂ŝ, −clip, clip)     (lr: the optimizer's by default)
-    λ_d ← λ_d + multiplier_lr · max(0, usage_d − β)          (gradient ascent while violated)
+    loss = task losses + k · N · (P + γ·S)                    (every `frequency`-th batch)
+    λ_d ← λ_d + multiplier_lr · max(0, usage_d − β)          (after the update, while violated)
 
 with P the budget penalty and S the sharing loss of `budget.losses` (STE gradients), N the
-number of switch channels (so `lr` is one switch's step at unit gradient share) and γ
-`sharing_weight`. With Adam the task loss moves a latent by about the learning rate per
-step, so with the same `lr` a switch goes off once λ_d outweighs its task gradient. λ_d only grows, so once a domain has been pushed under its budget any new
-violation is corrected at once.
+number of switch channels, γ `sharing_weight` and k = `lr` / the optimizer's learning rate
+(1 when `lr` is None). With SGD this is the former penalty step ŝ ← ŝ − lr · N · ∂(P + γ·S)/∂ŝ
+taken together with the task step; with Adam the terms share the normalised update, so a
+switch goes off once λ_d outweighs its task gradient. P and S are logged as
+``budget_penalty`` and ``sharing_loss``; ``loss`` includes them. λ_d only grows, so once a
+domain has been pushed under its budget any new violation is corrected at once. The host
+step :meth:`BudgetCallback.step` (numpy, `budget.losses`) is the reference of one penalty step.
 
 Projection (``project=True``): at the end of training the switches of a domain still over
 budget are turned off until it is within budget; with ``anneal=True`` this also happens at
@@ -28,15 +31,19 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from tfmot_mtl import ingraph
 from tfmot_mtl.budget import losses
+from tfmot_mtl.budget.graph_terms import BudgetTerms
 from tfmot_mtl.budget.switch import switch_infos
+from tfmot_mtl.callbacks import ResumableCallback
 from tfmot_mtl.resume import check_state, jsonable
 from tfmot_mtl.nonfinite import nonfinite_loss, stop_if_nonfinite
 
 
 @keras.saving.register_keras_serializable(package="tfmot_mtl")
-class BudgetCallback(keras.callbacks.Callback):
+class BudgetCallback(ResumableCallback):
     """Budget-aware training of the DomainSwitch latents of a multi-domain model.
 
     Args:
@@ -81,12 +88,24 @@ class BudgetCallback(keras.callbacks.Callback):
         self.input_shape, self.frequency = input_shape, frequency
         self.anneal = bool(anneal)
         self.align = bool(self.sharing) if align is None else bool(align)
-        self.lambdas: np.ndarray | None = None
+        self._lambdas: np.ndarray | None = None
         self.history: list[dict] = []
         self._infos: list = []
+        self._terms: BudgetTerms | None = None
         self._step = 0
-        self._good_latents: list[np.ndarray] | None = None
-        self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
+
+    @property
+    def lambdas(self) -> np.ndarray | None:
+        """(D,) the budget multipliers λ_d."""
+        if self._terms is not None and self._terms.enabled.numpy():
+            return np.asarray(self._terms.lambdas.numpy(), np.float64)
+        return self._lambdas
+
+    @lambdas.setter
+    def lambdas(self, value) -> None:
+        self._lambdas = None if value is None else np.asarray(value, np.float64)
+        if self._terms is not None and value is not None and len(value) == self._terms.num_domains:
+            self._terms.lambdas.assign(self._lambdas)
 
     # ------------------------------------------------------------------ state
     def attach(self, model) -> None:
@@ -102,7 +121,6 @@ class BudgetCallback(keras.callbacks.Callback):
         if bad:
             raise ValueError(f"BudgetCallback: the switch latents of {bad} hold NaN/Inf, so the switch "
                              "states are undefined; restore them from a checkpoint first.")
-        self._good_latents = self._latents()
 
     def _latents(self) -> list[np.ndarray]:
         return [np.asarray(keras.ops.convert_to_numpy(i.layer.latent), np.float64) for i in self._infos]
@@ -170,27 +188,56 @@ class BudgetCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.nonfinite = None
         self.attach(self.model)
+        lambdas = self.lambdas
+        if self._terms is None or self._terms.latents[0] is not self._infos[0].layer.latent:
+            self._terms = BudgetTerms(self, self.model)
+        terms = self._terms
+        for good, info in zip(terms.good, self._infos):
+            good.assign(info.layer.latent.value)
+        terms.weight.assign(sum(len(c) for c in terms.costs) * self._loss_scale())
+        terms.enabled.assign(True)
+        self.lambdas = lambdas
         self._step = 0
-        self._apply_pending_state()
+        terms.counter.assign(0)
+        if terms.install():
+            ingraph.refresh_train_function(self.model)
+        super().on_train_begin(logs)
+
+    def _loss_scale(self) -> float:
+        """k = lr / the optimizer's learning rate (1 without `lr`)."""
+        if self.lr is None:
+            return 1.0
+        rate = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
+        rate = float(keras.ops.convert_to_numpy(rate)) if rate is not None else 0.0
+        return self.lr / rate if rate > 0 else 1.0
 
     def on_train_batch_end(self, batch, logs=None):
         if self._stopped_on_nonfinite(logs):
             return
-        self._step += 1
-        if self._step % self.frequency == 0:
-            self.step()
-        self._good_latents = self._latents()  # restored if a later batch turns them NaN/Inf
+        self._step += 1  # the graph counter (terms.counter) counts the same batches
+        self._add_logs(logs)
+
+    def _add_logs(self, logs, host: bool = False) -> None:
+        """The last batch's budget penalty and sharing loss: device snapshots per batch,
+        floats at the epoch end."""
+        if logs is not None and self._terms is not None:
+            read = (lambda v: float(v.numpy())) if host else (lambda v: tf.identity(v.value))
+            logs["budget_penalty"] = read(self._terms.penalty)
+            if self.sharing:
+                logs["sharing_loss"] = read(self._terms.sharing)
 
     def _stopped_on_nonfinite(self, logs) -> bool:
         """Stops training (warning) on a NaN/Inf loss or switch latent, after restoring the
         latents of the last finite batch: the switches never come from NaN values."""
         def problem():
-            bad = [i.layer.name for i, x in zip(self._infos, self._latents()) if not np.isfinite(x).all()]
+            flags = ingraph.finite_flags([i.layer.latent for i in self._infos])
+            bad = [i.layer.name for i, ok in zip(self._infos, flags) if not ok]
             return f"the switch latents of {bad} hold NaN/Inf values" if bad else nonfinite_loss(logs)
 
-        def restore():
-            if self._good_latents is not None:
-                self._assign(self._good_latents)
+        def restore():  # on the device: the copy the graph kept of the last finite latents
+            if self._terms is not None:
+                for good, info in zip(self._terms.good, self._infos):
+                    info.layer.latent.assign(good.value)
 
         return stop_if_nonfinite(self, problem, "The switch latents were restored to those of the last "
                                  "finite batch.", restore)
@@ -203,14 +250,18 @@ class BudgetCallback(keras.callbacks.Callback):
         self.history.append(record)
         if logs is not None:
             logs.update({f"usage_{d}": float(x) for d, x in enumerate(u)})
+            self._add_logs(logs, host=True)
 
     def on_train_end(self, logs=None):
-        self._pending_state = None  # a state set during this fit is applied; never re-apply it
+        super().on_train_end(logs)
+        if self._terms is not None:  # the terms stay in the traced step, switched off
+            self._lambdas = self.lambdas
+            self._terms.enabled.assign(False)
         if self.project:
             self.enforce()
 
     # ------------------------------------------------------------ resumable state
-    def get_state(self) -> dict[str, Any]:
+    def _state_dict(self) -> dict[str, Any]:
         """JSON-serialisable training state: multipliers, batch counter, history, switches.
 
         The switch latents are model weights and travel with the model."""
@@ -218,17 +269,17 @@ class BudgetCallback(keras.callbacks.Callback):
                 "lambdas": None if self.lambdas is None else [float(v) for v in self.lambdas],
                 "step": int(self._step), "history": jsonable(self.history)}
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Restores a ``get_state()`` dict: at once if attached to a model, and (again) at the
-        end of the next ``on_train_begin``, so the order of callbacks in ``fit`` does not matter."""
-        self._pending_state = check_state(state, "BudgetCallback")
-        if self._infos:
-            self._apply_state(state)
+    def _check_state(self, state: Any) -> dict:
+        return check_state(state, "BudgetCallback")
 
-    def _apply_pending_state(self) -> None:
-        state, self._pending_state = getattr(self, "_pending_state", None), None
-        if state is not None:
-            self._apply_state(state)
+    def _state_ready(self) -> bool:
+        return bool(self._infos)
+
+    def _read_state(self) -> dict[str, Any]:
+        return self._state_dict()
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self._apply_state(state)
 
     def _switch_shapes(self) -> list:
         return [[i.layer.name, *map(int, i.layer.latent.shape)] for i in self._infos]
@@ -245,6 +296,8 @@ class BudgetCallback(keras.callbacks.Callback):
         if lambdas is not None:
             self.lambdas = np.asarray(lambdas, np.float64)
         self._step = int(state["step"])
+        if self._terms is not None:
+            self._terms.counter.assign(self._step)
         self.history = [dict(h) for h in state["history"]]
 
     def get_config(self) -> dict[str, Any]:

@@ -37,24 +37,26 @@ class Setup:
     validation: Any = None  # mixed batches of new training-distribution images (early stopping)
 
 
-def build(resolution: int = 32, width: float = 0.5, bn_momentum: float = 0.9) -> keras.Model:
-    """mdl_resnet26 backbone + per-domain heads + one DomainSwitch per prunable group."""
+def build(resolution: int = 32, width: float = 0.5, bn_momentum: float = 0.9,
+          domain_bn: bool = False) -> keras.Model:
+    """mdl_resnet26 backbone + per-domain heads + one DomainSwitch per prunable group
+    (+ domain-specific BatchNormalization if `domain_bn`)."""
     from tfmot_mtl.datasets import multi_domain as md
     from tfmot_mtl.models import resnet26_backbone
 
     backbone = resnet26_backbone((resolution, resolution, 3), width=width)
-    return add_domain_switches(backbone, md.DOMAINS, bn_momentum=bn_momentum)
+    return add_domain_switches(backbone, md.DOMAINS, bn_momentum=bn_momentum, domain_bn=domain_bn)
 
 
 def setup(resolution: int = 32, width: float = 0.5, n_train: int = 400, n_test: int | None = None,
-          batch_size: int = 64, seed: int = 0, n_val: int = 0) -> Setup:
+          batch_size: int = 64, seed: int = 0, n_val: int = 0, domain_bn: bool = False) -> Setup:
     """Builds the model (seeded) and the mixed-domain train / test data (counts per domain);
     ``n_val > 0`` adds that many validation images per domain (training generator, another seed)."""
     from tfmot_mtl.datasets import multi_domain as md
 
     names = [n for n, _ in md.DOMAINS]
     keras.utils.set_random_seed(seed)
-    model = build(resolution, width)
+    model = build(resolution, width, domain_bn=domain_bn)
     mixed = md.load("train", batch_size, n_train, resolution=resolution, seed=seed)
     test = md.load("test", 128, n_test or max(50, n_train // 4), resolution=resolution, shuffle=False, seed=seed)
     validation = None
@@ -130,14 +132,16 @@ def run(budget: float = 0.5, sharing: str | None = "jaccard", resolution: int = 
         n_train: int = 400, epochs: int = 8, budget_epochs: int = 3, finetune: int = 2, lr: float = 2e-3,
         sharing_weight: float = 1.0, measure: str = "channels", seed: int = 0, verbose: int = 0,
         eager: bool | None = None, finetune_epochs: int = 0, distill: bool = False,
-        patience: int | None = None, temperature: float = 2.0, student_loss_weight: float = 0.5) -> dict:
+        patience: int | None = None, temperature: float = 2.0, student_loss_weight: float = 0.5,
+        domain_bn: bool = False) -> dict:
     """The whole recipe for one budget: pretrain, budget phase + fine-tune, strip, evaluate.
 
     `eager` (default: when there are at most 2 batches per epoch) skips graph tracing, which
     costs more than a tiny run. `finetune_epochs > 0` fine-tunes the stripped model (at
     ``lr / 4``, cosine decay), distilled from a copy of the pre-trained, unpruned model if
     `distill` (`budget.finetune`); with `patience` it stops early on a validation split of
-    ``max(32, n_train // 10)`` images per domain.
+    ``max(32, n_train // 10)`` images per domain. `domain_bn` gives each domain its own
+    BatchNormalization statistics and affine parameters (`budget.domain_bn`).
 
     Returns `finish`'s dict plus "unpruned_accuracy" (after pretraining), "usage" and "callback".
     """
@@ -149,7 +153,7 @@ def run(budget: float = 0.5, sharing: str | None = "jaccard", resolution: int = 
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
         raise ValueError(f"`finetune_epochs` must be an integer >= 0, got {finetune_epochs!r}.")
     s = setup(resolution, width, n_train, seed=seed,
-              n_val=max(32, n_train // 10) if patience is not None and finetune_epochs else 0)
+              n_val=max(32, n_train // 10) if patience is not None and finetune_epochs else 0, domain_bn=domain_bn)
     if eager is None:
         eager = n_train * len(s.names) <= 128
     pretrain(s.model, s.train, epochs, lr, verbose=verbose, eager=eager)

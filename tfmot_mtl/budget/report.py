@@ -2,8 +2,10 @@
 
 `strip_domain_model` removes the channels no domain uses (union mask) with `strip_channels`
 and then replaces every DomainSwitch by stock layers holding the binary gates of the
-surviving channels: ``Multiply([features, Reshape(Embedding(D, C)(domain))])``. The result
-loads without custom objects and converts to TFLite with an int32 "domain" input.
+surviving channels: ``Multiply([features, Reshape(Embedding(D, C)(domain))])``, and every
+DomainBatchNorm by its per-domain inference scale and shift in the same form
+(`domain_bn.domain_bn_to_stock`). The result loads without custom objects and converts to
+TFLite with an int32 "domain" input.
 
 `domain_report` counts, per domain, the channels it uses and the parameters and MACs it
 actually needs: a weight slice belongs to a domain only if every channel axis it is sliced
@@ -22,6 +24,7 @@ import numpy as np
 from keras import tree
 
 from tfmot_mtl import _keras_compat
+from tfmot_mtl.budget.domain_bn import DomainBatchNorm, domain_bn_to_stock
 from tfmot_mtl.budget.switch import DomainSwitch, domain_masks, union_masks
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.profile import profile
@@ -50,7 +53,8 @@ def strip_domain_model(model: keras.Model, export: bool = True, input_shape: Any
 
 
 def gates_to_stock(model: keras.Model) -> keras.Model:
-    """The same model with each DomainSwitch replaced by binary gates in stock layers."""
+    """The same model with each DomainSwitch replaced by binary gates in stock layers, and each
+    DomainBatchNorm by its per-domain inference scale and shift (stock layers too)."""
     flat = flatten(model)
     if "domain" not in flat.inputs:
         raise ValueError("gates_to_stock: the model has no 'domain' input.")
@@ -74,6 +78,10 @@ def gates_to_stock(model: keras.Model) -> keras.Model:
             g = keras.layers.Reshape(shape, name=f"{node.name}_gates_{node.call_index}")(g)
             out = keras.layers.Multiply(name=f"{node.name}_{node.call_index}")([features, g])
             values[node.outputs[0]] = out
+            continue
+        if isinstance(node.layer, DomainBatchNorm):
+            values[node.outputs[0]] = domain_bn_to_stock(node.layer, values[node.inputs[0]], domain,
+                                                         f"{node.name}_{node.call_index}")
             continue
         for key, val in zip(node.outputs, node.call(values)):
             values[key] = val
@@ -126,7 +134,7 @@ def domain_costs(model: keras.Model, input_shape: Any = None) -> dict[str, dict[
                 counted.add(row.name)
                 for i, w in enumerate(layer.weights):
                     size = float(np.prod(w.shape))
-                    if isinstance(layer, DomainSwitch):
+                    if isinstance(layer, (DomainSwitch, DomainBatchNorm)):
                         size /= layer.num_domains
                     params += size * f.get(i, 1.0)
             macs += row.macs * f.get(0, 1.0)
@@ -138,10 +146,15 @@ def domain_costs(model: keras.Model, input_shape: Any = None) -> dict[str, dict[
 
 
 def baseline_costs(model: keras.Model, input_shape: Any = None) -> dict[str, dict[str, int]]:
-    """Per domain: params and MACs of ONE single-domain model (the backbone + that head), no switches."""
+    """Per domain: params and MACs of ONE single-domain model (the backbone + that head), no
+    switches, one BatchNormalization where the model has a DomainBatchNorm."""
     shape = {"image": input_shape, "domain": ()} if input_shape is not None else None
     prof = profile(model, input_shape=shape)
+    layers = flatten(model).layers
     switch_params = sum(r.params for r in prof.layers if r.class_name == "DomainSwitch")
+    switch_params += sum(r.params * (1 - 1 / layers[r.name].num_domains) for r in prof.layers
+                         if isinstance(layers.get(r.name), DomainBatchNorm))
+    switch_params = int(round(switch_params))
     return {t: {"params": v["params"] - switch_params, "macs": v["macs"]} for t, v in prof.per_task.items()}
 
 

@@ -35,8 +35,7 @@ class BatchNormRule(Rule):
         return [in_states[0]]
 
 
-@register(keras.layers.LayerNormalization, keras.layers.UnitNormalization,
-          keras.layers.GroupNormalization)
+@register(keras.layers.LayerNormalization, keras.layers.UnitNormalization)
 class CrossChannelNormRule(Rule):
     """Normalises across channels: removing one channel changes all the others."""
 
@@ -86,7 +85,7 @@ class NormalizationRule(Rule):
 
 def zero_response(layer: Any, shape: tuple) -> np.ndarray | None:
     """Output of a stateless element-wise layer at input 0 (None if it cannot be probed)."""
-    probe = tuple(1 if d is None else d for d in shape)
+    probe = tuple(1 if d is None or i == 0 else d for i, d in enumerate(shape))
     try:
         out = layer(np.zeros(probe, np.float32), training=False)
     except Exception:  # noqa: BLE001 - any failure means we cannot prove f(0) == 0

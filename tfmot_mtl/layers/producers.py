@@ -43,7 +43,7 @@ class ConvRule(Rule):
         if not self._channels_last(ctx):
             return ctx.freeze_all(f"{describe(layer)} is not channels-last")
         if getattr(layer, "groups", 1) != 1:
-            return ctx.freeze_all(f"{describe(layer)} is a grouped convolution (groups={layer.groups})")
+            return self._grouped(ctx)
         out = ctx.new_atoms(layer.filters)
         ctx.axis(0, self.out_axis, "out", out)
         if layer.use_bias:
@@ -51,10 +51,30 @@ class ConvRule(Rule):
         ctx.axis(0, self.in_axis, "in", ctx.in_maps[0])
         return [out]
 
+    def _grouped(self, ctx):
+        """Grouped convolution: whole groups go. The input channels of a group are coupled and its
+        output channels carry them (like a depthwise convolution with ``filters / groups`` outputs
+        per group); the kernel's input axis indexes within a group and is never sliced."""
+        layer, in_map = ctx.layer, ctx.in_maps[0]
+        groups = layer.groups
+        if self.in_axis != -2 or len(in_map) % groups or layer.filters % groups:
+            return ctx.freeze_all(f"{describe(layer)} is a grouped convolution (groups={groups})")
+        per_in, per_out = len(in_map) // groups, layer.filters // groups
+        for g in range(groups):
+            part = in_map[g * per_in:(g + 1) * per_in]
+            ctx.couple(np.repeat(part[:1], len(part)), part)
+        out = np.repeat(in_map[::per_in], per_out)
+        ctx.axis(0, -1, "out", out)
+        if layer.use_bias:
+            ctx.axis(1, 0, "out", out)
+        return [out]
+
     def states(self, ctx, in_states):
         return [_own_activation_state(ctx.layer, ctx.out_widths[0])]
 
     def can_fold(self, layer):
+        if getattr(layer, "groups", 1) != 1:
+            return False
         kernel_one = all(k == 1 for k in layer.kernel_size)
         return layer.use_bias and (layer.padding == "valid" or kernel_one)
 
@@ -62,7 +82,10 @@ class ConvRule(Rule):
         _fold_dense_like(weights[0], weights[1], self.in_axis % weights[0].ndim, positions, values)
 
     def config(self, layer, config, in_keep, out_keep):
-        return {**config, "filters": int(out_keep.sum())}
+        config = {**config, "filters": int(out_keep.sum())}
+        if getattr(layer, "groups", 1) != 1:
+            config["groups"] = int(out_keep.sum()) // (layer.filters // layer.groups)
+        return config
 
 
 @register(keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)

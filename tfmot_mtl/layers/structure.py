@@ -18,6 +18,9 @@ _MERGE_CLASSES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply
 class MergeRule(Rule):
     """Element-wise merge: the channels of all full-width inputs are the same channels."""
 
+    def multiplies(self, ctx) -> bool:
+        return isinstance(ctx.layer, keras.layers.Multiply)
+
     def propagate(self, ctx):
         widths = [len(m) for m in ctx.in_maps]
         full = max(widths)
@@ -29,7 +32,7 @@ class MergeRule(Rule):
             if len(m) != 1:
                 return ctx.freeze_all(f"{describe(ctx.layer)} merges {widths} channels")
             ctx.freeze(m, f"broadcast across channels in {describe(ctx.layer)}")
-        if narrow and not isinstance(ctx.layer, keras.layers.Multiply):
+        if narrow and not self.multiplies(ctx):
             ctx.freeze(full_maps[0], f"{describe(ctx.layer)} adds a channel-broadcast input: removed "
                                      "channels would still carry it")
         return [full_maps[0]]
@@ -37,7 +40,7 @@ class MergeRule(Rule):
     def states(self, ctx, in_states):
         full = max(len(s) for s in in_states)
         states = np.stack([s for s in in_states if len(s) == full])
-        if isinstance(ctx.layer, keras.layers.Multiply):
+        if self.multiplies(ctx):
             return [np.where(states.min(axis=0) == ZERO, ZERO, states.max(axis=0)).astype(np.int8)]
         return [states.max(axis=0)]
 
@@ -48,6 +51,8 @@ class ConcatRule(Rule):
 
     def propagate(self, ctx):
         rank = len(ctx.in_shapes[0])
+        if any(len(s) != rank for s in ctx.in_shapes):
+            return ctx.freeze_all(f"{describe(ctx.layer)} joins tensors of different ranks")
         if ctx.layer.axis % rank == rank - 1:
             return [np.concatenate(ctx.in_maps)]
         for m in ctx.in_maps[1:]:

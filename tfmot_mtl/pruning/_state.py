@@ -93,7 +93,7 @@ def apply_state(cb, state: dict) -> None:
         cb.masks = ChannelMasks({**ChannelMasks.all_kept(cb.graph, cb.min_channels), **masks},
                                 cb.min_channels)
         apply_masks_(cb.graph.model, cb.masks, cb.graph)
-        cb._var_masks = cb._variable_masks()
+        cb._set_variable_masks()
     cb.history = [dict(h) for h in state["history"]]
     cb._last_step = int(state["last_step"])
     _set_importance_state(cb.importance, state.get("importance") or {})

@@ -3,9 +3,11 @@
 At every step where the schedule says so, the callback scores the channels of the selected
 groups, removes the lowest-scored ones until the scheduled sparsity is reached, updates
 :attr:`ChannelPruningCallback.masks` and zeroes the removed channels with
-:func:`~tfmot_mtl.masks.apply_masks_`. After EVERY training batch it multiplies the
-affected variables by precomputed 0/1 masks, so the optimizer never revives a removed
-channel (momentum included). Pruning only ever removes more channels.
+:func:`~tfmot_mtl.masks.apply_masks_`. The 0/1 masks of the affected variables are
+non-trainable variables re-applied inside the compiled train step after every optimizer
+update (:class:`tfmot_mtl.ingraph.VariableMasks`), so the optimizer never revives a removed
+channel (momentum included), also under ``jit_compile=True`` and on a GPU, with no
+per-batch host work. Pruning only ever removes more channels.
 
 Keras callbacks do not see the training batches, so gradient criteria (Taylor, CosPrune)
 draw their mini-batches from ``data`` (a dataset / iterable of ``(x, y)`` batches, cycled):
@@ -27,7 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmot_mtl.callbacks import ResumableCallback
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
+from tfmot_mtl.ingraph import VariableMasks, refresh_train_function
 from tfmot_mtl.masks import ChannelMasks, apply_masks_
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.pruning import _state
@@ -39,7 +43,7 @@ from tfmot_mtl.selection import check_protect, select_groups
 from tfmot_mtl.strip import check_round_to, round_masks
 
 
-class ChannelPruningCallback(keras.callbacks.Callback):
+class ChannelPruningCallback(ResumableCallback):
     """Prunes channel groups of the model being trained, following a schedule.
 
     Args:
@@ -104,7 +108,8 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         self.masks: ChannelMasks | None = masks
         self.history: list[dict] = []
         self._last_step = -1
-        self._var_masks: list[tuple[Any, tf.Tensor]] = []
+        self._var_masks: VariableMasks | None = None
+        self._logged: tuple[float, int] | None = None
         self._iter = None
         self._writer = None
         self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
@@ -114,7 +119,10 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         self.nonfinite = None
         if self.graph is None or self.graph.model is not self.model:
             self.setup(self.model)
-        self._apply_pending_state()
+        if self._var_masks.install():
+            refresh_train_function(self.model)
+        self._set_variable_masks()
+        super().on_train_begin(logs)
 
     def setup(self, model: keras.Model) -> None:
         if self.model is not model:
@@ -133,7 +141,11 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self._initial_masks is not None:
             apply_masks_(model, self.masks, self.graph)
-        self._var_masks = self._variable_masks()
+        if self._var_masks is None or self._var_masks.model is not model:
+            if self._var_masks is not None:
+                self._var_masks.uninstall()
+            self._var_masks = VariableMasks(model, self._candidate_variables(), f"prune_{id(self)}")
+        self._set_variable_masks()
 
     def _select_groups(self, graph: ChannelGraph) -> list[ChannelGroup]:
         return select_groups(graph, self.group_spec, self.protect, on_empty="warn",
@@ -156,15 +168,15 @@ class ChannelPruningCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._stopped_on_nonfinite(logs):
             return
-        for var, mask in self._var_masks:
-            var.assign(var.value * mask)
         self._add_logs(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         self._add_logs(logs)
 
     def on_train_end(self, logs=None):
-        self._pending_state = None  # a state set during this fit is applied; never re-apply it
+        super().on_train_end(logs)
+        if self._var_masks is not None:  # the hook stays in the traced step, switched off
+            self._var_masks.active.assign(False)
         if self._writer is not None:
             self._writer.flush()
 
@@ -183,8 +195,9 @@ class ChannelPruningCallback(keras.callbacks.Callback):
 
     def _add_logs(self, logs) -> None:
         if logs is not None and self.graph is not None:
-            logs["channel_sparsity"] = self.sparsity()
-            logs["pruned_channels"] = self.pruned_channels()
+            if self._logged is None:  # masks change only at pruning events
+                self._logged = (self.sparsity(), self.pruned_channels())
+            logs["channel_sparsity"], logs["pruned_channels"] = self._logged
 
     # ---------------------------------------------------------------- pruning
     def sparsity(self) -> float:
@@ -217,7 +230,7 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         masks.update(keep)
         self.masks = ChannelMasks(masks, self.min_channels)
         apply_masks_(self.model, self.masks, self.graph)
-        self._var_masks = self._variable_masks()
+        self._set_variable_masks()
         self._report(sparsity, step)
         return self.masks
 
@@ -264,7 +277,27 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         for _, c in sorted(self._candidates(keep, scores, g))[:max(0, min(need, capacity))]:
             keep[g.id][c] = False
 
-    def _variable_masks(self) -> list[tuple[Any, tf.Tensor]]:
+    def _candidate_variables(self) -> list:
+        """Every variable a mask of the selected (or initially pruned) groups can touch."""
+        out = []
+        groups = {g.id for g in self.selected} | {gid for gid, m in self.masks.items() if not m.all()}
+        for gid in sorted(groups):
+            for s in self.graph.groups[gid].slices:
+                if s.role == "out" and s.zeroed:
+                    out.append(self.graph.layer(s.layer).weights[s.weight])
+        for site in self.graph.fold_sites:
+            for ax in self.graph.axes.get(site.layer, []):
+                if ax.role == "in":
+                    out.append(self.graph.layer(site.layer).weights[ax.weight])
+        return out
+
+    def _set_variable_masks(self) -> None:
+        """Assigns the in-graph mask variables from ``masks`` (host, at pruning events only)."""
+        self._logged = None
+        if self._var_masks is not None:
+            self._var_masks.set({id(var): m for var, m in self._variable_masks()})
+
+    def _variable_masks(self) -> list[tuple[Any, np.ndarray]]:
         """0/1 multipliers for every variable holding slices of removed channels."""
         arrays: dict[tuple[str, int], np.ndarray] = {}
 
@@ -288,11 +321,7 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             for ax in self.graph.axes.get(site.layer, []):
                 if ax.role == "in" and len(drop):
                     zero(site.layer, ax.weight, ax.axis, drop)
-        out = []
-        for (name, weight), m in arrays.items():
-            var = self.graph.layer(name).weights[weight]
-            out.append((var, tf.constant(m, dtype=var.dtype)))
-        return out
+        return [(self.graph.layer(name).weights[weight], m) for (name, weight), m in arrays.items()]
 
     def _next_batch(self):
         if self.data is None:
@@ -313,22 +342,10 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         return _state.CountedIterator(iterate_batches(self.data))
 
     # ------------------------------------------------------------------ state
-    def get_state(self) -> dict:
-        """JSON-serialisable training state: masks, history, last step, data position."""
-        return _state.get_state(self)
+    _state_module = _state
 
-    def set_state(self, state: dict) -> None:
-        """Restores a ``get_state()`` dict (and applies its masks to the model): at once if set
-        up for its model, and (again) at the end of the next ``on_train_begin``, so the order
-        of callbacks in ``fit`` does not matter."""
-        self._pending_state = _state.check(state)
-        if self.graph is not None and (self.model is None or self.graph.model is self.model):
-            _state.apply_state(self, state)
-
-    def _apply_pending_state(self) -> None:
-        state, self._pending_state = getattr(self, "_pending_state", None), None
-        if state is not None:
-            _state.apply_state(self, state)
+    def _state_ready(self) -> bool:
+        return self.graph is not None and (self.model is None or self.graph.model is self.model)
 
     def _report(self, target: float, step: int | None) -> None:
         per_group = {g.id: float((~self.masks[g.id]).mean()) for g in self.selected}

@@ -15,7 +15,8 @@ Gradient criteria (:class:`Taylor`, :class:`CosPrune`) average over mini-batches
 the last ``reset()``; calling ``criterion(model, graph, data)`` resets, accumulates every
 batch of ``data`` and returns the scores. Gradients are taken with ``tf.GradientTape``
 with the model called in inference mode (``training=False``), so scoring never updates
-BatchNormalization statistics.
+BatchNormalization statistics; forward and backward run as one compiled graph function
+(:mod:`tfmot_mtl.pruning._gradients`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import tensorflow as tf
 
 from tfmot_mtl import _keras_compat
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
+from tfmot_mtl.pruning._gradients import compiled_gradients, targets as _targets
 from tfmot_mtl.walk import named_outputs, output_names
 
 REDUCTIONS = ("sum", "mean", "max")
@@ -324,12 +326,14 @@ class Taylor(_GradientImportance):
         variables = self._variables(plan)
         fns = resolve_losses(model, self.losses)
         weights = _loss_weights(model, self.loss_weights)
-        with tf.GradientTape() as tape:
-            out = _outputs(model, x)
-            total = tf.add_n([weights.get(t, 1.0) * _task_loss(fn, y[t], out[t]) for t, fn in fns.items()])
+        def total(out, y):  # noqa: E306
+            loss = tf.add_n([weights.get(t, 1.0) * _task_loss(fn, y[t], out[t]) for t, fn in fns.items()])
             if model.losses:
-                total += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
-        grads = _grads_np(tape.gradient(total, variables), variables)
+                loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+            return [loss]
+
+        grads = _grads_np(compiled_gradients(self, model, variables, total, ("taylor", tuple(fns), tuple(sorted(
+            weights.items()))), _outputs)(x, _targets(y, fns))[0], variables)
         result = {}
         for gid, units in plan.items():
             size = graph.groups[gid].size
@@ -368,11 +372,9 @@ class CosPrune(_GradientImportance):
         missing = [t for t in tasks if t not in fns]
         if missing:
             raise ValueError(f"CosPrune tasks {missing} have no loss; losses are known for {list(fns)}")
-        with tf.GradientTape(persistent=True) as tape:
-            out = _outputs(model, x)
-            task_losses = {t: _task_loss(fns[t], y[t], out[t]) for t in tasks}
-        grads = {t: _grads_np(tape.gradient(task_losses[t], variables), variables) for t in tasks}
-        del tape
+        per_task = compiled_gradients(self, model, variables, lambda out, y: [
+            _task_loss(fns[t], y[t], out[t]) for t in tasks], ("cosprune", tuple(tasks)), _outputs)(x, _targets(y, tasks))
+        grads = {t: _grads_np(g, variables) for t, g in zip(tasks, per_task)}
         result = {}
         for gid, units in plan.items():
             group = graph.groups[gid]

@@ -3,6 +3,12 @@
 The proximal step is what produces *exact* zeros: a channel whose weights fall under the
 threshold becomes zero in every slice it owns (producer kernel columns, bias, BN gamma
 and beta, depthwise slices), so it is truly dead and ``strip_channels`` removes it.
+
+The step runs inside the compiled train step (:mod:`tfmot_mtl.ingraph`: a hook after the
+optimizer's update; graph ops in :mod:`tfmot_mtl.sparsity._graph_step`), so it works with
+``jit_compile=True`` and on a GPU without copying weights to the host. The host reads the
+state only when asked (``zero_channels``, ``get_state``) and, per batch, one device-computed
+NaN/Inf flag per selected weight.
 """
 from __future__ import annotations
 
@@ -12,13 +18,15 @@ from typing import Any, Callable, Union
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl import _keras_compat, ingraph
+from tfmot_mtl.callbacks import ResumableCallback
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.sparsity import _state
 from tfmot_mtl.sparsity._checks import check_strengths
-from tfmot_mtl.sparsity.prox_ops import group_sums, prox_adam, prox_plain
+from tfmot_mtl.sparsity._graph_step import GraphState, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
 from tfmot_mtl.selection import Selection, check_protect, check_selection, select_groups
 
@@ -60,7 +68,7 @@ def _unwrap(optimizer):
 
 
 @keras.saving.register_keras_serializable(package="tfmot_mtl")
-class ProximalGroupLasso(keras.callbacks.Callback):
+class ProximalGroupLasso(GraphState, ResumableCallback):
     """Applies the group-lasso proximal operator to whole channels after optimizer steps.
 
     A channel's vector is the concatenation of every trainable slice it owns (role
@@ -127,8 +135,8 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         if not 0.0 < float(adapt_rate) < 1.0:
             raise ValueError(f"adapt_rate must be in (0, 1), got {adapt_rate}")
         self.target = None if target is None else float(target)
-        self.adapt_rate, self.gain = float(adapt_rate), float(gain)
-        self.locked: np.ndarray | None = None
+        self.adapt_rate, self._gain0 = float(adapt_rate), float(gain)
+        self._step_graph: ProxStep | None = None
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if scale not in SCALES:
@@ -141,8 +149,7 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         self.protect = check_protect(protect)
         self.mode, self.update_every, self.scale, self.log_key = mode, int(update_every), scale, log_key
         self._plan_model = None
-        self._last_step = None
-        self._zero: np.ndarray | None = None
+        self._zero_host: np.ndarray | None = None
         self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
     # ---------------------------------------------------------------------- plan
@@ -151,9 +158,28 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         self.build(self.model)
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
-            self._check_optimizer(_unwrap(optimizer))
-            self._last_step = int(np.asarray(_unwrap(optimizer).iterations))
-        self._apply_pending_state()
+            optimizer = _unwrap(optimizer)
+            self._check_optimizer(optimizer)
+            if not optimizer.built:
+                optimizer.build(self.model.trainable_variables)
+            self._attach(optimizer)
+            self._last_step = int(np.asarray(optimizer.iterations))
+        super().on_train_begin(logs)
+
+    def _attach(self, optimizer) -> None:
+        """Creates the graph state (once per model and optimizer) and installs the step hook."""
+        graph = self._step_graph
+        if graph is None or graph.optimizer is not optimizer or graph.model is not self.model:
+            previous = None if graph is None else (graph.gain.numpy(), self._zero, self.locked)
+            self._step_graph = ProxStep(self, self.model, optimizer)
+            self._step_graph.model = self.model
+            self._zero = self._zero_from_weights() if previous is None else previous[1]
+            if previous is not None:
+                self.gain, self.locked = float(previous[0]), previous[2]
+        self._step_graph.enabled.assign(True)
+        anchor = ingraph.pick_anchor(self.variables, self.model)
+        if anchor is not None and ingraph.add_post_update_hook(anchor, f"prox_{id(self)}", self._step_graph):
+            ingraph.refresh_train_function(self.model)
 
     def build(self, model: keras.Model) -> "ProximalGroupLasso":
         """Precomputes, per weight, the gather indices of the selected channels."""
@@ -228,28 +254,32 @@ class ProximalGroupLasso(keras.callbacks.Callback):
                              f"{type(optimizer).__name__}. Use mode='plain' instead.")
 
     # ---------------------------------------------------------------------- step
+    def on_train_batch_begin(self, batch, logs=None):
+        graph = self._step_graph
+        if graph is not None and graph.dynamic:  # a callable strength: evaluated on the host
+            go, lam = self.strength(int(np.asarray(graph.optimizer.iterations)) + 1)
+            graph.go.assign(bool(go))
+            graph.lam.assign(float(lam))
+
     def on_train_batch_end(self, batch, logs=None):
-        optimizer = _unwrap(self.model.optimizer)
-        if self._plan_model is not self.model:
-            self.build(self.model)
         if self._stopped_on_nonfinite(logs):
             return
-        step = int(np.asarray(optimizer.iterations))
-        if self._last_step is None:
-            self._check_optimizer(optimizer)
-            self._last_step = step - 1
-        if step - self._last_step >= self.update_every:
-            self.apply(optimizer, step)
-        if logs is not None and self._zero is not None:
-            logs[self.log_key] = self.sparsity()
+        if logs is not None and self._step_graph is not None:
+            logs[self.log_key] = tf.identity(self._step_graph.sparsity.value)  # a snapshot, no host copy
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self._step_graph is not None:  # the hook stays in the traced step, switched off
+            self._step_graph.enabled.assign(False)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._plan_model is not None and self.nonfinite is None:
             logs[self.log_key] = self.sparsity()
 
     def _stopped_on_nonfinite(self, logs) -> bool:
-        """Stops training (warning) on a NaN/Inf loss or selected weight; the zero pattern
-        (``zero_channels()``, ``locked``) then stays the last one computed from finite weights."""
+        """Stops training (warning) on a NaN/Inf loss or selected weight (flags computed on the
+        device); the zero pattern (``zero_channels()``, ``locked``) is then the last one computed
+        in the step from finite weights."""
         return stop_if_nonfinite(self, lambda: nonfinite_loss(logs) or nonfinite_variables(self.variables),
                                  "The zero pattern (zero_channels()) is the last one computed from "
                                  "finite weights.")
@@ -264,55 +294,13 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         go_b, b = evaluate_strength(self.schedule, step)
         return go_a and go_b, a * b
 
-    def apply(self, optimizer, step: int) -> None:
-        """One proximal step on the selected channels (weights are assigned in place)."""
-        elapsed = step - self._last_step
-        self._last_step = step
-        go, lam = self.strength(step)
-        if not go or not self.entries:
-            return
-        tau = self.learning_rate(optimizer, step) * lam * self.gain * elapsed * self._lambda * self._scale
-        if self.locked is not None:  # target reached: only keep the dead channels dead
-            tau = np.where(self.locked, np.inf, 0.0)
-        values = [np.array(keras.ops.convert_to_numpy(v)) for v in self.variables]
-        blocks = [self._gather(values[e.var], e) for e in self.entries]
-        flat = np.concatenate([b.reshape(-1) for b in blocks])
-        group = np.concatenate([e.elements for e in self.entries])
-        if self.locked is None:
-            tau = np.where(self._protected(flat, group), 0.0, tau)
-        if self.mode == "adam" and self.locked is None:
-            d = np.concatenate([self._gather(m, e).reshape(-1)
-                                for m, e in zip(self._preconditioners(optimizer, step), self.entries)])
-            new = prox_adam(flat, d, group, tau)
-        else:
-            new = prox_plain(flat, group, tau)
-        self._zero = group_sums(new.astype(np.float64) ** 2, group, self.num_channels) == 0
-        if self.target is not None and self.locked is None:
-            if self._zero.mean() >= self.target:
-                self.locked = self._zero.copy()
-            else:
-                self.gain *= 1 + self.adapt_rate
-        changed = set()
-        start = 0
-        for e, block in zip(self.entries, blocks):
-            part = new[start:start + block.size].reshape(block.shape)
-            start += block.size
-            if not np.array_equal(part, block):
-                np.moveaxis(values[e.var], e.axis, 0)[e.positions] = part
-                changed.add(e.var)
-        for i in changed:
-            self.variables[i].assign(values[i])
-
-    def _protected(self, flat: np.ndarray, group: np.ndarray) -> np.ndarray:
-        """Channels exempt from shrinking: the strongest few of every group."""
-        norms = group_sums(flat.astype(np.float64) ** 2, group, self.num_channels)
-        keep = np.zeros(self.num_channels, bool)
-        for i, g in enumerate(self.groups):
-            idx = np.flatnonzero(self._channel_group == i)
-            k = min(len(idx), max(self.min_channels, int(np.ceil(self.min_fraction * len(idx)))))
-            if k:
-                keep[idx[np.argsort(-norms[idx], kind="stable")[:k]]] = True
-        return keep
+    def apply(self) -> None:
+        """Runs one proximal step now (the step the train function runs after each update)."""
+        if self._step_graph is None:
+            optimizer = _unwrap(self.model.optimizer)
+            self._check_optimizer(optimizer)
+            self._attach(optimizer)
+        self._step_graph()
 
     @staticmethod
     def _gather(value: np.ndarray, e: _Entry) -> np.ndarray:
@@ -336,13 +324,18 @@ class ProximalGroupLasso(keras.callbacks.Callback):
             if self.model is None:
                 raise ValueError("sparsity() needs a model: call build(model) or fit first")
             self.build(self.model)
+        zero = self._zero_from_weights()
+        if self.nonfinite is None:
+            self._zero = zero
+        return float(zero.mean()) if self.num_channels else 0.0
+
+    def _zero_from_weights(self) -> np.ndarray:
         norms = np.zeros(self.num_channels)
         for e in self.entries:
             block = self._gather(np.asarray(keras.ops.convert_to_numpy(self.variables[e.var])), e)
             norms += np.bincount(e.elements, weights=np.abs(block.reshape(-1)).astype(np.float64),
                                  minlength=self.num_channels)
-        self._zero = norms == 0
-        return float(self._zero.mean()) if self.num_channels else 0.0
+        return norms == 0
 
     def zero_channels(self) -> dict[str, np.ndarray]:
         """Group id -> boolean array, True where the channel is exactly zero (last known)."""
@@ -351,24 +344,10 @@ class ProximalGroupLasso(keras.callbacks.Callback):
         return {g.id: self._zero[self._channel_group == i] for i, g in enumerate(self.groups)}
 
     # ------------------------------------------------------------------- state
-    def get_state(self) -> dict:
-        """JSON-serialisable training state: gain, locked and zero patterns, last step."""
-        return _state.get_state(self)
+    _state_module = _state
 
-    def set_state(self, state: dict) -> None:
-        """Restores a ``get_state()`` dict: at once if built for its model, and (again) at the
-        end of the next ``on_train_begin``, so the order of callbacks in ``fit`` does not matter."""
-        self._pending_state = _state.check(state)
-        if self._plan_model is not None and (self.model is None or self._plan_model is self.model):
-            _state.apply_state(self, state)
-
-    def _apply_pending_state(self) -> None:
-        state, self._pending_state = getattr(self, "_pending_state", None), None
-        if state is not None:
-            _state.apply_state(self, state)
-
-    def on_train_end(self, logs=None):
-        self._pending_state = None  # a state set during this fit is applied; never re-apply it
+    def _state_ready(self) -> bool:
+        return self._plan_model is not None and (self.model is None or self._plan_model is self.model)
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:

@@ -1,0 +1,85 @@
+"""benchmarks/findings.py: the judging rules (fast) and a tiny end-to-end run (slow)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "findings.py")
+
+
+@pytest.fixture(scope="module")
+def findings():
+    spec = importlib.util.spec_from_file_location("findings_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _garg_runs():
+    runs = []
+    for crit, dms in (("taylor", (-2.0, -20.0)), ("cosprune", (-3.0, -18.0)), ("magnitude", (-1.0, -25.0)),
+                      ("random", (-12.0, -40.0))):
+        for level, dm in zip((0.5, 0.9), dms):
+            r = {"criterion": crit, "level": level, "delta_m": dm}
+            if level == 0.9:
+                r["reinit"] = {"delta_m": dm + 5}
+            runs.append(r)
+    return runs
+
+
+def test_judge_garg(findings):
+    rows = findings.judge_garg(_garg_runs())
+    assert [r["holds"] for r in rows] == [True, True, True]
+    assert rows[0]["numbers"]["spread"] == pytest.approx(2.0)  # random is not an informed criterion
+    flat = [dict(r, delta_m=-1.0, reinit={"delta_m": -3.0}) if r["level"] == 0.9 else r for r in _garg_runs()]
+    rows = findings.judge_garg(flat)
+    assert [r["holds"] for r in rows[1:]] == [False, False]
+
+
+def _sweep(entries):
+    return {"summary": {"sweep": [{"lambda": lam, "n": 3, "channel_sparsity": {"mean": s, "std": 0.01},
+                                   "delta_m": {"mean": dm, "std": 1.0}} for lam, s, dm in entries]}}
+
+
+def test_judge_upadhyay(findings):
+    rows = findings.judge_upadhyay(_sweep([(0.0, 0.0, 0.0), (0.1, 0.3, 1.0), (0.3, 0.68, 0.5), (1.0, 0.9, -4.0)]))
+    assert [r["holds"] for r in rows] == [True, True]
+    assert rows[1]["numbers"]["lambda"] == 0.3
+    rows = findings.judge_upadhyay(_sweep([(0.1, 0.5, 1.0), (0.3, 0.4, -2.0), (1.0, 0.72, -2.0)]))
+    assert [r["holds"] for r in rows] == [False, False]
+    rows = findings.judge_upadhyay(_sweep([(0.1, 0.1, 1.0), (0.3, 0.95, -2.0)]))
+    assert rows[1]["holds"] is None and "no sweep point" in rows[1]["measured"]
+
+
+def test_judge_dos_santos_and_table(findings):
+    result = {"unpruned": {"accuracy": {"a": 0.8, "b": 0.6}},
+              "baseline": {"one_params": 1000, "one_macs": 5000},
+              "runs": [{"budget": 0.5, "sharing": "none", "mean_accuracy": 0.68, "params": 900,
+                        "max_macs_as_run": 4000, "decathlon": 1500.0},
+                       {"budget": 0.5, "sharing": "jaccard", "mean_accuracy": 0.695, "params": 1100,
+                        "max_macs_as_run": 4000, "decathlon": 1800.0}]}
+    rows = findings.judge_dos_santos(result)
+    assert [r["holds"] for r in rows] == [True, False]  # the best-accuracy run (jaccard) is judged
+    assert rows[0]["numbers"]["delta_points"] == pytest.approx(-0.5)
+    assert findings.judge_dos_santos(result, budget=0.25)[0]["holds"] is None
+    table = findings.format_table(rows)
+    assert "does not hold" in table and table.count("\n") == 3
+
+
+@pytest.mark.slow
+def test_tiny_preset_writes_json(tmp_path):
+    proc = subprocess.run([sys.executable, SCRIPT, "--preset", "tiny", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "findings_tiny.json").read_text())
+    assert result["complete"] and set(result["raw"]) == {"garg", "upadhyay", "dos_santos"}
+    papers = [r["paper"] for r in result["rows"]]
+    assert len(result["rows"]) == 7 and len(set(papers)) == 3
+    for r in result["rows"]:
+        assert r["holds"] in (True, False, None) and r["measured"]
+    assert "| paper | finding |" in proc.stdout

@@ -1,0 +1,66 @@
+"""ResumableCallback: the get_state / set_state protocol shared by the method callbacks.
+
+``ProximalGroupLasso``, ``ChannelPruningCallback`` and ``BudgetCallback`` hold training state
+outside the model's weights (see :mod:`tfmot_mtl.resume`). Each names a state module (or
+implements ``_read_state`` / ``_check_state`` / ``_write_state``) and says when it is ready
+to take a state (``_state_ready``: set up for its model). ``set_state`` then applies the
+state at once if ready and, in any case, again at the end of the next ``on_train_begin``,
+so the order of callbacks in ``fit`` does not matter; a state set during a ``fit`` is
+never applied again after it (cleared in ``on_train_end``). ``nonfinite`` (the NaN/Inf
+message, :mod:`tfmot_mtl.nonfinite`) is reset at the start of every ``fit``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+
+class ResumableCallback(keras.callbacks.Callback):
+    """Base of the method callbacks: resumable state with a pending copy, reset per ``fit``."""
+
+    _state_module: Any = None  # a module with get_state(cb), check(state), apply_state(cb, state)
+
+    def __init__(self):
+        super().__init__()
+        self._pending_state: dict | None = None
+        self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
+
+    # ------------------------------------------------------------- the protocol
+    def get_state(self) -> dict:
+        """JSON-serialisable training state (see the subclass for what it holds)."""
+        return self._read_state()
+
+    def set_state(self, state: dict) -> None:
+        """Restores a ``get_state()`` dict: at once if set up for its model, and (again) at the
+        end of the next ``on_train_begin``, so the order of callbacks in ``fit`` does not matter."""
+        self._pending_state = self._check_state(state)
+        if self._state_ready():
+            self._write_state(state)
+
+    def _apply_pending_state(self) -> None:
+        state, self._pending_state = self._pending_state, None
+        if state is not None:
+            self._write_state(state)
+
+    # ------------------------------------------------------ subclass interface
+    def _state_ready(self) -> bool:
+        """True when the callback is set up for its model and can take a state now."""
+        raise NotImplementedError
+
+    def _read_state(self) -> dict:
+        return self._state_module.get_state(self)
+
+    def _check_state(self, state: Any) -> dict:
+        return self._state_module.check(state)
+
+    def _write_state(self, state: dict) -> None:
+        self._state_module.apply_state(self, state)
+
+    # ------------------------------------------------------------- Keras hooks
+    def on_train_begin(self, logs=None):
+        """Subclasses set up first, then call this: applies a pending state."""
+        self._apply_pending_state()
+
+    def on_train_end(self, logs=None):
+        self._pending_state = None  # a state set during this fit is applied; never re-apply it
