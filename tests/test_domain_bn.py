@@ -6,17 +6,7 @@ import pytest
 from tfmot_mtl import ChannelGraph, budget
 from tfmot_mtl.budget.domain_bn import DomainBatchNorm
 
-DOMAINS = [("a", 3), ("b", 4)]
-
-
-def tiny_backbone(channels=(6, 8)):
-    image = keras.Input((8, 8, 3), name="image")
-    x = image
-    for i, c in enumerate(channels):
-        x = keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name=f"c{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.ReLU(name=f"r{i}")(x)
-    return keras.Model({"image": image}, x, name="tiny")
+from test_budget import DOMAINS, tiny_backbone  # noqa: E402  (the same two-domain fixture)
 
 
 def domain_batch(n=8, seed=0):
