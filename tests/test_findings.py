@@ -1,5 +1,4 @@
 """benchmarks/findings.py: the judging rules (fast) and a tiny end-to-end run (slow)."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -7,17 +6,15 @@ import sys
 
 import pytest
 
+from scripts import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "findings.py")
 
 
 @pytest.fixture(scope="module")
 def findings():
-    spec = importlib.util.spec_from_file_location("findings_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/findings.py")
 
 
 def _garg_runs():

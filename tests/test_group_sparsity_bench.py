@@ -1,5 +1,4 @@
 """benchmarks/group_sparsity.py: pure helpers (fast) and a --quick smoke run (slow)."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,17 +7,15 @@ import sys
 import numpy as np
 import pytest
 
+from scripts import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "group_sparsity.py")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("group_sparsity_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/group_sparsity.py")
 
 
 def test_step_times_and_overhead_ratio(bench):
@@ -129,12 +126,7 @@ def test_quick_run_writes_json(tmp_path):
 
 @pytest.fixture(scope="module")
 def paper():
-    spec = importlib.util.spec_from_file_location(
-        "group_sparsity_paper_bench", os.path.join(ROOT, "benchmarks", "group_sparsity_paper.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/group_sparsity_paper.py")
 
 
 def _paper_rows():

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from scripts import load_script
 from test_pruning import conv_data, conv_model
 from test_sparsity import data, two_task_model, zero_loss
-from tfmot_mtl import ingraph
+from tfmot_mtl import ingraph, nonzero_in_removed
 from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude
 from tfmot_mtl.sparsity import ProximalGroupLasso, prox_adam, prox_graph, prox_plain
 
@@ -125,15 +126,7 @@ def test_pruned_channels_stay_exactly_zero_under_jit():
                                 verbose=0)
     model.fit(conv_data(n=64, batch=4), epochs=2, verbose=0, callbacks=[cb])  # 32 Adam steps
     assert cb.pruned_channels() > 0 and int(model.optimizer.iterations.numpy()) == 32
-    checked = 0
-    for gid, mask in cb.masks.items():
-        for s in cb.graph.groups[gid].slices:
-            drop = s.positions[~mask[s.channels]]
-            if s.role == "out" and s.zeroed and len(drop):
-                value = np.moveaxis(cb.graph.layer(s.layer).weights[s.weight].numpy(), s.axis, 0)[drop]
-                assert (value == 0).all(), (gid, s.layer)
-                checked += 1
-    assert checked
+    assert nonzero_in_removed(cb.graph, cb.masks) == 0
 
 
 def test_hook_runs_once_per_step_and_is_removable():
@@ -217,3 +210,12 @@ def test_budget_terms_are_in_the_loss_and_history(jit):
     assert ref["budget_penalty"] == pytest.approx(1.5)
     assert extra == pytest.approx(n * (ref["budget_penalty"] + ref["sharing_loss"]), rel=1e-5)
     assert float(terms.loss()) == 0.0  # switched off after fit
+
+
+def test_xla_training_example():
+    """examples/xla_training.py: each method does its work under jit_compile=True."""
+    out = load_script("examples/xla_training.py").main(["--fast"])
+    assert 0.25 < out["group_sparsity"] <= 0.75 and out["zero_channels"] > 0  # min_fraction=0.25 caps it
+    assert out["pruned_channels"] > 0 and out["nonzero_in_pruned"] == 0
+    assert all(0 < u <= 0.5 + 1e-6 for u in out["usage"]), out["usage"]  # under the budget, not switched off
+    assert all(lam > 0 for lam in out["lambdas"]) and out["accuracy"]["a"] > 0.5

@@ -1,14 +1,10 @@
 """keras-hub vision backbones (random init from their constructors, no downloads) prune and strip."""
-import importlib.util
-import os
-
 import pytest
 
+from scripts import load_script
+
 pytest.importorskip("keras_hub")
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "coverage.py")
-_SPEC = importlib.util.spec_from_file_location("tfmot_mtl_coverage_bench", _PATH)
-cov = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(cov)
+cov = load_script("benchmarks/coverage.py")
 
 CONV = ["hub.ResNet", "hub.VGG", "hub.DenseNet", "hub.Xception", "hub.MobileNetV3", "hub.EfficientNet", "hub.CSPNet",
         "hub.HGNetV2"]

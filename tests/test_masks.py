@@ -4,7 +4,7 @@ import pytest
 
 import model_zoo as zoo
 from tfmot_mtl.graph import ChannelGraph
-from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros
+from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros, nonzero_in_removed
 
 
 @pytest.fixture()
@@ -102,6 +102,20 @@ def test_masks_from_zeros_roundtrip(trunk):
     for gid, mask in masks.items():
         np.testing.assert_array_equal(found[gid], mask)
     assert abs(found.sparsity() - masks.sparsity()) < 1e-9
+
+
+def test_nonzero_in_removed_counts_owned_slices_until_masked(trunk):
+    model, graph = trunk
+    mask = np.ones(8, bool)
+    mask[[2, 5]] = False
+    masks = ChannelMasks({"stem": mask})
+    # stem kernel (3x3x3 per channel) + bias + res_bn gamma/beta for two channels
+    k = model.get_layer("stem").get_weights()[0]
+    assert nonzero_in_removed(graph, masks) >= np.count_nonzero(k[..., [2, 5]]) > 0
+    assert nonzero_in_removed(graph, ChannelMasks({})) == 0
+    apply_masks_(model, masks, graph)
+    assert nonzero_in_removed(graph, masks) == 0
+    assert model.get_layer("stem").get_weights()[0][..., 0].any()
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

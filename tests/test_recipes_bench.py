@@ -1,22 +1,14 @@
 """benchmarks/recipes.py: the summary helper (fast) and a --quick run end to end."""
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "recipes.py")
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("recipes_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/recipes.py")
 
 
 def test_summary_is_mean_and_std_over_seeds(bench):
@@ -52,6 +44,7 @@ def test_splits_are_parsed_and_must_share_one_total(bench, tmp_path):
         bench.main(["--quick", "--splits", "1,1,1", "2,1,1", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow  # a benchmark's smoke run (~1 min); the split parsing above runs by default
 def test_quick_splits_run_compares_each_split_with_one_dense_reference(bench, tmp_path):
     bench.main(["--quick", "--splits", "2,1,1", "1,2,1,2e-3,1e-3", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "recipes_splits.json").read_text())

@@ -201,7 +201,10 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 # --------------------------------------------------------------------- kill tests
-@pytest.mark.parametrize("method", ["proximal", "pruning", "budget"])
+# A killed process per method: proximal by default; pruning and budget in the slow run (the
+# checkpoint tests below resume all three in-process by default).
+@pytest.mark.parametrize("method", ["proximal", pytest.param("pruning", marks=pytest.mark.slow),
+                                    pytest.param("budget", marks=pytest.mark.slow)])
 def test_killed_between_epochs_resumes_to_the_uninterrupted_result(method, tmp_path):
     backup_dir = str(tmp_path / "backup")
     killed_run(method, backup_dir, kill_epoch=KILL_EPOCH)

@@ -4,7 +4,7 @@ Every method produces channel masks; one surgeon (`strip_channels`) removes the 
 channels from any functional model; `lite` ships the result to TFLite / LiteRT.
 """
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
-from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros
+from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros, nonzero_in_removed
 from tfmot_mtl.selection import select_groups
 from tfmot_mtl.strip import StripReport, round_masks, strip_channels
 
@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChannelGraph", "ChannelGroup", "ChannelMasks", "StripReport", "apply_masks", "apply_masks_",
-    "masks_from_zeros", "round_masks", "select_groups", "strip_channels", "__version__",
+    "masks_from_zeros", "nonzero_in_removed", "round_masks", "select_groups", "strip_channels", "__version__",
 ]
 
 

@@ -306,6 +306,24 @@ def clone_with_weights(model: keras.Model) -> keras.Model:
     return clone
 
 
+def nonzero_in_removed(graph: ChannelGraph, masks: Any) -> int:
+    """How many weights in the slices of removed channels are not exactly zero.
+
+    Counts every slice a removed channel owns that masking zeroes (kernel columns, bias,
+    BN parameters): 0 right after :func:`apply_masks_` and after every step of a pruning
+    callback, whose masks keep the removed channels at exactly zero.
+    """
+    count = 0
+    for gid, mask in as_channel_masks(masks).items():
+        for s in graph.groups[gid].slices:
+            drop = s.positions[~mask[s.channels]]
+            if s.role == "out" and s.zeroed and len(drop):
+                value = np.moveaxis(keras.ops.convert_to_numpy(graph.layer(s.layer).weights[s.weight]),
+                                    s.axis, 0)[drop]
+                count += int(np.count_nonzero(value))
+    return count
+
+
 def masks_from_zeros(model: keras.Model, atol: float = 0.0, graph: ChannelGraph | None = None,
                      min_channels: int = 1) -> ChannelMasks:
     """Masks removing every prunable channel whose own weights are all |w| <= atol.

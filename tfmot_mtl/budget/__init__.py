@@ -17,6 +17,7 @@ from tfmot_mtl.budget import pipeline
 from tfmot_mtl.budget.build import (add_domain_switches, compile_domain_model, domain_accuracy,
                                     domain_targets, predict_own_domain)
 from tfmot_mtl.budget.callback import BudgetCallback
+from tfmot_mtl.budget.domain_bn import DomainBatchNorm
 from tfmot_mtl.budget.finetune import finetune_stripped
 from tfmot_mtl.budget.report import (DomainReport, baseline_costs, decathlon_score, domain_costs,
                                      domain_report, gates_to_stock, strip_domain_model)
@@ -25,7 +26,7 @@ from tfmot_mtl.budget.switch import DomainSwitch, domain_masks, freeze_switches,
 __all__ = [
     # build and train
     "add_domain_switches", "compile_domain_model", "domain_targets", "BudgetCallback", "DomainSwitch",
-    "switch_layers", "freeze_switches",
+    "switch_layers", "freeze_switches", "DomainBatchNorm",
     # masks, stripping, fine-tuning
     "domain_masks", "union_masks", "strip_domain_model", "gates_to_stock", "finetune_stripped",
     # evaluation and reports
