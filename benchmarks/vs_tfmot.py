@@ -2,7 +2,7 @@
 
 Same `mtl_resnet` on `synthetic_scenes`, same training budget: the dense parent is trained E
 epochs, then every variant gets the same F fine-tuning epochs (F x steps-per-epoch batches, Adam,
-learning rate decaying from 1e-3 to 0 on a cosine):
+learning rate decaying from 1e-3, or --lr, to 0 on a cosine):
   (a) dense: the parent fine-tuned F more epochs on labels;
   (b) tensorflow-model-optimization `prune_low_magnitude` at 50% / 70% + `strip_pruning`, fine-tuned
       F epochs from the same dense weights (the sparsity ramps up over the first 2/3 of the steps;
@@ -22,7 +22,8 @@ raw / gzipped size, LiteRT latency at 1 thread (A/B interleaved: every run times
 once, in rotating order), task metrics from the TFLite outputs on the test split, delta_m vs
 dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured one.
 
-    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8] [--one-shot]
+    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8]
+                                  [--lr 1e-3] [--one-shot]
     # writes benchmarks/results/vs_tfmot.json + .png
 
 `benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
@@ -57,16 +58,16 @@ SETTINGS = {
                  runs=200, round_to=16),
 }
 SPARSITIES = (0.5, 0.7)
-LR = 1e-3
+LR = 1e-3  # the fine-tuning learning rate of every variant unless --lr
 
 
-def finetune(model, data, epochs: int, teacher=None) -> float:
-    """Fine-tunes in place for `epochs` epochs (cosine-decay Adam from LR), distilled from
+def finetune(model, data, epochs: int, teacher=None, lr: float = LR) -> float:
+    """Fine-tunes in place for `epochs` epochs (cosine-decay Adam from `lr`), distilled from
     `teacher` when given; returns seconds."""
     from tfmot_mtl import recipes
 
     start = time.perf_counter()
-    recipes.finetune(model, data, epochs, teacher=teacher, lr=LR, weighting="fixed", verbose=2)
+    recipes.finetune(model, data, epochs, teacher=teacher, lr=lr, weighting="fixed", verbose=2)
     return time.perf_counter() - start
 
 
@@ -91,7 +92,7 @@ def run_tfmot(model, data, cfg: dict, folder: str) -> list[dict]:
             "model_kwargs": {"width": cfg["width"]}, "input_shape": list(data.input_shape),
             "sparsities": list(SPARSITIES), "steps": cfg["finetune_epochs"] * steps_per_epoch(data.train),
             "batch_size": cfg["batch_size"],
-            "lr": LR, "out": folder}
+            "lr": cfg["lr"], "out": folder}
     spec_path = os.path.join(folder, "spec.json")
     atomic_write(spec_path, json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
@@ -136,9 +137,10 @@ def match_params(model, target_params: int, multiple: int = 1, iters: int = 12) 
     return best[0], best[1]
 
 
-def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, events: int = 8):
+def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, events: int = 8,
+                  lr: float = LR):
     """Prunes ``fraction`` of every prunable group of ``model`` (in place) while training it
-    ``epochs`` epochs on labels (cosine-decay Adam from LR): L1-magnitude channel pruning in
+    ``epochs`` epochs on labels (cosine-decay Adam from ``lr``): L1-magnitude channel pruning in
     ``events`` equal steps over the first 2/3 of the steps (tfmot's ramp), the removed channels
     held at zero by ChannelPruningCallback. Returns the final masks."""
     from tfmot_mtl import recipes
@@ -152,14 +154,14 @@ def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, even
     schedule = IterativeSchedule(target=fraction, frequency=frequency, step=fraction / events)
     pruner = ChannelPruningCallback(Magnitude(p=1), schedule, scope="layer", groups="all",
                                     round_to=multiple if multiple > 1 else None, verbose=0)
-    model.compile(recipes.cosine_adam(LR, epochs, steps_per_epoch(data.train)), jit_compile=False,
+    model.compile(recipes.cosine_adam(lr, epochs, steps_per_epoch(data.train)), jit_compile=False,
                   **compile_args(data.tasks))
     model.fit(data.train.repeat(), epochs=1, steps_per_epoch=total, callbacks=[pruner], verbose=2)
     return pruner.masks
 
 
 def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple: int = 1,
-         gradual: bool = True):
+         gradual: bool = True, lr: float = LR):
     """Our variant at a parameter count (``by_params``) or a channel fraction: the fraction of
     every group is found on the dense weights; ``gradual`` prunes it while fine-tuning (then
     strips), else the one-shot masks are stripped and the small model fine-tuned, distilled."""
@@ -176,12 +178,12 @@ def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple
     start = time.perf_counter()
     if gradual:
         pruned = clone_with_weights(model)
-        masks = gradual_prune(pruned, data, fraction, epochs, multiple)
+        masks = gradual_prune(pruned, data, fraction, epochs, multiple, lr=lr)
         small, report = strip_channels(pruned, masks)
         train_s = time.perf_counter() - start
     else:
         small, report = strip_channels(model, masks)
-        train_s = finetune(small, data, epochs, teacher=model)
+        train_s = finetune(small, data, epochs, teacher=model, lr=lr)
     return small, {"channel_fraction": fraction, "round_to": multiple, "gradual": gradual,
                    "channel_sparsity": masks.sparsity(graph, graph.prunable_groups),
                    "params": int(small.count_params()),
@@ -240,7 +242,7 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     from tfmot_mtl.profile import profile
     from tfmot_mtl.tasks import evaluate
 
-    cfg = {**SETTINGS[setting], **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    cfg = {"lr": LR, **SETTINGS[setting], **{k: v for k, v in (overrides or {}).items() if v is not None}}
     data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
                         batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=0)
     dense = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=0)
@@ -254,12 +256,12 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     for r in tfmot_rows:
         name = f"ours_params{int(round(r['target_sparsity'] * 100))}"
         models[name], info[name] = ours(dense, data, r["nonzero_params"], cfg["finetune_epochs"], by_params=True,
-                                        multiple=cfg["round_to"], gradual=cfg.get("gradual", True))
+                                        multiple=cfg["round_to"], gradual=cfg.get("gradual", True), lr=cfg["lr"])
     models["ours_ch70"], info["ours_ch70"] = ours(dense, data, 0.7, cfg["finetune_epochs"], by_params=False,
-                                                  multiple=cfg["round_to"], gradual=cfg.get("gradual", True))
+                                                  multiple=cfg["round_to"], gradual=cfg.get("gradual", True), lr=cfg["lr"])
     dense_base = keras.models.clone_model(dense)
     dense_base.set_weights(dense.get_weights())
-    info["dense"] = {"train_s": finetune(dense_base, data, cfg["finetune_epochs"]),
+    info["dense"] = {"train_s": finetune(dense_base, data, cfg["finetune_epochs"], lr=cfg["lr"]),
                      "params": int(dense_base.count_params())}
     info["dense"]["nonzero_params"] = int(sum(np.count_nonzero(np.asarray(w)) for w in dense_base.weights))
     models["dense"] = dense_base
@@ -285,7 +287,7 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     report = {"setting": setting, "config": cfg, "sparsities": SPARSITIES, "rows": rows,
               "training_budget": {"dense_epochs": cfg["epochs"], "finetune_epochs": cfg["finetune_epochs"],
                                   "steps_per_epoch": spe, "finetune_steps": cfg["finetune_epochs"] * spe,
-                                  "same_for_every_variant": True},
+                                  "finetune_lr": cfg["lr"], "same_for_every_variant": True},
               "targets": targets(rows)}
     os.makedirs(out, exist_ok=True)
     ex.write_json(os.path.join(out, "vs_tfmot.json"), report)
@@ -351,7 +353,8 @@ def print_table(report: dict) -> None:
     Console(width=170).print(table)
     b = report["training_budget"]
     print(f"budget: dense parent {b['dense_epochs']} epochs, then {b['finetune_epochs']} fine-tuning epochs "
-          f"({b['finetune_steps']} steps) for every variant, dense included")
+          f"({b['finetune_steps']} steps, Adam from lr {b.get('finetune_lr', LR):g}, cosine) for every variant, "
+          "dense included")
     print(json.dumps(report["targets"], indent=2))
 
 
@@ -367,11 +370,13 @@ def main(argv=None) -> int:
     parser.add_argument("--one-shot", action="store_true",
                         help="our variants: strip the dense model's masks, then fine-tune distilled "
                              "(default: prune gradually while fine-tuning, then strip)")
+    parser.add_argument("--lr", type=float, help=f"initial fine-tuning learning rate of every variant, tfmot's "
+                        f"included (default {LR})")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
     overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution,
-                 "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot}
+                 "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot, "lr": args.lr}
     print_table(run(setting, args.out, overrides))
     return 0
 
