@@ -188,6 +188,7 @@ def test_full_matrix_covers_every_model_variant_and_quantization():
     assert {m for m, _, _ in FULL} == {"mtl_resnet", "mtl_vgg", "mdl_resnet26"}
 
 
+@pytest.mark.slow  # converts the dense float model, which the default cases no longer do
 def test_stripped_int8_is_smaller_than_dense_float():
     dense = _converted("mtl_resnet", False, None)
     small = _converted("mtl_resnet", True, "int8")
