@@ -306,6 +306,15 @@ def clone_with_weights(model: keras.Model) -> keras.Model:
     return clone
 
 
+def removed_slices(graph: ChannelGraph, masks: Any) -> Iterator[tuple[str, int, int, np.ndarray]]:
+    """(layer, weight index, axis, positions) of every slice that masking zeroes in removed channels."""
+    for gid, mask in as_channel_masks(masks).items():
+        for s in graph.groups[gid].slices:
+            drop = s.positions[~mask[s.channels]]
+            if s.role == "out" and s.zeroed and len(drop):
+                yield s.layer, s.weight, s.axis, drop
+
+
 def nonzero_in_removed(graph: ChannelGraph, masks: Any) -> int:
     """How many weights in the slices of removed channels are not exactly zero.
 
@@ -314,13 +323,9 @@ def nonzero_in_removed(graph: ChannelGraph, masks: Any) -> int:
     callback, whose masks keep the removed channels at exactly zero.
     """
     count = 0
-    for gid, mask in as_channel_masks(masks).items():
-        for s in graph.groups[gid].slices:
-            drop = s.positions[~mask[s.channels]]
-            if s.role == "out" and s.zeroed and len(drop):
-                value = np.moveaxis(keras.ops.convert_to_numpy(graph.layer(s.layer).weights[s.weight]),
-                                    s.axis, 0)[drop]
-                count += int(np.count_nonzero(value))
+    for layer, weight, axis, drop in removed_slices(graph, masks):
+        value = keras.ops.convert_to_numpy(graph.layer(layer).weights[weight])
+        count += int(np.count_nonzero(np.moveaxis(value, axis, 0)[drop]))
     return count
 
 

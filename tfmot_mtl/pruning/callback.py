@@ -32,7 +32,7 @@ import tensorflow as tf
 from tfmot_mtl.callbacks import ResumableCallback
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.ingraph import VariableMasks, refresh_train_function
-from tfmot_mtl.masks import ChannelMasks, apply_masks_
+from tfmot_mtl.masks import ChannelMasks, apply_masks_, removed_slices
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.pruning import _state
 from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
@@ -308,13 +308,8 @@ class ChannelPruningCallback(ResumableCallback):
             idx[axis] = positions
             m[tuple(idx)] = 0.0
 
-        for gid, mask in self.masks.items():
-            if mask.all():
-                continue
-            for s in self.graph.groups[gid].slices:
-                drop = s.positions[~mask[s.channels]]
-                if s.role == "out" and s.zeroed and len(drop):
-                    zero(s.layer, s.weight, s.axis, drop)
+        for layer_name, weight, axis, drop in removed_slices(self.graph, self.masks):
+            zero(layer_name, weight, axis, drop)
         keep = self.graph.keep_atoms(self.masks)
         for site in self.graph.fold_sites:  # consumer rows a constant was folded out of
             drop = site.positions[~keep[site.atoms]]
