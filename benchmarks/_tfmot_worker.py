@@ -13,7 +13,8 @@ its own models) plus a JSON of parameter counts.
 
 SPEC.json: {"weights": npz of "layer/i" arrays, "data": npz with image + targets, "tasks":
 [[name, kind, channels], ...], "model_kwargs": {...}, "input_shape": [h, w, c],
-"sparsities": [0.5, 0.7], "steps": int, "batch_size": int, "lr": float, "out": folder}.
+"sparsities": [0.5, 0.7] (0 adds the dense reference "dense_tf_keras": the same
+fine-tuning loop without the pruning wrapper), "steps": int, "batch_size": int, "lr": float, "out": folder}.
 """
 from __future__ import annotations
 
@@ -101,27 +102,33 @@ def to_tflite(model, input_shape) -> bytes:
 
 
 def prune_one(spec: dict, sparsity: float, build) -> dict:
+    """Fine-tunes the dense weights ``spec["steps"]`` steps under ``prune_low_magnitude`` up to
+    ``sparsity`` (0: the same loop with no pruning wrapper, the dense reference of this
+    pipeline), strips the wrappers and writes the .tflite; returns its row."""
     import tensorflow_model_optimization as tfmot
 
     model = build()
     load_weights(model, spec["weights"])
     steps = int(spec["steps"])
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
-        end_step=max(1, (2 * steps) // 3), frequency=max(1, steps // 10))
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    callbacks = []
+    if sparsity > 0:
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
+            end_step=max(1, (2 * steps) // 3), frequency=max(1, steps // 10))
+        # Output dicts keep the task keys (the wrapped final layers are renamed prune_low_magnitude_*).
+        model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+        callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
     tasks = list(build.tasks)
-    # Output dicts keep the task keys (the wrapped final layers are renamed prune_low_magnitude_*).
     lr = tf_keras.optimizers.schedules.CosineDecay(spec["lr"], steps)  # as recipes.finetune
-    pruned.compile(tf_keras.optimizers.Adam(lr), loss={t.name: LOSSES[t.kind] for t in tasks})
+    model.compile(tf_keras.optimizers.Adam(lr), loss={t.name: LOSSES[t.kind] for t in tasks})
     start = time.perf_counter()
-    pruned.fit(dataset(spec["data"], tasks, spec["batch_size"], steps), epochs=1, verbose=2,
-               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    model.fit(dataset(spec["data"], tasks, spec["batch_size"], steps), epochs=1, verbose=2,
+              callbacks=callbacks)
     train_s = time.perf_counter() - start
-    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    stripped = tfmot.sparsity.keras.strip_pruning(model) if sparsity > 0 else model
     weights = stripped.get_weights()
     kernels = [w for layer in stripped.layers for w in layer.weights if "kernel" in w.name]
-    name = f"tfmot_{int(round(sparsity * 100))}"
+    name = f"tfmot_{int(round(sparsity * 100))}" if sparsity > 0 else "dense_tf_keras"
     path = os.path.join(spec["out"], f"{name}.tflite")
     from tfmot_mtl.atomic import atomic_write  # found through import_builder's package stub
 

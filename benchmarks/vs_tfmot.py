@@ -14,16 +14,24 @@ learning rate decaying from 1e-3, or --lr, to 0 on a cosine):
       (the SIMD width: 16 floats for AVX-512, 8 for AVX2, 4 for ARM NEON), so the small
       layers run at full vector width; pruned gradually while fine-tuning F epochs like tfmot
       (L1-magnitude channel pruning of that fraction of every group in 8 steps over the first
-      2/3 of the steps, ChannelPruningCallback), then `strip_channels`; `--one-shot` strips the
+      2/3 of the steps, ChannelPruningCallback; `--criterion taylor` scores channels by
+      first-order Taylor on the task losses, `--prune-until` moves the end of the ramp,
+      `--distill` fine-tunes distilled from the dense parent while pruning), then
+      `strip_channels`; `--one-shot` strips the
       masks of the dense weights first and fine-tunes the small model F epochs distilled from
       the dense parent (`recipes.finetune`, MultiTaskDistiller, T = 2).
+The worker also fine-tunes the dense weights with its own tf_keras loop and no pruning wrapper
+("dense_tf_keras"): each row's "delta_m_own_dense" is its delta_m against the dense model of its
+own pipeline (tfmot rows vs dense_tf_keras, ours vs dense), which separates the effect of
+pruning from the differences between the two training loops.
 Every variant is converted to float32 .tflite with batch 1 and measured in this process:
 raw / gzipped size, LiteRT latency at 1 thread (A/B interleaved: every run times each model
 once, in rotating order), task metrics from the TFLite outputs on the test split, delta_m vs
 dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured one.
 
     python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8]
-                                  [--lr 1e-3] [--one-shot]
+                                  [--lr 1e-3] [--one-shot] [--criterion magnitude|taylor]
+                                  [--prune-until 0.67] [--distill]
     # writes benchmarks/results/vs_tfmot.json + .png
 
 `benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
@@ -90,7 +98,7 @@ def run_tfmot(model, data, cfg: dict, folder: str) -> list[dict]:
     wpath, dpath = save_for_worker(model, data, folder)
     spec = {"weights": wpath, "data": dpath, "tasks": [[t.name, t.kind, t.output_channels] for t in data.tasks],
             "model_kwargs": {"width": cfg["width"]}, "input_shape": list(data.input_shape),
-            "sparsities": list(SPARSITIES), "steps": cfg["finetune_epochs"] * steps_per_epoch(data.train),
+            "sparsities": [0.0, *SPARSITIES], "steps": cfg["finetune_epochs"] * steps_per_epoch(data.train),
             "batch_size": cfg["batch_size"],
             "lr": cfg["lr"], "out": folder}
     spec_path = os.path.join(folder, "spec.json")
@@ -138,22 +146,38 @@ def match_params(model, target_params: int, multiple: int = 1, iters: int = 12) 
 
 
 def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, events: int = 8,
-                  lr: float = LR):
+                  lr: float = LR, criterion: str = "magnitude", until: float = 2 / 3, teacher=None):
     """Prunes ``fraction`` of every prunable group of ``model`` (in place) while training it
-    ``epochs`` epochs on labels (cosine-decay Adam from ``lr``): L1-magnitude channel pruning in
-    ``events`` equal steps over the first 2/3 of the steps (tfmot's ramp), the removed channels
-    held at zero by ChannelPruningCallback. Returns the final masks."""
+    ``epochs`` epochs (cosine-decay Adam from ``lr``): channel pruning by ``criterion``
+    ("magnitude": L1 of the weights; "taylor": first-order Taylor on the task losses) in
+    ``events`` equal steps over the first ``until`` of the steps (2/3: tfmot's ramp), the
+    removed channels held at zero by ChannelPruningCallback; distilled from ``teacher`` when
+    given (MultiTaskDistiller, T = 2), else on labels. Returns the final masks."""
     from tfmot_mtl import recipes
     from tfmot_mtl.experiment import steps_per_epoch
-    from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude
+    from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude, Taylor
     from tfmot_mtl.tasks import compile_args
 
     total = max(1, epochs) * steps_per_epoch(data.train)
-    events = max(1, min(events, 2 * total // 3))  # every event inside the first 2/3 of the steps
-    frequency = max(1, (2 * total // 3) // events)
-    schedule = IterativeSchedule(target=fraction, frequency=frequency, step=fraction / events)
-    pruner = ChannelPruningCallback(Magnitude(p=1), schedule, scope="layer", groups="all",
-                                    round_to=multiple if multiple > 1 else None, verbose=0)
+    ramp = max(1, int(until * total))
+    events = max(1, min(events, ramp))  # every event inside the first `until` of the steps
+    frequency = max(1, ramp // events)
+    schedule = IterativeSchedule(target=fraction, frequency=frequency, step=fraction / events,
+                                 end_step=frequency * (events - 1))
+    if criterion == "taylor":
+        importance = Taylor(losses={t.name: t.loss for t in data.tasks})
+    elif criterion == "magnitude":
+        importance = Magnitude(p=1)
+    else:
+        raise ValueError(f"criterion must be 'magnitude' or 'taylor', got {criterion!r}")
+    pruner = ChannelPruningCallback(importance, schedule, scope="layer", groups="all",
+                                    round_to=multiple if multiple > 1 else None, verbose=0,
+                                    data=data.train.repeat() if criterion == "taylor" else None,
+                                    score_batches=2, pruned_model=model)
+    if teacher is not None:
+        recipes.finetune(model, data, epochs, teacher=teacher, lr=lr, weighting="fixed", verbose=2,
+                         callbacks=[pruner])
+        return pruner.masks
     model.compile(recipes.cosine_adam(lr, epochs, steps_per_epoch(data.train)), jit_compile=False,
                   **compile_args(data.tasks))
     model.fit(data.train.repeat(), epochs=1, steps_per_epoch=total, callbacks=[pruner], verbose=2)
@@ -161,10 +185,13 @@ def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, even
 
 
 def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple: int = 1,
-         gradual: bool = True, lr: float = LR):
+         gradual: bool = True, lr: float = LR, criterion: str = "magnitude", until: float = 2 / 3,
+         distill: bool = False):
     """Our variant at a parameter count (``by_params``) or a channel fraction: the fraction of
     every group is found on the dense weights; ``gradual`` prunes it while fine-tuning (then
-    strips), else the one-shot masks are stripped and the small model fine-tuned, distilled."""
+    strips; by ``criterion`` over the first ``until`` of the steps, distilled from the dense
+    parent if ``distill``), else the one-shot masks are stripped and the small model
+    fine-tuned, distilled."""
     from tfmot_mtl.graph import ChannelGraph
     from tfmot_mtl.masks import clone_with_weights, read_weights
     from tfmot_mtl.strip import strip_channels
@@ -178,13 +205,16 @@ def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple
     start = time.perf_counter()
     if gradual:
         pruned = clone_with_weights(model)
-        masks = gradual_prune(pruned, data, fraction, epochs, multiple, lr=lr)
+        masks = gradual_prune(pruned, data, fraction, epochs, multiple, lr=lr, criterion=criterion,
+                              until=until, teacher=model if distill else None)
         small, report = strip_channels(pruned, masks)
         train_s = time.perf_counter() - start
     else:
         small, report = strip_channels(model, masks)
         train_s = finetune(small, data, epochs, teacher=model, lr=lr)
     return small, {"channel_fraction": fraction, "round_to": multiple, "gradual": gradual,
+                   **({"criterion": criterion, "prune_until": until, "distilled": distill} if gradual
+                      else {"criterion": "magnitude", "distilled": True}),
                    "channel_sparsity": masks.sparsity(graph, graph.prunable_groups),
                    "params": int(small.count_params()),
                    "nonzero_params": int(sum(np.count_nonzero(np.asarray(w)) for w in small.weights)),
@@ -253,12 +283,15 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
         tflites = {r["name"]: open(r["tflite"], "rb").read() for r in tfmot_rows}
     for r in tfmot_rows:
         info[r["name"]] = {k: v for k, v in r.items() if k != "tflite"}
-    for r in tfmot_rows:
+    recipe = {"multiple": cfg["round_to"], "gradual": cfg.get("gradual", True), "lr": cfg["lr"],
+              "criterion": cfg.get("criterion", "magnitude"), "until": cfg.get("prune_until", 2 / 3),
+              "distill": cfg.get("distill", False)}
+    for r in (r for r in tfmot_rows if r["target_sparsity"] > 0):
         name = f"ours_params{int(round(r['target_sparsity'] * 100))}"
         models[name], info[name] = ours(dense, data, r["nonzero_params"], cfg["finetune_epochs"], by_params=True,
-                                        multiple=cfg["round_to"], gradual=cfg.get("gradual", True), lr=cfg["lr"])
+                                        **recipe)
     models["ours_ch70"], info["ours_ch70"] = ours(dense, data, 0.7, cfg["finetune_epochs"], by_params=False,
-                                                  multiple=cfg["round_to"], gradual=cfg.get("gradual", True), lr=cfg["lr"])
+                                                  **recipe)
     dense_base = keras.models.clone_model(dense)
     dense_base.set_weights(dense.get_weights())
     info["dense"] = {"train_s": finetune(dense_base, data, cfg["finetune_epochs"], lr=cfg["lr"]),
@@ -279,6 +312,8 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
         row = {"name": name, **info[name], **latency[name], "tflite_bytes": len(tflites[name]),
                "gzip_bytes": len(gzip.compress(tflites[name], 9)), "metrics": results[name],
                "delta_m": 0.0 if name == "dense" else safe_delta_m(results[name], results["dense"], data.tasks)}
+        own = "dense_tf_keras" if name.startswith(("tfmot_", "dense_tf")) else "dense"  # its pipeline's dense
+        row["delta_m_own_dense"] = safe_delta_m(results[name], results[own], data.tasks)
         row["ideal_speedup"] = dense_macs / row["macs"]
         row["measured_speedup"] = latency["dense"]["median_ms"] / row["median_ms"]
         row["speedup_vs_ideal"] = row["measured_speedup"] / row["ideal_speedup"]
@@ -316,6 +351,7 @@ def targets(rows: list[dict]) -> dict:
         r, tf = by.get(f"ours_params{level}"), by.get(f"tfmot_{level}")
         if r is not None and tf is not None:
             checks[f"delta_m_ours_ge_tfmot_{level}"] = r["delta_m"] >= tf["delta_m"]
+            checks[f"delta_m_own_dense_ours_ge_tfmot_{level}"] = r["delta_m_own_dense"] >= tf["delta_m_own_dense"]
     if "ours_ch70" in by:
         checks["delta_m_ours_ch70_ge_-5"] = by["ours_ch70"]["delta_m"] >= -5.0
     for name in ("ours_ch70", "ours_params70"):
@@ -340,7 +376,7 @@ def print_table(report: dict) -> None:
 
     table = Table(title=f"vs_tfmot ({report['setting']}): mtl_resnet, synthetic_scenes, LiteRT 1 thread")
     cols = ["variant", "ch. sparsity", "params", "nonzero", "tflite KiB", "gzip KiB", "median ms", "speed-up", "ideal",
-            "seg mIoU", "depth abs", "normals mean°", "Δm %"]
+            "seg mIoU", "depth abs", "normals mean°", "Δm %", "Δm own %"]
     for c in cols:
         table.add_column(c, justify="right")
     for r in report["rows"]:
@@ -349,7 +385,8 @@ def print_table(report: dict) -> None:
         table.add_row(r["name"], sparsity, f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['tflite_bytes'] / 1024:.1f}",
                       f"{r['gzip_bytes'] / 1024:.1f}", f"{r['median_ms']:.2f}", f"{r['measured_speedup']:.2f}x",
                       f"{r['ideal_speedup']:.2f}x", f"{m['segmentation']['miou']:.1f}",
-                      f"{m['depth']['abs_err']:.3f}", f"{m['normals']['mean_angle']:.1f}", f"{r['delta_m']:+.1f}")
+                      f"{m['depth']['abs_err']:.3f}", f"{m['normals']['mean_angle']:.1f}", f"{r['delta_m']:+.1f}",
+                      f"{r['delta_m_own_dense']:+.1f}")
     Console(width=170).print(table)
     b = report["training_budget"]
     print(f"budget: dense parent {b['dense_epochs']} epochs, then {b['finetune_epochs']} fine-tuning epochs "
@@ -372,11 +409,18 @@ def main(argv=None) -> int:
                              "(default: prune gradually while fine-tuning, then strip)")
     parser.add_argument("--lr", type=float, help=f"initial fine-tuning learning rate of every variant, tfmot's "
                         f"included (default {LR})")
+    parser.add_argument("--criterion", choices=["magnitude", "taylor"],
+                        help="channel importance of gradual pruning (default magnitude: L1 of the weights)")
+    parser.add_argument("--prune-until", type=float,
+                        help="gradual pruning ends after this fraction of the fine-tuning steps (default 2/3)")
+    parser.add_argument("--distill", action="store_true",
+                        help="gradual pruning distils from the dense parent (default: labels only, like tfmot)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
     overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution,
-                 "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot, "lr": args.lr}
+                 "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot, "lr": args.lr,
+                 "criterion": args.criterion, "prune_until": args.prune_until, "distill": args.distill or None}
     print_table(run(setting, args.out, overrides))
     return 0
 

@@ -262,3 +262,28 @@ def test_recipe_finetune_gives_the_teacher_back_trainable():
     assert teacher.trainable and "seg_weight" in history.history
     with pytest.raises(ValueError, match="patience.*validation"):
         recipes.finetune(student, data, 1, patience=2)
+
+
+def test_pruning_the_student_while_distilling():
+    """ChannelPruningCallback(pruned_model=student) prunes inside a MultiTaskDistiller fit
+    with a gradient criterion: the removed channels stay exactly zero, the teacher is untouched."""
+    from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Taylor
+
+    x, y = _data(64)
+    teacher, student = _net(8, "teacher"), _net(8, "student", seed=1)
+    before = [w.copy() for w in teacher.get_weights()]
+    d = distill.multitask_distiller(teacher, student, TASKS, student_loss_weight=0.5)
+    d.compile(keras.optimizers.Adam(1e-2), jit_compile=True)
+    cb = ChannelPruningCallback(Taylor(losses={t.name: t.loss for t in TASKS}),
+                                IterativeSchedule(target=0.5, frequency=4, step=0.25, end_step=4), scope="layer",
+                                data=_ds(x, y), score_batches=2, pruned_model=student, verbose=0)
+    d.fit(_ds(x, y).repeat(), steps_per_epoch=16, epochs=1, verbose=0, callbacks=[cb])
+    assert cb.graph.model is student and cb.model is d
+    assert [h["step"] for h in cb.history] == [0, 4]
+    assert all((~cb.masks[g.id]).sum() == g.size // 2 for g in cb.selected)
+    assert tm.nonzero_in_removed(cb.graph, cb.masks) == 0  # 16 distilled Adam steps later
+    for w, b in zip(teacher.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+    small, _ = tm.strip_channels(student, cb.masks)
+    np.testing.assert_allclose(small.predict_on_batch(x[:4])["seg"], student.predict_on_batch(x[:4])["seg"],
+                               atol=1e-5)

@@ -211,8 +211,10 @@ def test_vs_tfmot_quick_runs(tmp_path):
                     "--out", str(tmp_path)], check=True, cwd=root)
     report = json.loads((tmp_path / "vs_tfmot.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
-    assert set(rows) == {"dense", "tfmot_50", "tfmot_70", "ours_params50", "ours_params70", "ours_ch70"}
-    assert rows["tfmot_70"]["kernel_sparsity"] > 0.6
+    assert set(rows) == {"dense", "dense_tf_keras", "tfmot_50", "tfmot_70", "ours_params50", "ours_params70",
+                         "ours_ch70"}
+    assert rows["tfmot_70"]["kernel_sparsity"] > 0.6 and rows["dense_tf_keras"]["kernel_sparsity"] < 0.01
+    assert rows["dense_tf_keras"]["delta_m_own_dense"] == 0 and rows["dense"]["delta_m_own_dense"] == 0
     for name in ("ours_params50", "ours_params70"):  # parameter counts matched to tfmot's non-zeros
         target = rows[name.replace("ours_params", "tfmot_")]["nonzero_params"]
         assert abs(rows[name]["params"] - target) < 0.1 * target, name

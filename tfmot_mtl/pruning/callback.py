@@ -73,6 +73,12 @@ class ChannelPruningCallback(ResumableCallback):
         log_dir: write per-group sparsity summaries for TensorBoard there.
         verbose: 1 prints one line per pruning step, 0 is silent.
         masks: initial masks (e.g. to resume); default keeps everything.
+        pruned_model: the model whose channels are pruned when it is not the model being
+            fitted but a part of it: the student of a
+            :class:`~tfmot_mtl.distill.MultiTaskDistiller` or the model inside a
+            :class:`~tfmot_mtl.distill.TaskWeightedModel` (prune while distilling). Its
+            masks are applied after every update of the fitted model's optimizer. Gradient
+            criteria then need their ``losses`` given, as the inner model is not compiled.
 
     A NaN/Inf loss (any batch) or weight (checked before each pruning step) stops training
     with a ``NonFiniteWarning`` (:mod:`tfmot_mtl.nonfinite`); ``masks`` stay the last ones
@@ -83,7 +89,8 @@ class ChannelPruningCallback(ResumableCallback):
                  groups: str | Callable | Iterable[str] = "all", min_channels: int = 1,
                  round_to: int | None = None, protect: Iterable[str] = (), data=None,
                  score_batches: int = 4, accumulate_every: int | None = None,
-                 log_dir: str | None = None, verbose: int = 1, masks: ChannelMasks | None = None):
+                 log_dir: str | None = None, verbose: int = 1, masks: ChannelMasks | None = None,
+                 pruned_model: keras.Model | None = None):
         super().__init__()
         if scope not in ("global", "layer"):
             raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
@@ -104,6 +111,7 @@ class ChannelPruningCallback(ResumableCallback):
         self.accumulate_every = accumulate_every
         self.log_dir, self.verbose = log_dir, verbose
         self._initial_masks = masks
+        self._pruned_model = pruned_model
         self.graph: ChannelGraph | None = None
         self.masks: ChannelMasks | None = masks
         self.history: list[dict] = []
@@ -115,17 +123,22 @@ class ChannelPruningCallback(ResumableCallback):
         self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
     # ------------------------------------------------------------------ setup
+    @property
+    def net(self) -> keras.Model | None:
+        """The model being pruned: ``pruned_model`` if given, else the fitted model."""
+        return self._pruned_model if self._pruned_model is not None else self.model
+
     def on_train_begin(self, logs=None):
         self.nonfinite = None
-        if self.graph is None or self.graph.model is not self.model:
-            self.setup(self.model)
+        if self.graph is None or self.graph.model is not self.net:
+            self.setup(self.net)
         if self._var_masks.install():
             refresh_train_function(self.model)
         self._set_variable_masks()
         super().on_train_begin(logs)
 
     def setup(self, model: keras.Model) -> None:
-        if self.model is not model:
+        if self.model is None or (self.model is not model and self._pruned_model is None):
             self.set_model(model)
         self.graph = ChannelGraph.from_model(model)
         self.selected = self._select_groups(self.graph)
@@ -160,7 +173,7 @@ class ChannelPruningCallback(ResumableCallback):
         every = self.accumulate_every
         if every and self.importance.needs_data and step % int(every) == 0:
             x, y = self._next_batch()
-            self.importance.accumulate(self.model, self.graph, x, y)
+            self.importance.accumulate(self.net, self.graph, x, y)
         should, sparsity = evaluate_schedule(self.schedule, step)
         if should and not self._stopped_on_nonfinite(None, check_weights=True):
             self.prune_to(sparsity, step)
@@ -184,7 +197,7 @@ class ChannelPruningCallback(ResumableCallback):
         """Stops training (warning) on a NaN/Inf loss, or weights before a pruning step; the
         masks then stay the last ones computed from finite weights."""
         return stop_if_nonfinite(
-            self, lambda: nonfinite_loss(logs) or (nonfinite_variables(self.model.weights) if check_weights
+            self, lambda: nonfinite_loss(logs) or (nonfinite_variables(self.net.weights) if check_weights
                                                    else None),
             "The masks (cb.masks) are the last ones computed from finite weights.")
 
@@ -209,9 +222,9 @@ class ChannelPruningCallback(ResumableCallback):
 
     def prune_to(self, sparsity: float, step: int | None = None) -> ChannelMasks:
         """Scores the channels now and prunes the selection up to ``sparsity``."""
-        if self.graph is None or self.graph.model is not self.model:
-            self.setup(self.model)
-        problem = nonfinite_variables(self.model.weights)
+        if self.graph is None or self.graph.model is not self.net:
+            self.setup(self.net)
+        problem = nonfinite_variables(self.net.weights)
         if problem:
             raise ValueError(f"prune_to: {problem}; channel scores would be NaN, so the masks are left "
                              "unchanged. Restore finite weights (e.g. from a checkpoint) first.")
@@ -229,7 +242,7 @@ class ChannelPruningCallback(ResumableCallback):
         masks = dict(self.masks)
         masks.update(keep)
         self.masks = ChannelMasks(masks, self.min_channels)
-        apply_masks_(self.model, self.masks, self.graph)
+        apply_masks_(self.net, self.masks, self.graph)
         self._set_variable_masks()
         self._report(sparsity, step)
         return self.masks
@@ -239,8 +252,8 @@ class ChannelPruningCallback(ResumableCallback):
         if imp.needs_data:
             for _ in range(self.score_batches):
                 x, y = self._next_batch()
-                imp.accumulate(self.model, self.graph, x, y)
-        scores = imp(self.model, self.graph)
+                imp.accumulate(self.net, self.graph, x, y)
+        scores = imp(self.net, self.graph)
         imp.reset()
         # Each worker scored on its own batches: rank the workers' mean so masks agree.
         return mean_across_workers(scores, getattr(self.model, "distribute_strategy", None))
@@ -340,7 +353,7 @@ class ChannelPruningCallback(ResumableCallback):
     _state_module = _state
 
     def _state_ready(self) -> bool:
-        return self.graph is not None and (self.model is None or self.graph.model is self.model)
+        return self.graph is not None and (self.net is None or self.graph.model is self.net)
 
     def _report(self, target: float, step: int | None) -> None:
         per_group = {g.id: float((~self.masks[g.id]).mean()) for g in self.selected}
