@@ -23,6 +23,7 @@ setup(
         "tensorflow-model-optimization==0.8.1",
         "tf-keras==2.21.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.15", "keras-hub==0.32.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "execnet==2.1.2",
+                             "hypothesis==6.170.15", "keras-hub==0.32.0"]},
     entry_points={"console_scripts": ["tfmot-mtl=tfmot_mtl.cli:main"]},
 )

@@ -287,3 +287,7 @@ def test_pruning_the_student_while_distilling():
     small, _ = tm.strip_channels(student, cb.masks)
     np.testing.assert_allclose(small.predict_on_batch(x[:4])["seg"], student.predict_on_batch(x[:4])["seg"],
                                atol=1e-5)
+    outsider = ChannelPruningCallback(Taylor(losses={t.name: t.loss for t in TASKS}), IterativeSchedule(0.5, frequency=4, step=0.25),
+                                      data=_ds(x, y), pruned_model=_net(8, "outsider", seed=2), verbose=0)
+    with pytest.raises(ValueError, match="'outsider' is not part of the fitted model"):
+        d.fit(_ds(x, y), epochs=1, verbose=0, callbacks=[outsider])

@@ -186,6 +186,69 @@ def test_cosprune_matches_formula_and_uses_compiled_losses():
     np.testing.assert_allclose(crit.scores()["h"], expect / 3, atol=1e-5)
 
 
+def _residual_two_head_model():
+    """conv -> BN -> relu -> depthwise -> conv, + the first conv (residual Add) -> two heads."""
+    keras.utils.set_random_seed(5)
+    x = keras.Input((8, 8, 3), name="image")
+    c1 = keras.layers.Conv2D(6, 3, padding="same", name="c1")(x)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(c1))
+    h = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    h = keras.layers.Conv2D(6, 1, name="c2")(h)
+    h = keras.layers.Add()([h, c1])
+    h = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="shared")(h)
+    a = keras.layers.Conv2D(2, 1, name="a")(h)
+    b = keras.layers.Conv2D(1, 1, name="b")(keras.layers.Conv2D(4, 1, activation="relu", name="hb")(h))
+    model = keras.Model(x, {"a": a, "b": b})
+    for layer in model.layers:  # non-trivial BN affine parameters
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([w + np.random.default_rng(0).standard_normal(w.shape).astype(np.float32) * 0.3
+                               for w in layer.get_weights()])
+    return model
+
+
+def test_gradient_scores_in_the_graph_match_a_numpy_oracle():
+    """Residual Add, depthwise, BN and a layer feeding two heads: the compiled per-channel
+    reductions equal sums of the tape's gradients over each channel's slices in numpy."""
+    from tfmot_mtl.pruning.importance import _channel_sum, _reduce, _units
+
+    model = _residual_two_head_model()
+    graph = ChannelGraph.from_model(model)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 8, 8, 3)).astype(np.float32)
+    y = {"a": rng.standard_normal((3, 8, 8, 2)).astype(np.float32),
+         "b": rng.standard_normal((3, 8, 8, 1)).astype(np.float32)}
+    mse = keras.losses.MeanSquaredError()
+    losses = {"a": mse, "b": mse}
+    taylor, cos = Taylor(losses=losses), CosPrune(losses=losses, tasks=["a", "b"])
+    got_t, got_c = taylor(model, graph, ({"image": x}, y)), cos(model, graph, ({"image": x}, y))
+
+    variables = [w for layer in model.layers for w in layer.trainable_weights]
+    with tf.GradientTape(persistent=True) as tape:
+        out = model({"image": x}, training=False)
+        task = {t: tf.reduce_mean(mse(y[t], out[t])) for t in ("a", "b")}
+    grads = {t: {id(v): np.zeros(v.shape) if g is None else np.asarray(g, np.float64)
+                 for v, g in zip(variables, tape.gradient(task[t], variables))} for t in ("a", "b")}
+    checked = 0
+    for group in graph.prunable_groups:
+        units = _units(graph, group, lambda layer, s: True)
+        if not units:
+            continue
+        total = {id(p.var): grads["a"][id(p.var)] + grads["b"][id(p.var)] for u in units for p in u}
+        t_units = [sum(_channel_sum(total[id(p.var)] * p.var.numpy(), p, group.size) for p in u) ** 2
+                   for u in units]
+        np.testing.assert_allclose(got_t[group.id], _reduce(t_units, group.size, "sum"), rtol=1e-5, atol=1e-12)
+        if {"a", "b"} <= set(group.tasks):
+            def dot(u, s, t):
+                return sum(_channel_sum(grads[s][id(p.var)] * grads[t][id(p.var)], p, group.size) for p in u)
+            c_units = [dot(u, "a", "b") / np.sqrt(dot(u, "a", "a") * dot(u, "b", "b")) for u in units]
+            np.testing.assert_allclose(got_c[group.id], np.mean(c_units, axis=0), rtol=1e-5, atol=1e-7)
+            checked += 1
+        else:
+            assert np.isnan(got_c[group.id]).all(), group.id
+    assert checked >= 2  # the residual group (c1 + c2 + bn1 + dw) and "shared" feed both heads
+    assert any(len(_units(graph, g, lambda layer, s: True)) >= 3 for g in graph.prunable_groups)
+
+
 def test_cosprune_single_task_groups_are_nan_and_bad_task_named():
     model = dense_bn_model()
     model.compile("sgd", loss={"a": "mse", "b": "mse"})

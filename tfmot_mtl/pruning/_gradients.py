@@ -1,8 +1,10 @@
-"""Compiled gradient functions of the gradient criteria (Taylor, CosPrune).
+"""Compiled scoring functions of the gradient criteria (Taylor, CosPrune).
 
-One ``tf.function`` per criterion, model, scored variables and loss set: the forward and
-backward pass of a scoring batch run as one graph (traced once per batch shape); only the
-gradients of the scored weights come back to the host for the per-channel sums.
+One ``tf.function`` per criterion, model, graph and loss set: the forward and backward
+pass of a scoring batch AND the per-channel reductions of the gradients (the sums over
+each channel's weight slices, Taylor's squares, CosPrune's task-pair cosines) run as one
+graph, traced once per batch shape. Only one float64 score vector per channel group comes
+back to the host, never the gradients of the weights.
 """
 from __future__ import annotations
 
@@ -16,9 +18,27 @@ def targets(y, tasks) -> dict:
     return {t: tf.convert_to_tensor(y[t]) for t in tasks}
 
 
-def compiled_gradients(owner, model, variables: list, losses_of: Callable, tag, outputs: Callable):
-    """A cached ``fn(x, y) -> [[grad per variable] per loss]`` where ``losses_of(out, y)`` lists
-    the losses; cached on ``owner`` for (model, variables, tag)."""
+def channel_sum(values, part, size: int):
+    """Per-channel sum of ``values`` (shaped like ``part.var``) over the part's positions:
+    the graph twin of ``importance._channel_sum``."""
+    rows = tf.gather(values, part.positions, axis=part.axis)
+    others = [a for a in range(len(values.shape)) if a != part.axis]
+    if others:
+        rows = tf.reduce_sum(rows, axis=others)
+    return tf.math.unsorted_segment_sum(rows, part.channels, size)
+
+
+def reduce_units(per_unit: list, reduction: str):
+    """Combines the unit scores of a group ("sum" | "mean" | "max")."""
+    stack = tf.stack(per_unit)
+    return {"sum": tf.reduce_sum, "mean": tf.reduce_mean, "max": tf.reduce_max}[reduction](stack, axis=0)
+
+
+def compiled_scores(owner, model, variables: list, losses_of: Callable, tag, outputs: Callable,
+                    scores_of: Callable):
+    """A cached ``fn(x, y) -> {group_id: float64 scores}``: ``losses_of(out, y)`` lists the
+    losses, ``scores_of(grads)`` maps ``{id(variable): [float64 gradient per loss]}`` to the
+    group scores with graph ops; cached on ``owner`` for (model, variables, tag)."""
     key = (id(model), tuple(id(v) for v in variables), tag)
     cached = getattr(owner, "_fn_cache", None)
     if cached is not None and cached[0] == key and cached[1] is model:
@@ -28,10 +48,12 @@ def compiled_gradients(owner, model, variables: list, losses_of: Callable, tag, 
     def fn(x, y):
         with tf.GradientTape(persistent=True) as tape:
             losses = losses_of(outputs(model, x), y)
-        grads = [[tf.zeros_like(v) if g is None else g for g, v in zip(tape.gradient(t, variables), variables)]
-                 for t in losses]
+        grads = {id(v): [] for v in variables}
+        for loss in losses:
+            for g, v in zip(tape.gradient(loss, variables), variables):
+                grads[id(v)].append(tf.zeros(v.shape, tf.float64) if g is None else tf.cast(g, tf.float64))
         del tape
-        return grads
+        return scores_of(grads)
 
     owner._fn_cache = (key, model, fn)
     return fn

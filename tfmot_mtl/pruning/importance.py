@@ -15,8 +15,9 @@ Gradient criteria (:class:`Taylor`, :class:`CosPrune`) average over mini-batches
 the last ``reset()``; calling ``criterion(model, graph, data)`` resets, accumulates every
 batch of ``data`` and returns the scores. Gradients are taken with ``tf.GradientTape``
 with the model called in inference mode (``training=False``), so scoring never updates
-BatchNormalization statistics; forward and backward run as one compiled graph function
-(:mod:`tfmot_mtl.pruning._gradients`).
+BatchNormalization statistics; forward, backward and the per-channel reductions run as one
+compiled graph function (:mod:`tfmot_mtl.pruning._gradients`): a scoring batch returns
+one score vector per group, never the weights' gradients.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import tensorflow as tf
 
 from tfmot_mtl import _keras_compat
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
-from tfmot_mtl.pruning._gradients import compiled_gradients, targets as _targets
+from tfmot_mtl.pruning._gradients import channel_sum, compiled_scores, reduce_units, targets as _targets
 from tfmot_mtl.walk import named_outputs, output_names
 
 REDUCTIONS = ("sum", "mean", "max")
@@ -301,9 +302,10 @@ class _GradientImportance(Importance):
         return {"include_bias": self.include_bias, **super().get_config()}
 
 
-def _grads_np(grads, variables) -> dict[int, np.ndarray]:
-    return {id(v): (np.zeros(v.shape) if g is None else np.asarray(g, dtype=np.float64))
-            for v, g in zip(variables, grads)}
+def _to_numpy(plan, size_of, computed) -> Scores:
+    """Host scores: the graph's vector per group, NaN for groups with no scored unit."""
+    return {gid: computed[gid].numpy() if gid in computed else np.full(size_of(gid), np.nan)
+            for gid in plan}
 
 
 class Taylor(_GradientImportance):
@@ -332,15 +334,16 @@ class Taylor(_GradientImportance):
                 loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
             return [loss]
 
-        grads = _grads_np(compiled_gradients(self, model, variables, total, ("taylor", tuple(fns), tuple(sorted(
-            weights.items()))), _outputs)(x, _targets(y, fns))[0], variables)
-        result = {}
-        for gid, units in plan.items():
-            size = graph.groups[gid].size
-            per_unit = [sum(_channel_sum(grads[id(p.var)] * np.asarray(p.var.numpy()), p, size)
-                            for p in unit) ** 2 for unit in units]
-            result[gid] = _reduce(per_unit, size, self.reduction)
-        return result
+        def scores_of(grads):  # graph ops: z_c per unit, squared, reduced over the units
+            def z(p, size):
+                return channel_sum(grads[id(p.var)][0] * tf.cast(p.var.value, tf.float64), p, size)
+            return {gid: reduce_units([tf.add_n([z(p, graph.groups[gid].size) for p in unit]) ** 2
+                                       for unit in units], self.reduction)
+                    for gid, units in plan.items() if units}
+
+        tag = ("taylor", id(graph), tuple(fns), tuple(sorted(weights.items())), self.reduction)
+        fn = compiled_scores(self, model, variables, total, tag, _outputs, scores_of)
+        return _to_numpy(plan, lambda gid: graph.groups[gid].size, fn(x, _targets(y, fns)))
 
     def get_config(self):
         return {"loss_weights": self.loss_weights, **super().get_config()}
@@ -372,29 +375,29 @@ class CosPrune(_GradientImportance):
         missing = [t for t in tasks if t not in fns]
         if missing:
             raise ValueError(f"CosPrune tasks {missing} have no loss; losses are known for {list(fns)}")
-        per_task = compiled_gradients(self, model, variables, lambda out, y: [
-            _task_loss(fns[t], y[t], out[t]) for t in tasks], ("cosprune", tuple(tasks)), _outputs)(x, _targets(y, tasks))
-        grads = {t: _grads_np(g, variables) for t, g in zip(tasks, per_task)}
-        result = {}
-        for gid, units in plan.items():
-            group = graph.groups[gid]
-            pairs = list(itertools.combinations([t for t in tasks if t in group.tasks], 2))
-            if not pairs:
-                result[gid] = np.full(group.size, np.nan)
-                continue
-            per_unit = [self._unit_cos(unit, grads, pairs, group.size) for unit in units]
-            result[gid] = _reduce(per_unit, group.size, self.reduction)
-        return result
+        pairs = {gid: list(itertools.combinations([i for i, t in enumerate(tasks) if t in graph.groups[gid].tasks], 2))
+                 for gid in plan}
 
-    def _unit_cos(self, unit, grads, pairs, size) -> np.ndarray:
+        def scores_of(grads):  # graph ops: per unit the mean task-pair cosine, reduced over units
+            return {gid: reduce_units([self._unit_cos(unit, grads, pairs[gid], graph.groups[gid].size)
+                                       for unit in units], self.reduction)
+                    for gid, units in plan.items() if units and pairs[gid]}
+
+        fn = compiled_scores(self, model, variables, lambda out, y: [
+            _task_loss(fns[t], y[t], out[t]) for t in tasks], ("cosprune", id(graph), tuple(tasks), self.reduction),
+            _outputs, scores_of)
+        return _to_numpy(plan, lambda gid: graph.groups[gid].size, fn(x, _targets(y, tasks)))
+
+    def _unit_cos(self, unit, grads, pairs, size):
         def dot(a, b):
-            return sum(_channel_sum(grads[a][id(p.var)] * grads[b][id(p.var)], p, size) for p in unit)
+            return tf.add_n([channel_sum(grads[id(p.var)][a] * grads[id(p.var)][b], p, size) for p in unit])
 
         cos = []
         for a, b in pairs:
-            denom = np.sqrt(dot(a, a) * dot(b, b))
-            cos.append(np.where(denom > self.eps, dot(a, b) / np.maximum(denom, self.eps), 0.0))
-        return np.mean(cos, axis=0)
+            denom = tf.sqrt(dot(a, a) * dot(b, b))
+            cos.append(tf.where(denom > self.eps, dot(a, b) / tf.maximum(denom, self.eps),
+                                tf.zeros_like(denom)))
+        return tf.reduce_mean(tf.stack(cos), axis=0)
 
     def get_config(self):
         return {"tasks": self.tasks, "eps": self.eps, **super().get_config()}
