@@ -252,3 +252,69 @@ def test_call_that_bakes_the_batch_into_a_constant_is_frozen():
     x = _images(3)
     small, _ = tm.strip_channels(model, _masks(graph))
     assert small.predict(x, verbose=0)["a"].shape == (3, 2)
+
+
+class TokenBlock(keras.layers.Layer):
+    """Residual token MLP returning ``(x, None)`` (keras-hub's encoder blocks return their unused
+    attention scores as None); its sub-layers have fixed names, the same in every block."""
+
+    def __init__(self, width, hidden, **kwargs):
+        super().__init__(**kwargs)
+        self.fc1 = keras.layers.Dense(hidden, activation="relu", name="fc1")
+        self.fc2 = keras.layers.Dense(width, name="fc2")
+
+    def call(self, x):
+        return ops.add(x, self.fc2(self.fc1(x))), None
+
+
+class TokenEncoder(keras.layers.Layer):
+    """Two TokenBlocks; also returns an empty constant placeholder, like keras-hub's hidden states."""
+
+    def __init__(self, width, hidden, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [TokenBlock(width, hidden, name=f"block_{i}") for i in range(2)]
+
+    def call(self, x):
+        for block in self.blocks:
+            x, _ = block(x)
+        return x, ops.empty((0,) + tuple(x.shape[1:]))
+
+
+def token_model(use_placeholder=False, seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((6, 4), name="tokens")
+    x = keras.layers.Dense(8, name="embed")(inp)
+    x, placeholder = TokenEncoder(8, 16, name="encoder")(x)
+    if use_placeholder:
+        x = ops.add(x, ops.sum(placeholder))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, {"a": keras.layers.Dense(2, name="a")(x), "b": keras.layers.Dense(3, name="b")(x)})
+
+
+def test_blocks_returning_none_and_empty_placeholders_are_seen_through():
+    model = token_model()
+    names = [l.name for l in model._flatten_layers()]
+    graph = tm.ChannelGraph.from_model(model)
+    assert [l.name for l in model._flatten_layers()] == names  # trace-time renames undone
+    assert names.count("fc1") == 2
+    hidden = [g for g in graph.prunable_groups if g.size == 16]
+    assert len(hidden) == 2, [(g.id, g.size, g.reason) for g in graph.groups.values()]  # fc1 of each block
+    masks = _masks(graph)
+    x = np.random.default_rng(3).random((3, 6, 4)).astype("float32")
+    small, report = tm.strip_channels(model, masks)
+    assert report.param_ratio < 1.0
+    assert {type(l).__module__.split(".")[0] for l in small.layers} == {"keras"}
+    masked = tm.apply_masks(model, masks)
+    assert _max_diff(masked.predict(x, verbose=0), small.predict(x, verbose=0)) < 1e-5
+
+
+def test_a_used_empty_placeholder_freezes_the_layer_with_the_reason():
+    model = token_model(use_placeholder=True)
+    graph = tm.ChannelGraph.from_model(model)
+    reasons = " ".join(g.reason or "" for g in graph.groups.values())
+    assert "'encoder'" in reasons and "constant empty tensors" in reasons
+    assert not any(g.size == 16 for g in graph.prunable_groups)
+    small, _ = tm.strip_channels(model, _masks(graph))  # carried as it is
+    x = np.random.default_rng(3).random((3, 6, 4)).astype("float32")
+    masked = tm.apply_masks(model, _masks(graph))
+    assert _max_diff(masked.predict(x, verbose=0), small.predict(x, verbose=0)) < 1e-5

@@ -3,6 +3,8 @@
 The graph prox must equal the numpy oracle (sparsity.prox_ops) eagerly and under XLA; the
 in-graph mask hook must keep pruned channels exactly zero under jit_compile=True.
 """
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -219,3 +221,17 @@ def test_xla_training_example():
     assert out["pruned_channels"] > 0 and out["nonzero_in_pruned"] == 0
     assert all(0 < u <= 0.5 + 1e-6 for u in out["usage"]), out["usage"]  # under the budget, not switched off
     assert all(lam > 0 for lam in out["lambdas"]) and out["accuracy"]["a"] > 0.5
+
+
+@pytest.mark.slow
+def test_train_overhead_benchmark_times_every_method(tmp_path):
+    """The overhead benchmark runs each method's pair at a tiny size and writes its ratios."""
+    out = tmp_path / "overhead.json"
+    result = load_script("benchmarks/train_overhead.py").main(
+        ["--rounds", "1", "--steps", "3", "--resolution", "16", "--width", "0.25", "--batch", "4",
+         "--out", str(out)])
+    names = {"plain", "group_sparsity", "group_sparsity_adam", "pruning", "plain_domains", "budget"}
+    assert set(result["median_s"]) == names and set(result["ratio"]) == names
+    assert all(np.isfinite(t) and t > 0 for t in result["median_s"].values())
+    assert result["ratio"]["plain"] == 1.0 and result["ratio"]["plain_domains"] == 1.0
+    assert json.loads(out.read_text())["ratio"] == result["ratio"]

@@ -8,8 +8,8 @@ cov = load_script("benchmarks/coverage.py")
 
 CONV = ["hub.ResNet", "hub.VGG", "hub.DenseNet", "hub.Xception", "hub.MobileNetV3", "hub.EfficientNet", "hub.CSPNet",
         "hub.HGNetV2"]
-ATTENTION = ["hub.ViT", "hub.DINOV2"]
-OTHER = ["hub.DeiT", "hub.MiT", "hub.Swin"]
+ATTENTION = ["hub.ViT", "hub.DINOV2", "hub.DeiT"]
+OTHER = ["hub.MiT", "hub.Swin"]
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """ResumableCallback: the get_state / set_state protocol shared by the method callbacks.
 
 ``ProximalGroupLasso``, ``ChannelPruningCallback`` and ``BudgetCallback`` hold training state
-outside the model's weights (see :mod:`tfmot_mtl.resume`). Each names a state module (or
-implements ``_read_state`` / ``_check_state`` / ``_write_state``) and says when it is ready
+outside the model's weights (see :mod:`tfmot_mtl.resume`). Each names its ``state_kind`` and
+implements ``_read_state`` / ``_write_state`` on its own attributes, and says when it is ready
 to take a state (``_state_ready``: set up for its model). ``set_state`` then applies the
 state at once if ready and, in any case, again at the end of the next ``on_train_begin``,
 so the order of callbacks in ``fit`` does not matter; a state set during a ``fit`` is
@@ -15,11 +15,14 @@ from typing import Any
 
 import keras
 
+from tfmot_mtl.resume import check_state
+
 
 class ResumableCallback(keras.callbacks.Callback):
     """Base of the method callbacks: resumable state with a pending copy, reset per ``fit``."""
 
-    _state_module: Any = None  # a module with get_state(cb), check(state), apply_state(cb, state)
+    state_kind: str = ""  # the "kind" of the state dicts: the class name of the method callback
+    state_version: int = 1
 
     def __init__(self):
         super().__init__()
@@ -29,12 +32,12 @@ class ResumableCallback(keras.callbacks.Callback):
     # ------------------------------------------------------------- the protocol
     def get_state(self) -> dict:
         """JSON-serialisable training state (see the subclass for what it holds)."""
-        return self._read_state()
+        return {"kind": self.state_kind, "version": self.state_version, **self._read_state()}
 
     def set_state(self, state: dict) -> None:
         """Restores a ``get_state()`` dict: at once if set up for its model, and (again) at the
         end of the next ``on_train_begin``, so the order of callbacks in ``fit`` does not matter."""
-        self._pending_state = self._check_state(state)
+        self._pending_state = check_state(state, self.state_kind, self.state_version)
         if self._state_ready():
             self._write_state(state)
 
@@ -48,14 +51,13 @@ class ResumableCallback(keras.callbacks.Callback):
         """True when the callback is set up for its model and can take a state now."""
         raise NotImplementedError
 
-    def _read_state(self) -> dict:
-        return self._state_module.get_state(self)
+    def _read_state(self) -> dict[str, Any]:
+        """The state's fields (``kind`` and ``version`` are added by ``get_state``)."""
+        raise NotImplementedError
 
-    def _check_state(self, state: Any) -> dict:
-        return self._state_module.check(state)
-
-    def _write_state(self, state: dict) -> None:
-        self._state_module.apply_state(self, state)
+    def _write_state(self, state: dict[str, Any]) -> None:
+        """Applies a checked state to the set-up callback; raises ValueError if it does not fit."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs=None):

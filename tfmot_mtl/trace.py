@@ -10,7 +10,8 @@ whose outputs differ from those the layer's node recorded.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import keras
 import numpy as np
@@ -29,12 +30,15 @@ class TraceRefused(Exception):
     """The layer's call cannot be traced; ``str(exc)`` says why."""
 
 
-def trace_call(layer: Any, node: Any) -> tuple[keras.Function, dict[int, int], dict[int, Any]]:
+def trace_call(layer: Any, node: Any) -> tuple[keras.Function, dict[int, int], dict[int, Any], list | None]:
     """Traces ``layer.call`` with the arguments of ``node`` (one call of the layer).
 
     Returns the traced function, ``{id(fresh input): id(outer KerasTensor)}`` so the caller can
-    seed the function's inputs with the outer tensors, and ``{id(op): replacement}`` for reshapes
-    whose traced shape holds the batch size (replayed with ``-1`` there instead). Raises
+    seed the function's inputs with the outer tensors, ``{id(op): replacement}`` for reshapes
+    whose traced shape holds the batch size (replayed with ``-1`` there instead), and the
+    positions of the recorded outputs that the function computes (None: all of them; outputs
+    that the call returns as constant empty tensors are left out, and the caller must check
+    that nothing uses them). Raises
     :class:`TraceRefused` with the reason when the call cannot be traced faithfully.
     """
     fresh_of: dict[int, keras.KerasTensor] = {}
@@ -56,14 +60,18 @@ def trace_call(layer: Any, node: Any) -> tuple[keras.Function, dict[int, int], d
     if not fresh_of:
         raise TraceRefused("it has no tensor input")
     try:
-        out = layer.call(*args, **kwargs)
+        with _inline_non_tensor_calls(layer):
+            out = layer.call(*args, **kwargs)
+            fresh_ids = {id(t) for t in fresh_of.values()}
+            outs = [keras.ops.copy(t) if id(t) in fresh_ids else t for t in tree.flatten(out)]
     except Exception as exc:  # noqa: BLE001 - any failure means the call is not traceable
         raise TraceRefused(f"its call cannot run on symbolic tensors ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:160]}); it branches on tensor values or "
                            "uses ops other than Keras layers and keras.ops") from None
-    fresh_ids = {id(t) for t in fresh_of.values()}
-    outs = [keras.ops.copy(t) if id(t) in fresh_ids else t for t in tree.flatten(out)]
     recorded = tree.flatten(node.outputs)
+    kept = [i for i, t in enumerate(outs) if not _is_empty_constant(t)]
+    if len(outs) == len(recorded) and kept and len(kept) < len(outs):
+        outs, recorded = [outs[i] for i in kept], [recorded[i] for i in kept]
     if not outs or not all(isinstance(t, keras.KerasTensor) for t in outs):
         raise TraceRefused("its call returns something other than symbolic tensors")
     if len(outs) != len(recorded) or not all(_same_shape(a.shape, b.shape) for a, b in zip(outs, recorded)):
@@ -71,12 +79,81 @@ def trace_call(layer: Any, node: Any) -> tuple[keras.Function, dict[int, int], d
                            f"({[tuple(t.shape) for t in outs]} vs {[tuple(t.shape) for t in recorded]})")
     inputs = list(fresh_of.values())
     try:
-        fn = keras.Function(inputs, outs)
+        with _unique_names(outs):
+            fn = keras.Function(inputs, outs)
     except Exception as exc:  # noqa: BLE001
         raise TraceRefused(f"its traced graph is not a function of its inputs ({exc})") from None
     replace = _batch_free_reshapes(fn)
     _check_nodes(fn, layer, replace)
-    return fn, outer_of, replace
+    return fn, outer_of, replace, kept if len(kept) < len(tree.flatten(node.outputs)) else None
+
+
+_NON_TENSOR = "returned a non-tensor"  # Keras' error for a symbolic call returning None
+
+
+@contextlib.contextmanager
+def _inline_non_tensor_calls(layer: Any) -> Iterator[None]:
+    """While ``layer``'s call is traced, a custom sub-layer whose symbolic call fails because it
+    returns something other than tensors (keras-hub's encoder blocks return ``(x, None)`` when no
+    attention scores are asked for) runs its own ``call`` instead, so its layers and ops are
+    recorded in the trace. The classes are patched only for the duration of the trace."""
+    classes = {type(sub) for sub in layer._flatten_layers(include_self=False)
+               if not type(sub).__module__.startswith("keras.")}
+    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+
+    def patched(base):
+        def __call__(self, *args, **kwargs):
+            try:
+                return base(self, *args, **kwargs)
+            except ValueError as exc:
+                if _NON_TENSOR not in str(exc):
+                    raise
+                return self.call(*args, **kwargs)
+        return __call__
+
+    for cls in classes:
+        cls.__call__ = patched(cls.__call__)
+    try:
+        yield
+    finally:
+        for cls, own in saved.items():
+            if own is None:
+                del cls.__call__
+            else:
+                cls.__call__ = own
+
+
+@contextlib.contextmanager
+def _unique_names(outputs: list) -> Iterator[None]:
+    """Distinct names, while the traced function is built, for the operations of a trace whose
+    names repeat (the same sub-layer names in every inlined block); restored afterwards. The
+    walker names the traced operations itself (by attribute and kind), not by these names."""
+    ops, seen, stack = [], set(), list(outputs)
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        op = getattr(history, "operation", None)
+        if op is None or id(op) in seen:
+            continue
+        seen.add(id(op))
+        ops.append(op)
+        for node in op._inbound_nodes:
+            stack.extend(tree.flatten(node.input_tensors))
+    names = [op.name for op in ops]
+    renamed = [(op, op.name) for op in ops if names.count(op.name) > 1]
+    for i, (op, name) in enumerate(renamed):
+        op.name = f"{name}__{i}"
+    try:
+        yield
+    finally:
+        for op, name in renamed:
+            op.name = name
+
+
+def _is_empty_constant(t: Any) -> bool:
+    """A concrete tensor with no elements (``ops.empty((0, ...))``: a placeholder for results
+    that were not asked for, e.g. keras-hub's hidden states and attention scores)."""
+    return (not isinstance(t, keras.KerasTensor) and keras.ops.is_tensor(t)
+            and int(np.prod(t.shape)) == 0)
 
 
 def _unknown(d) -> bool:

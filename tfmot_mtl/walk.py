@@ -238,6 +238,8 @@ class _Builder:
         model_nodes = [n for d in sorted(by_depth, reverse=True) for n in by_depth[d]]
         local = _local_names(owner, model_nodes) if owner is not None else {}
         replace = self.replace.get(id(model), {})
+        used = {id(t) for n in model_nodes for t in tree.flatten(n.input_tensors)}
+        used |= {id(t) for t in tree.flatten(model.outputs)}
         for t in model.inputs:
             if self.key(ctx, t) != seeds[id(t)]:
                 self.alias[self.key(ctx, t)] = seeds[id(t)]
@@ -249,7 +251,7 @@ class _Builder:
             out_tensors = tree.flatten(node.outputs)
             own = local.get(id(op))
             scope = op.name if own is None else f"{ctx_names[-1]}_{own}"
-            traced = self.trace(op, node, ctx, ctx_names, own)
+            traced = self.trace(op, node, ctx, ctx_names, own, used)
             if is_nested_model(op) or traced is not None:
                 inner = as_functional(op) if traced is None else traced[0]
                 call = self.calls.get(id(op), 0)
@@ -263,7 +265,8 @@ class _Builder:
                     inner_seeds = {id(t): outer[traced[1][id(t)]] for t in inner.inputs}
                 self.walk(inner, inner_ctx, inner_seeds, ctx_names + (scope,),
                           owner=None if traced is None else op)
-                for t_out, t_in in zip(out_tensors, inner.outputs):
+                kept = out_tensors if traced is None or traced[3] is None else [out_tensors[i] for i in traced[3]]
+                for t_out, t_in in zip(kept, inner.outputs):
                     self.alias[self.key(ctx, t_out)] = self.resolve(self.key(inner_ctx, t_in))
                 continue
             keys = {id(t): self.resolve(self.key(ctx, t)) for t in node.arguments.keras_tensors}
@@ -280,14 +283,22 @@ class _Builder:
                 inputs=in_keys, outputs=out_keys, _node=node, _keys=keys,
             ))
 
-    def trace(self, op: Any, node: Any, ctx: tuple, ctx_names: tuple[str, ...], own: str | None):
+    def trace(self, op: Any, node: Any, ctx: tuple, ctx_names: tuple[str, ...], own: str | None,
+              used: set[int]):
         """:func:`~tfmot_mtl.trace.trace_call`'s result for a composite layer without a rule, else None
-        (the reason a trace was refused is kept in ``untraced``)."""
+        (the reason a trace was refused is kept in ``untraced``). ``used``: ids of the tensors that
+        the walked graph consumes or returns."""
         if (is_nested_model(op) or not isinstance(op, keras.layers.Layer)
                 or rules.rule_for(op) is not rules.UNKNOWN or len(ctx) > 32):
             return None
         try:
-            return trace_call(op, node)
+            traced = trace_call(op, node)
+            outputs = tree.flatten(node.outputs)
+            dropped = [] if traced[3] is None else [i for i in range(len(outputs)) if i not in traced[3]]
+            if any(id(outputs[i]) in used for i in dropped):
+                raise TraceRefused(f"its call returns constant empty tensors (outputs {dropped}) that the "
+                                   "model uses")
+            return traced
         except TraceRefused as exc:
             name = self.layer_name(op, ctx_names, own)
             self.untraced.setdefault(name, str(exc))

@@ -38,7 +38,7 @@ from tfmot_mtl.budget import losses
 from tfmot_mtl.budget.graph_terms import BudgetTerms
 from tfmot_mtl.budget.switch import switch_infos
 from tfmot_mtl.callbacks import ResumableCallback
-from tfmot_mtl.resume import check_state, jsonable
+from tfmot_mtl.resume import jsonable
 from tfmot_mtl.nonfinite import nonfinite_loss, stop_if_nonfinite
 
 
@@ -261,30 +261,22 @@ class BudgetCallback(ResumableCallback):
             self.enforce()
 
     # ------------------------------------------------------------ resumable state
-    def _state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable training state: multipliers, batch counter, history, switches.
-
-        The switch latents are model weights and travel with the model."""
-        return {"kind": "BudgetCallback", "version": 1, "switches": self._switch_shapes() or None,
-                "lambdas": None if self.lambdas is None else [float(v) for v in self.lambdas],
-                "step": int(self._step), "history": jsonable(self.history)}
-
-    def _check_state(self, state: Any) -> dict:
-        return check_state(state, "BudgetCallback")
+    state_kind = "BudgetCallback"
 
     def _state_ready(self) -> bool:
         return bool(self._infos)
 
     def _read_state(self) -> dict[str, Any]:
-        return self._state_dict()
-
-    def _write_state(self, state: dict[str, Any]) -> None:
-        self._apply_state(state)
+        """Multipliers, batch counter, history, switch shapes (the switch latents are model
+        weights and travel with the model)."""
+        return {"switches": self._switch_shapes() or None,
+                "lambdas": None if self.lambdas is None else [float(v) for v in self.lambdas],
+                "step": int(self._step), "history": jsonable(self.history)}
 
     def _switch_shapes(self) -> list:
         return [[i.layer.name, *map(int, i.layer.latent.shape)] for i in self._infos]
 
-    def _apply_state(self, state: dict[str, Any]) -> None:
+    def _write_state(self, state: dict[str, Any]) -> None:
         if state["switches"] is not None and state["switches"] != self._switch_shapes():
             raise ValueError(f"BudgetCallback state was saved for the switches (name, domains, "
                              f"channels) {state['switches']}; this model has {self._switch_shapes()}. "

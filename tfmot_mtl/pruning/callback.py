@@ -22,8 +22,9 @@ channels even when each draws different scoring batches.
 """
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -34,11 +35,11 @@ from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.ingraph import VariableMasks, refresh_train_function
 from tfmot_mtl.masks import ChannelMasks, apply_masks_, removed_slices
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
-from tfmot_mtl.pruning import _state
 from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
 from tfmot_mtl.pruning.importance import Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
+from tfmot_mtl.resume import check_groups, jsonable
 from tfmot_mtl.selection import check_protect, select_groups
 from tfmot_mtl.strip import check_round_to, round_masks
 
@@ -357,15 +358,62 @@ class ChannelPruningCallback(ResumableCallback):
                 self._iter = None
         raise ValueError("scoring data= yielded no batches")
 
-    def _data_iterator(self) -> _state.CountedIterator:
+    def _data_iterator(self) -> "CountedIterator":
         """A new pass over ``data`` that counts its batches (saved by ``get_state``)."""
-        return _state.CountedIterator(iterate_batches(self.data))
+        return CountedIterator(iterate_batches(self.data))
 
     # ------------------------------------------------------------------ state
-    _state_module = _state
+    # Besides masks, history and the last step, the state holds what decides the NEXT pruning
+    # steps: the position in the scoring ``data`` (batches drawn in the current pass) and the
+    # criterion's own state (a gradient criterion's running sums, a random generator). With
+    # the same ``data`` a resumed run draws and scores exactly what the uninterrupted run would.
+    state_kind = "ChannelPruningCallback"
 
     def _state_ready(self) -> bool:
         return self.graph is not None and (self.net is None or self.graph.model is self.net)
+
+    def _selected_groups(self) -> list[list]:
+        return [[g.id, int(g.size)] for g in self.selected]
+
+    def _read_state(self) -> dict:
+        """Masks, selected groups, history, last step, data position and criterion state."""
+        masks = self.masks
+        return {"selected": self._selected_groups() if self.graph is not None else None,
+                "masks": None if masks is None else json.loads(ChannelMasks(masks, self.min_channels).to_json()),
+                "history": jsonable(self.history), "last_step": int(self._last_step),
+                "data_position": int(getattr(self._iter, "count", 0)),
+                "importance": jsonable(self.importance.get_state())}
+
+    def _write_state(self, state: dict) -> None:
+        """Validates the state against the set-up callback and applies its masks to the model."""
+        check_groups(self.state_kind, state["selected"], self._selected_groups(), "groups=/protect=")
+        if state["masks"] is not None:
+            masks = ChannelMasks.from_json(json.dumps(state["masks"]))
+            try:
+                masks.validate(self.graph)
+            except ValueError as err:
+                raise ValueError(f"ChannelPruningCallback state does not fit this model: {err}") from None
+            self.masks = ChannelMasks({**ChannelMasks.all_kept(self.graph, self.min_channels), **masks},
+                                      self.min_channels)
+            apply_masks_(self.graph.model, self.masks, self.graph)
+            self._set_variable_masks()
+        self.history = [dict(h) for h in state["history"]]
+        self._last_step = int(state["last_step"])
+        self.importance.set_state(state.get("importance") or {})
+        self._iter = None
+        self._skip_data(int(state.get("data_position") or 0))
+
+    def _skip_data(self, position: int) -> None:
+        """Moves a new pass over ``data`` past the ``position`` batches drawn before the resume."""
+        if not position or self.data is None or isinstance(self.data, tuple):
+            return
+        self._iter = self._data_iterator()
+        try:
+            for _ in range(position):
+                next(self._iter)
+        except StopIteration:
+            raise ValueError(f"ChannelPruningCallback state: the scoring data= yields fewer than the "
+                             f"{position} batches already drawn from it; pass the same data=") from None
 
     def _report(self, target: float, step: int | None) -> None:
         per_group = {g.id: float((~self.masks[g.id]).mean()) for g in self.selected}
@@ -393,3 +441,18 @@ def _scalar(tag: str, value: float, step: int) -> None:
     meta.plugin_data.plugin_name = "scalars"
     tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
                      metadata=meta.SerializeToString())
+
+
+class CountedIterator:
+    """Wraps an iterator and counts the items drawn (the scoring-data position)."""
+
+    def __init__(self, iterator: Iterator, count: int = 0):
+        self.iterator, self.count = iterator, count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.iterator)
+        self.count += 1
+        return item

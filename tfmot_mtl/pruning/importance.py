@@ -16,8 +16,9 @@ the last ``reset()``; calling ``criterion(model, graph, data)`` resets, accumula
 batch of ``data`` and returns the scores. Gradients are taken with ``tf.GradientTape``
 with the model called in inference mode (``training=False``), so scoring never updates
 BatchNormalization statistics; forward, backward and the per-channel reductions run as one
-compiled graph function (:mod:`tfmot_mtl.pruning._gradients`): a scoring batch returns
-one score vector per group, never the weights' gradients.
+compiled graph function (:mod:`tfmot_mtl.pruning._gradients`) whose score vectors are
+added to running-sum variables on the device; the host reads the sums only in ``scores()``,
+never a weight gradient or a per-batch score.
 """
 from __future__ import annotations
 
@@ -113,6 +114,15 @@ class Importance:
     def reset(self) -> None:
         return None
 
+    # What decides the next scores beyond the weights (saved by ChannelPruningCallback.get_state).
+    def get_state(self) -> dict:
+        """JSON-serialisable state: empty for criteria that read the weights only."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Restores a ``get_state()`` dict."""
+        return None
+
     def get_config(self) -> dict:
         return {"reduction": self.reduction}
 
@@ -190,6 +200,14 @@ class Random(Importance):
     def score_group(self, graph, group):
         return self._rng.random(group.size)
 
+    def get_state(self) -> dict:
+        """The generator's state (the next scores follow from it)."""
+        return {"rng": self._rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        if "rng" in state:
+            self._rng.bit_generator.state = state["rng"]
+
     def get_config(self):
         return {"seed": self.seed}
 
@@ -251,7 +269,11 @@ def iterate_batches(data) -> Iterable[tuple]:
 
 
 class _GradientImportance(Importance):
-    """Accumulating base: subclasses implement ``_batch_scores(model, graph, x, y)``."""
+    """Accumulating base: subclasses implement ``_batch_scores(model, graph, x, y)``, which
+    returns the batch's score tensors of the scored groups (graph ops, float64).
+
+    The running sums are non-trainable variables updated on the device by one compiled
+    call per batch; the host reads them only in ``scores()`` (at a pruning step)."""
 
     needs_data = True
 
@@ -259,10 +281,16 @@ class _GradientImportance(Importance):
                  reduction: str = "sum"):
         super().__init__(reduction)
         self.losses, self.include_bias = losses, include_bias
-        self.reset()
+        self._sum: dict[str, tf.Variable] = {}
+        self._size: dict[str, int] = {}
+        self._add = None
+        self.batches = 0
 
     def reset(self) -> None:
-        self._sum, self.batches = {}, 0
+        """Zeroes the running sums (the variables and their compiled update are kept)."""
+        for var in self._sum.values():
+            var.assign(tf.zeros_like(var))
+        self.batches = 0
 
     def _select(self, layer, s) -> bool:
         return self.include_bias or _is_kernel(layer, s)
@@ -271,6 +299,7 @@ class _GradientImportance(Importance):
         if getattr(self, "_plan_graph", None) is not graph:
             self._plan_cache = {g.id: _units(graph, g, self._select) for g in _scorable(graph)}
             self._plan_graph = graph
+            self._size = {gid: graph.groups[gid].size for gid in self._plan_cache}
         return self._plan_cache
 
     def _variables(self, plan) -> list:
@@ -278,17 +307,54 @@ class _GradientImportance(Importance):
         return list({id(p.var): p.var for p in parts}.values())
 
     def accumulate(self, model: keras.Model, graph: ChannelGraph, x, y) -> None:
-        """Adds one mini-batch ``(x, y)`` (y: dict of targets by task) to the running average."""
-        for gid, s in self._batch_scores(model, graph, x, y).items():
-            self._sum[gid] = self._sum.get(gid, 0.0) + s
+        """Adds one mini-batch ``(x, y)`` (y: dict of targets by task) to the running sums."""
+        self._plan(graph)
+        batch = self._batch_scores(model, graph, x, y)
+        if set(batch) != set(self._sum) or self._add is None:
+            self._new_sums(batch)
+        self._add(batch)
         self.batches += 1
 
+    def _new_sums(self, batch: dict) -> None:
+        with tf.init_scope():
+            self._sum = {gid: tf.Variable(tf.zeros(t.shape, tf.float64), trainable=False,
+                                          name=f"score_sum_{i}")
+                         for i, (gid, t) in enumerate(sorted(batch.items()))}
+        sums = self._sum
+
+        @tf.function(reduce_retracing=True)
+        def add(batch):
+            for gid, t in batch.items():
+                sums[gid].assign_add(t)
+
+        self._add = add
+
     def scores(self) -> Scores:
-        """Average per-channel scores over the batches accumulated since the last reset."""
+        """Average per-channel scores over the batches accumulated since the last reset; NaN
+        for groups with nothing to score (no unit, or for CosPrune no task pair)."""
         if not self.batches:
             raise ValueError(f"{type(self).__name__} has no accumulated batches: call "
                              "accumulate(model, graph, x, y) or pass data=")
-        return {gid: s / self.batches for gid, s in self._sum.items()}
+        sums = {gid: v.numpy() for gid, v in self._sum.items()}
+        return {gid: sums[gid] / self.batches if gid in sums else np.full(size, np.nan)
+                for gid, size in self._size.items()}
+
+    def get_state(self) -> dict:
+        """The running sums (float64 values by group) and the batch count."""
+        return {"sum": {gid: v.numpy().tolist() for gid, v in self._sum.items()},
+                "batches": int(self.batches)}
+
+    def set_state(self, state: dict) -> None:
+        if "sum" not in state:
+            return
+        # values: a list, or the {dtype, shape, values} dict of earlier states
+        sums = {gid: tf.constant(np.asarray(v["values"] if isinstance(v, dict) else v, np.float64))
+                for gid, v in state["sum"].items()}
+        if set(sums) != set(self._sum) or any(v.shape != sums[g].shape for g, v in self._sum.items()):
+            self._new_sums(sums)
+        for gid, value in sums.items():
+            self._sum[gid].assign(value)
+        self.batches = int(state["batches"])
 
     def __call__(self, model, graph=None, data=None) -> Scores:
         graph = graph or ChannelGraph.from_model(model)
@@ -300,12 +366,6 @@ class _GradientImportance(Importance):
 
     def get_config(self):
         return {"include_bias": self.include_bias, **super().get_config()}
-
-
-def _to_numpy(plan, size_of, computed) -> Scores:
-    """Host scores: the graph's vector per group, NaN for groups with no scored unit."""
-    return {gid: computed[gid].numpy() if gid in computed else np.full(size_of(gid), np.nan)
-            for gid in plan}
 
 
 class Taylor(_GradientImportance):
@@ -323,7 +383,7 @@ class Taylor(_GradientImportance):
         super().__init__(losses, include_bias, reduction)
         self.loss_weights = loss_weights
 
-    def _batch_scores(self, model, graph, x, y) -> Scores:
+    def _batch_scores(self, model, graph, x, y) -> dict:
         plan = self._plan(graph)
         variables = self._variables(plan)
         fns = resolve_losses(model, self.losses)
@@ -343,7 +403,7 @@ class Taylor(_GradientImportance):
 
         tag = ("taylor", id(graph), tuple(fns), tuple(sorted(weights.items())), self.reduction)
         fn = compiled_scores(self, model, variables, total, tag, _outputs, scores_of)
-        return _to_numpy(plan, lambda gid: graph.groups[gid].size, fn(x, _targets(y, fns)))
+        return fn(x, _targets(y, fns))
 
     def get_config(self):
         return {"loss_weights": self.loss_weights, **super().get_config()}
@@ -367,7 +427,7 @@ class CosPrune(_GradientImportance):
         self.tasks = list(tasks) if tasks is not None else None
         self.eps = eps
 
-    def _batch_scores(self, model, graph, x, y) -> Scores:
+    def _batch_scores(self, model, graph, x, y) -> dict:
         plan = self._plan(graph)
         variables = self._variables(plan)
         fns = resolve_losses(model, self.losses)
@@ -386,7 +446,7 @@ class CosPrune(_GradientImportance):
         fn = compiled_scores(self, model, variables, lambda out, y: [
             _task_loss(fns[t], y[t], out[t]) for t in tasks], ("cosprune", id(graph), tuple(tasks), self.reduction),
             _outputs, scores_of)
-        return _to_numpy(plan, lambda gid: graph.groups[gid].size, fn(x, _targets(y, tasks)))
+        return fn(x, _targets(y, tasks))
 
     def _unit_cos(self, unit, grads, pairs, size):
         def dot(a, b):

@@ -24,7 +24,7 @@ from tfmot_mtl import _keras_compat, ingraph
 from tfmot_mtl.callbacks import ResumableCallback
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
-from tfmot_mtl.sparsity import _state
+from tfmot_mtl.resume import check_groups
 from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity._graph_step import GraphState, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
@@ -344,10 +344,34 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         return {g.id: self._zero[self._channel_group == i] for i, g in enumerate(self.groups)}
 
     # ------------------------------------------------------------------- state
-    _state_module = _state
+    state_kind = "ProximalGroupLasso"
 
     def _state_ready(self) -> bool:
         return self._plan_model is not None and (self.model is None or self._plan_model is self.model)
+
+    def _state_groups(self) -> list[list]:
+        return [[g.id, int(g.size)] for g in self.groups]
+
+    def _read_state(self) -> dict:
+        """Gain, locked and zero patterns (per selected channel), last proximal step, groups."""
+        def bools(value):
+            return None if value is None else [bool(v) for v in value]
+
+        return {"groups": self._state_groups() if self._plan_model is not None else None,
+                "gain": float(self.gain), "locked": bools(self.locked), "zero": bools(self._zero),
+                "last_step": None if self._last_step is None else int(self._last_step)}
+
+    def _write_state(self, state: dict) -> None:
+        """Sets the state on a built callback; the channel groups must match its plan."""
+        check_groups(self.state_kind, state["groups"], self._state_groups(), "the layers= selection")
+        for key in ("locked", "zero"):
+            if state[key] is not None and len(state[key]) != self.num_channels:
+                raise ValueError(f"ProximalGroupLasso state '{key}' has {len(state[key])} entries; "
+                                 f"the selected channels number {self.num_channels}")
+        self.gain = float(state["gain"])
+        self.locked = None if state["locked"] is None else np.asarray(state["locked"], bool)
+        self._zero = None if state["zero"] is None else np.asarray(state["zero"], bool)
+        self._last_step = None if state["last_step"] is None else int(state["last_step"])
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
