@@ -60,12 +60,9 @@ def train(data, cfg: dict, seed: int, lam: float, layers, verbose: int = 0) -> t
                     run_eagerly=cfg.get("eager", False))
     trainer.optimizer.build(trainer.trainable_variables)  # the model's and the task weights' slots
     callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=cfg["patience"], restore_best_weights=True)]
-    if lam:
-        prox = ProximalGroupLasso(l1=lam, layers=layers, mode="adam", update_every=cfg["update_every"])
-        # the proximal step acts on the plain model's channels with the wrapper's optimizer state
-        model.optimizer = trainer.optimizer
-        prox.set_model = lambda _: keras.callbacks.Callback.set_model(prox, model)
-        callbacks.insert(0, prox)
+    if lam:  # the proximal step acts on the plain model's channels, with the wrapper's Adam moments
+        callbacks.insert(0, ProximalGroupLasso(l1=lam, layers=layers, mode="adam", update_every=cfg["update_every"],
+                                               sparse_model=model))
     history = trainer.fit(data.train, validation_data=data.validation, epochs=cfg["max_epochs"],
                           callbacks=callbacks, verbose=verbose)
     epochs = len(history.history["loss"])

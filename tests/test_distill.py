@@ -291,3 +291,28 @@ def test_pruning_the_student_while_distilling():
                                       data=_ds(x, y), pruned_model=_net(8, "outsider", seed=2), verbose=0)
     with pytest.raises(ValueError, match="'outsider' is not part of the fitted model"):
         d.fit(_ds(x, y), epochs=1, verbose=0, callbacks=[outsider])
+
+
+def test_group_sparsity_of_the_model_inside_task_weighting():
+    """ProximalGroupLasso(sparse_model=net) shrinks the channels of the model inside a
+    TaskWeightedModel (uncertainty weighting, Adam-reweighted step on the wrapper's moments):
+    exact zeros appear in that model, the task weights are learned and logged."""
+    from tfmot_mtl.sparsity import ProximalGroupLasso
+
+    x, y = _data(64)
+    net = _net(8, "net")
+    trainer = distill.TaskWeightedModel(net, TASKS, weighting="uncertainty")
+    trainer.compile(keras.optimizers.Adam(1e-2), jit_compile=False)
+    prox = ProximalGroupLasso(l1=0.5, mode="adam", layers="all", sparse_model=net, min_fraction=0.25)
+    history = trainer.fit(_ds(x, y).repeat(), steps_per_epoch=12, epochs=2, verbose=0, callbacks=[prox])
+    assert prox.graph.model is net and prox.model is trainer
+    assert 0 < prox.sparsity() <= 0.75
+    zero = prox.zero_channels()
+    kernel = net.get_layer(prox.groups[0].producers[0]).kernel.numpy()
+    dead = np.flatnonzero(zero[prox.groups[0].id])
+    assert np.all(kernel[..., dead] == 0)
+    assert {f"{t.name}_weight" for t in TASKS} <= set(history.history)
+    assert "group_sparsity" in history.history
+    outsider = ProximalGroupLasso(l1=0.5, sparse_model=_net(8, "outsider", seed=2))
+    with pytest.raises(ValueError, match="sparse_model 'outsider' is not part of the fitted model"):
+        trainer.fit(_ds(x, y), epochs=1, verbose=0, callbacks=[outsider])

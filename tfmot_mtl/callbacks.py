@@ -66,3 +66,16 @@ class ResumableCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._pending_state = None  # a state set during this fit is applied; never re-apply it
+
+
+def check_inner_model(inner: keras.Model | None, outer: keras.Model | None, argument: str) -> None:
+    """``inner`` (a callback's ``pruned_model`` / ``sparse_model``) must be trained by the fitted
+    model ``outer`` (the student of a distiller, the model inside a TaskWeightedModel), or what the
+    callback does to it would have no effect on training."""
+    if inner is None or outer is None or inner is outer:
+        return
+    trained = {id(v) for v in outer.trainable_variables}
+    if not any(id(v) in trained for v in inner.trainable_variables):
+        raise ValueError(f"{argument} {inner.name!r} is not part of the fitted model {outer.name!r}: "
+                         "none of its trainable variables is trained by it (pass the student of the "
+                         "distiller, or the model inside the TaskWeightedModel, that is fitted)")

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmot_mtl.callbacks import ResumableCallback
+from tfmot_mtl.callbacks import ResumableCallback, check_inner_model
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.ingraph import VariableMasks, refresh_train_function
 from tfmot_mtl.masks import ChannelMasks, apply_masks_, removed_slices
@@ -131,24 +131,13 @@ class ChannelPruningCallback(ResumableCallback):
 
     def on_train_begin(self, logs=None):
         self.nonfinite = None
-        self._check_pruned_model()
+        check_inner_model(self._pruned_model, self.model, "pruned_model")
         if self.graph is None or self.graph.model is not self.net:
             self.setup(self.net)
         if self._var_masks.install():
             refresh_train_function(self.model)
         self._set_variable_masks()
         super().on_train_begin(logs)
-
-    def _check_pruned_model(self) -> None:
-        """``pruned_model`` must be trained by the fitted model, or its masks would hold nothing."""
-        inner, outer = self._pruned_model, self.model
-        if inner is None or outer is None or inner is outer:
-            return
-        trained = {id(v) for v in outer.trainable_variables}
-        if not any(id(v) in trained for v in inner.trainable_variables):
-            raise ValueError(f"pruned_model {inner.name!r} is not part of the fitted model {outer.name!r}: "
-                             "none of its trainable variables is trained by it (pass the student of the "
-                             "distiller, or the model inside the TaskWeightedModel, that is fitted)")
 
     def setup(self, model: keras.Model) -> None:
         if self.model is None or (self.model is not model and self._pruned_model is None):

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmot_mtl import _keras_compat, ingraph
-from tfmot_mtl.callbacks import ResumableCallback
+from tfmot_mtl.callbacks import ResumableCallback, check_inner_model
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.resume import check_groups
@@ -114,6 +114,12 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         min_channels, min_fraction: the strongest ``max(min_channels, ceil(min_fraction *
             size))`` channels of every group are never shrunk, so no layer loses all (or
             nearly all) of its channels.
+        sparse_model: the model whose channels are shrunk when it is not the model being
+            fitted but a part of it: the model inside a
+            :class:`~tfmot_mtl.distill.TaskWeightedModel` (learned task weighting) or the
+            student of a :class:`~tfmot_mtl.distill.MultiTaskDistiller`. The step runs
+            after every update of the fitted model's optimizer (with ``mode="adam"``, on
+            that optimizer's second moments of ``sparse_model``'s weights).
 
     A NaN/Inf loss or selected weight stops training with a ``NonFiniteWarning``
     (:mod:`tfmot_mtl.nonfinite`); ``zero_channels()`` keeps the last finite zero pattern and
@@ -124,8 +130,10 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                  layers: Selection = "shared", mode: str = "plain", update_every: int = 1,
                  scale: str = "sqrt_group_size", log_key: str = "group_sparsity",
                  target: float | None = None, adapt_rate: float = 0.02, gain: float = 1.0,
-                 min_channels: int = 0, min_fraction: float = 0.0, protect=()):
+                 min_channels: int = 0, min_fraction: float = 0.0, protect=(),
+                 sparse_model: keras.Model | None = None):
         super().__init__()
+        self._sparse_model = sparse_model
         if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
             raise ValueError(f"min_channels must be >= 0 and min_fraction in [0, 1), got "
                              f"{min_channels}, {min_fraction}")
@@ -153,9 +161,15 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
     # ---------------------------------------------------------------------- plan
+    @property
+    def net(self) -> keras.Model | None:
+        """The model whose channels are shrunk: ``sparse_model`` if given, else the fitted model."""
+        return self._sparse_model if self._sparse_model is not None else self.model
+
     def on_train_begin(self, logs=None):
         self.nonfinite = None
-        self.build(self.model)
+        check_inner_model(self._sparse_model, self.model, "sparse_model")
+        self.build(self.net)
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
             optimizer = _unwrap(optimizer)
@@ -321,9 +335,9 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
     def sparsity(self) -> float:
         """Fraction of the selected channels that are exactly zero (read from the model)."""
         if self._plan_model is None:
-            if self.model is None:
+            if self.net is None:
                 raise ValueError("sparsity() needs a model: call build(model) or fit first")
-            self.build(self.model)
+            self.build(self.net)
         zero = self._zero_from_weights()
         if self.nonfinite is None:
             self._zero = zero
@@ -347,7 +361,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
     state_kind = "ProximalGroupLasso"
 
     def _state_ready(self) -> bool:
-        return self._plan_model is not None and (self.model is None or self._plan_model is self.model)
+        return self._plan_model is not None and (self.net is None or self._plan_model is self.net)
 
     def _state_groups(self) -> list[list]:
         return [[g.id, int(g.size)] for g in self.groups]
