@@ -14,7 +14,9 @@ its own models) plus a JSON of parameter counts.
 SPEC.json: {"weights": npz of "layer/i" arrays, "data": npz with image + targets, "tasks":
 [[name, kind, channels], ...], "model_kwargs": {...}, "input_shape": [h, w, c],
 "sparsities": [0.5, 0.7] (0 adds the dense reference "dense_tf_keras": the same
-fine-tuning loop without the pruning wrapper), "steps": int, "batch_size": int, "lr": float, "out": folder}.
+fine-tuning loop without the pruning wrapper), "steps": int, "batch_size": int, "lr": float, "out": folder,
+"recalibrate": bool (re-estimate the BatchNorm statistics after fine-tuning, as the main process does
+with --recalibrate)}.
 """
 from __future__ import annotations
 
@@ -93,6 +95,21 @@ def dataset(path: str, tasks, batch_size: int, steps: int):
     return ds.shuffle(len(data["image"]), seed=0).repeat().batch(batch_size).take(steps)
 
 
+def recalibrate_batchnorm(model, path: str, batch_size: int) -> None:
+    """The moving statistics of every BatchNormalization layer re-estimated on one pass over the
+    training split: the mean of the batch statistics (momentum k / (k + 1) at batch k; the same
+    procedure as the main process's ``recipes.recalibrate_batchnorm``, on tf_keras)."""
+    layers = [l for l in model.submodules if isinstance(l, tf_keras.layers.BatchNormalization)]
+    images = np.load(path)["image"]
+    momentum = [l.momentum for l in layers]
+    for k, start in enumerate(range(0, len(images), batch_size)):
+        for layer in layers:
+            layer.momentum = k / (k + 1)
+        model({"image": images[start:start + batch_size]}, training=True)
+    for layer, m in zip(layers, momentum):
+        layer.momentum = m
+
+
 def to_tflite(model, input_shape) -> bytes:
     """float32 .tflite, batch fixed to 1, outputs named by task (signature keys)."""
     spec = {"image": tf.TensorSpec((1,) + tuple(input_shape), tf.float32, name="image")}
@@ -126,6 +143,8 @@ def prune_one(spec: dict, sparsity: float, build) -> dict:
               callbacks=callbacks)
     train_s = time.perf_counter() - start
     stripped = tfmot.sparsity.keras.strip_pruning(model) if sparsity > 0 else model
+    if spec.get("recalibrate"):
+        recalibrate_batchnorm(stripped, spec["data"], int(spec["batch_size"]))
     weights = stripped.get_weights()
     kernels = [w for layer in stripped.layers for w in layer.weights if "kernel" in w.name]
     name = f"tfmot_{int(round(sparsity * 100))}" if sparsity > 0 else "dense_tf_keras"

@@ -16,14 +16,16 @@ learning rate decaying from 1e-3, or --lr, to 0 on a cosine):
       (L1-magnitude channel pruning of that fraction of every group in 8 steps over the first
       2/3 of the steps, ChannelPruningCallback; `--criterion taylor` scores channels by
       first-order Taylor on the task losses, `--prune-until` moves the end of the ramp,
-      `--distill` fine-tunes distilled from the dense parent while pruning), then
-      `strip_channels`; `--one-shot` strips the
+      `--distill` fine-tunes distilled from the dense parent while pruning, `--events` sets
+      the number of pruning steps), then `strip_channels`; `--one-shot` strips the
       masks of the dense weights first and fine-tunes the small model F epochs distilled from
       the dense parent (`recipes.finetune`, MultiTaskDistiller, T = 2).
 The worker also fine-tunes the dense weights with its own tf_keras loop and no pruning wrapper
 ("dense_tf_keras"): each row's "delta_m_own_dense" is its delta_m against the dense model of its
 own pipeline (tfmot rows vs dense_tf_keras, ours vs dense), which separates the effect of
 pruning from the differences between the two training loops.
+`--recalibrate` re-estimates every variant's BatchNorm statistics on the training split after
+its fine-tuning (tfmot's in its worker), as `recipes.recalibrate_batchnorm` does.
 Every variant is converted to float32 .tflite with batch 1 and measured in this process:
 raw / gzipped size, LiteRT latency at 1 thread (A/B interleaved: every run times each model
 once, in rotating order), task metrics from the TFLite outputs on the test split, delta_m vs
@@ -31,7 +33,7 @@ dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured o
 
     python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8]
                                   [--lr 1e-3] [--one-shot] [--criterion magnitude|taylor]
-                                  [--prune-until 0.67] [--distill]
+                                  [--prune-until 0.67] [--events 8] [--distill] [--recalibrate]
     # writes benchmarks/results/vs_tfmot.json + .png
 
 `benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
@@ -100,7 +102,7 @@ def run_tfmot(model, data, cfg: dict, folder: str) -> list[dict]:
             "model_kwargs": {"width": cfg["width"]}, "input_shape": list(data.input_shape),
             "sparsities": [0.0, *SPARSITIES], "steps": cfg["finetune_epochs"] * steps_per_epoch(data.train),
             "batch_size": cfg["batch_size"],
-            "lr": cfg["lr"], "out": folder}
+            "lr": cfg["lr"], "out": folder, "recalibrate": bool(cfg.get("recalibrate"))}
     spec_path = os.path.join(folder, "spec.json")
     atomic_write(spec_path, json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
@@ -186,12 +188,14 @@ def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, even
 
 def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple: int = 1,
          gradual: bool = True, lr: float = LR, criterion: str = "magnitude", until: float = 2 / 3,
-         distill: bool = False):
+         distill: bool = False, events: int = 8, recalibrate: bool = False):
     """Our variant at a parameter count (``by_params``) or a channel fraction: the fraction of
     every group is found on the dense weights; ``gradual`` prunes it while fine-tuning (then
-    strips; by ``criterion`` over the first ``until`` of the steps, distilled from the dense
-    parent if ``distill``), else the one-shot masks are stripped and the small model
-    fine-tuned, distilled."""
+    strips; by ``criterion`` in ``events`` steps over the first ``until`` of the steps,
+    distilled from the dense parent if ``distill``), else the one-shot masks are stripped and
+    the small model fine-tuned, distilled; ``recalibrate`` re-estimates the BatchNorm
+    statistics of the stripped, fine-tuned model on the training split."""
+    from tfmot_mtl import recipes
     from tfmot_mtl.graph import ChannelGraph
     from tfmot_mtl.masks import clone_with_weights, read_weights
     from tfmot_mtl.strip import strip_channels
@@ -206,14 +210,18 @@ def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple
     if gradual:
         pruned = clone_with_weights(model)
         masks = gradual_prune(pruned, data, fraction, epochs, multiple, lr=lr, criterion=criterion,
-                              until=until, teacher=model if distill else None)
+                              until=until, teacher=model if distill else None, events=events)
         small, report = strip_channels(pruned, masks)
         train_s = time.perf_counter() - start
     else:
         small, report = strip_channels(model, masks)
         train_s = finetune(small, data, epochs, teacher=model, lr=lr)
+    if recalibrate:
+        recipes.recalibrate_batchnorm(small, data.train)
     return small, {"channel_fraction": fraction, "round_to": multiple, "gradual": gradual,
-                   **({"criterion": criterion, "prune_until": until, "distilled": distill} if gradual
+                   "recalibrated": recalibrate,
+                   **({"criterion": criterion, "prune_until": until, "distilled": distill, "events": events}
+                      if gradual
                       else {"criterion": "magnitude", "distilled": True}),
                    "channel_sparsity": masks.sparsity(graph, graph.prunable_groups),
                    "params": int(small.count_params()),
@@ -285,7 +293,8 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
         info[r["name"]] = {k: v for k, v in r.items() if k != "tflite"}
     recipe = {"multiple": cfg["round_to"], "gradual": cfg.get("gradual", True), "lr": cfg["lr"],
               "criterion": cfg.get("criterion", "magnitude"), "until": cfg.get("prune_until", 2 / 3),
-              "distill": cfg.get("distill", False)}
+              "distill": cfg.get("distill", False), "events": cfg.get("events", 8),
+              "recalibrate": bool(cfg.get("recalibrate"))}
     for r in (r for r in tfmot_rows if r["target_sparsity"] > 0):
         name = f"ours_params{int(round(r['target_sparsity'] * 100))}"
         models[name], info[name] = ours(dense, data, r["nonzero_params"], cfg["finetune_epochs"], by_params=True,
@@ -296,6 +305,10 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     dense_base.set_weights(dense.get_weights())
     info["dense"] = {"train_s": finetune(dense_base, data, cfg["finetune_epochs"], lr=cfg["lr"]),
                      "params": int(dense_base.count_params())}
+    if cfg.get("recalibrate"):
+        from tfmot_mtl.recipes import recalibrate_batchnorm
+
+        recalibrate_batchnorm(dense_base, data.train)
     info["dense"]["nonzero_params"] = int(sum(np.count_nonzero(np.asarray(w)) for w in dense_base.weights))
     models["dense"] = dense_base
     for name, model in models.items():
@@ -415,12 +428,17 @@ def main(argv=None) -> int:
                         help="gradual pruning ends after this fraction of the fine-tuning steps (default 2/3)")
     parser.add_argument("--distill", action="store_true",
                         help="gradual pruning distils from the dense parent (default: labels only, like tfmot)")
+    parser.add_argument("--events", type=int, help="pruning steps of gradual pruning (default 8)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="every variant, tfmot's included: re-estimate the BatchNorm statistics on the "
+                             "training split after fine-tuning (recipes.recalibrate_batchnorm)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
     overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution,
                  "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot, "lr": args.lr,
-                 "criterion": args.criterion, "prune_until": args.prune_until, "distill": args.distill or None}
+                 "criterion": args.criterion, "prune_until": args.prune_until, "distill": args.distill or None,
+                 "events": args.events, "recalibrate": args.recalibrate or None}
     print_table(run(setting, args.out, overrides))
     return 0
 
