@@ -16,7 +16,7 @@ SPEC.json: {"weights": npz of "layer/i" arrays, "data": npz with image + targets
 "sparsities": [0.5, 0.7] (0 adds the dense reference "dense_tf_keras": the same
 fine-tuning loop without the pruning wrapper), "steps": int, "batch_size": int, "lr": float, "out": folder,
 "recalibrate": bool (re-estimate the BatchNorm statistics after fine-tuning, as the main process does
-with --recalibrate)}.
+unless --no-recalibrate)}.
 """
 from __future__ import annotations
 

@@ -208,7 +208,7 @@ def test_vs_tfmot_quick_runs(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, os.path.join(root, "benchmarks", "vs_tfmot.py"), "--quick",
-                    "--out", str(tmp_path)], check=True, cwd=root)
+                    "--events", "3", "--out", str(tmp_path)], check=True, cwd=root)
     report = json.loads((tmp_path / "vs_tfmot.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
     assert set(rows) == {"dense", "dense_tf_keras", "tfmot_50", "tfmot_70", "ours_params50", "ours_params70",
@@ -223,6 +223,8 @@ def test_vs_tfmot_quick_runs(tmp_path):
         assert set(row["metrics"]) == {"segmentation", "depth", "normals"}
     assert rows["ours_ch70"]["ideal_speedup"] > 3 and (tmp_path / "vs_tfmot.png").is_file()
     assert rows["ours_ch70"]["round_to"] == 4 and 0.6 < rows["ours_ch70"]["channel_sparsity"] < 0.8
+    assert all(rows[n]["recalibrated"] and rows[n]["events"] == 3 for n in rows if n.startswith("ours_"))
+    assert report["config"]["recalibrate"] is True
     budget = report["training_budget"]  # one fine-tuning budget for every variant
     assert budget["finetune_steps"] == budget["finetune_epochs"] * budget["steps_per_epoch"] == 4
     assert {"delta_m_ours_ge_tfmot_50", "delta_m_ours_ge_tfmot_70", "delta_m_ours_ch70_ge_-5"} <= set(report["targets"])

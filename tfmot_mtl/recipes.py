@@ -57,9 +57,10 @@ def cosine_adam(lr: float, epochs: int, steps_per_epoch: int, weight_decay: floa
 
 
 def train_dense(model: keras.Model, data: ex.Data, epochs: int, lr: float = 2e-3,
-                weighting=None, verbose: int = 0) -> keras.Model:
-    """Trains ``model`` in place with a cosine-decay Adam (and a task weighting if given)."""
-    finetune(model, data, epochs, lr=lr, weighting=weighting, verbose=verbose)
+                weighting=None, verbose: int = 0, recalibrate: bool = True) -> keras.Model:
+    """Trains ``model`` in place with a cosine-decay Adam (and a task weighting if given); its
+    BatchNorm statistics are then re-estimated (``recalibrate``, see :func:`finetune`)."""
+    finetune(model, data, epochs, lr=lr, weighting=weighting, verbose=verbose, recalibrate=recalibrate)
     return model
 
 
@@ -67,7 +68,7 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
              lr: float = 1e-3, weighting: Any = None, temperature: float = 2.0,
              student_loss_weight: float = 0.5, features: Sequence = (),
              validation: Any = None, patience: int | None = None, verbose: int = 0,
-             callbacks: Sequence = ()) -> keras.callbacks.History:
+             callbacks: Sequence = (), recalibrate: bool = True) -> keras.callbacks.History:
     """Trains ``student`` in place for ``epochs`` epochs on ``data.train``.
 
     Args:
@@ -81,6 +82,11 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
         validation: a dataset of ``(inputs, targets)`` evaluated each epoch (default
             ``data.validation``); with ``patience`` training stops when the validation loss
             has not improved for that many epochs and the best weights are restored.
+        recalibrate: after training, re-estimate the student's BatchNorm moving statistics on
+            one pass over ``data.train`` (:func:`recalibrate_batchnorm`). With momentum 0.99
+            a few hundred steps leave the moving averages far from the final weights'
+            statistics (after 150 steps a quarter of them is still the initial 0 / 1), and the
+            model is evaluated, or distilled from as a teacher, with them.
 
     Returns:
         The Keras History of the training wrapper (per-task losses and weights logged).
@@ -91,8 +97,11 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
         raise ValueError(f"`patience` must be an integer >= 1 or None, got {patience!r}.")
     teacher_trainable = None if teacher is None else teacher.trainable
     try:
-        return _fit(student, data, epochs, teacher, lr, weighting, temperature, student_loss_weight,
-                    features, validation, patience, verbose, callbacks)
+        history = _fit(student, data, epochs, teacher, lr, weighting, temperature, student_loss_weight,
+                       features, validation, patience, verbose, callbacks)
+        if recalibrate and epochs:
+            recalibrate_batchnorm(student, data.train)
+        return history
     finally:
         if teacher is not None:  # keras.distillation freezes the teacher; give the user theirs back
             teacher.trainable = teacher_trainable
