@@ -127,6 +127,16 @@ def tensor_operation(tensor: Any) -> Any:
     return _get(tensor, "_keras_history", "the layer that produced a symbolic tensor").operation
 
 
+def producing_node(tensor: Any) -> Any:
+    """``(operation, node)`` of the call that produced a symbolic tensor, or None for a tensor no
+    operation produced (a fresh KerasTensor). Private: ``_keras_history``, ``_inbound_nodes``."""
+    history = getattr(tensor, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    if operation is None:
+        return None
+    return operation, _get(operation, "_inbound_nodes", "the calls of an operation")[history.node_index]
+
+
 def set_initial_epoch(model: Any, epoch: int) -> None:
     """Makes the running ``fit`` continue from ``epoch`` (what Keras's own BackupAndRestore does
     on restore). Private: ``Trainer._initial_epoch``."""

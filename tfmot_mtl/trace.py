@@ -130,14 +130,12 @@ def _unique_names(outputs: list) -> Iterator[None]:
     walker names the traced operations itself (by attribute and kind), not by these names."""
     ops, seen, stack = [], set(), list(outputs)
     while stack:
-        history = getattr(stack.pop(), "_keras_history", None)
-        op = getattr(history, "operation", None)
-        if op is None or id(op) in seen:
+        produced = compat.producing_node(stack.pop())
+        if produced is None or id(produced[0]) in seen:
             continue
-        seen.add(id(op))
-        ops.append(op)
-        for node in op._inbound_nodes:
-            stack.extend(tree.flatten(node.input_tensors))
+        seen.add(id(produced[0]))
+        ops.append(produced[0])
+        stack.extend(tree.flatten(produced[1].input_tensors))
     names = [op.name for op in ops]
     renamed = [(op, op.name) for op in ops if names.count(op.name) > 1]
     for i, (op, name) in enumerate(renamed):
