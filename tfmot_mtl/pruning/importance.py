@@ -268,6 +268,10 @@ def iterate_batches(data) -> Iterable[tuple]:
         yield batch[0], batch[1]
 
 
+def _shapes(tensors: Mapping) -> dict:
+    return {gid: tuple(t.shape) for gid, t in tensors.items()}
+
+
 class _GradientImportance(Importance):
     """Accumulating base: subclasses implement ``_batch_scores(model, graph, x, y)``, which
     returns the batch's score tensors of the scored groups (graph ops, float64).
@@ -310,7 +314,7 @@ class _GradientImportance(Importance):
         """Adds one mini-batch ``(x, y)`` (y: dict of targets by task) to the running sums."""
         self._plan(graph)
         batch = self._batch_scores(model, graph, x, y)
-        if set(batch) != set(self._sum) or self._add is None:
+        if self._add is None or _shapes(batch) != _shapes(self._sum):  # first batch, or another model
             self._new_sums(batch)
         self._add(batch)
         self.batches += 1
@@ -350,7 +354,7 @@ class _GradientImportance(Importance):
         # values: a list, or the {dtype, shape, values} dict of earlier states
         sums = {gid: tf.constant(np.asarray(v["values"] if isinstance(v, dict) else v, np.float64))
                 for gid, v in state["sum"].items()}
-        if set(sums) != set(self._sum) or any(v.shape != sums[g].shape for g, v in self._sum.items()):
+        if self._add is None or _shapes(sums) != _shapes(self._sum):
             self._new_sums(sums)
         for gid, value in sums.items():
             self._sum[gid].assign(value)
