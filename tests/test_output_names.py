@@ -18,7 +18,7 @@ from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.lite.io import named_outputs
 from tfmot_mtl.masks import ChannelMasks, apply_masks
 from tfmot_mtl.pruning import ChannelPruningCallback, CosPrune, IterativeSchedule, Magnitude, Taylor
-from tfmot_mtl.pruning.importance import resolve_losses
+from tfmot_mtl.pruning.gradient_criteria import resolve_losses
 from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity
 from tfmot_mtl.strip import strip_channels
 from tfmot_mtl.walk import output_names

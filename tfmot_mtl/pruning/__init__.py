@@ -7,8 +7,8 @@ and how far to prune, :class:`ChannelPruningCallback` prunes during ``fit`` and 
 stripped architecture with fresh weights for training from scratch.
 """
 from tfmot_mtl.pruning.callback import ChannelPruningCallback
-from tfmot_mtl.pruning.importance import (BNScale, CosPrune, Importance, Magnitude, Random, Taylor,
-                                          resolve_losses)
+from tfmot_mtl.pruning.gradient_criteria import CosPrune, Taylor, resolve_losses
+from tfmot_mtl.pruning.importance import BNScale, Importance, Magnitude, Random
 from tfmot_mtl.pruning.reinit import reinitialize
 from tfmot_mtl.pruning.run import prune_model, retrain_from_scratch
 from tfmot_mtl.pruning.schedules import IterativeSchedule, evaluate_schedule

@@ -20,7 +20,8 @@ import keras
 from tfmot_mtl.experiment import steps_per_epoch  # noqa: F401  (re-exported)
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.pruning.callback import ChannelPruningCallback
-from tfmot_mtl.pruning.importance import BNScale, CosPrune, Importance, Magnitude, Random, Taylor
+from tfmot_mtl.pruning.gradient_criteria import CosPrune, Taylor
+from tfmot_mtl.pruning.importance import BNScale, Importance, Magnitude, Random
 from tfmot_mtl.pruning.reinit import reinitialize
 from tfmot_mtl.pruning.schedules import IterativeSchedule, evaluate_schedule
 
