@@ -7,7 +7,9 @@ adaptive controller of ``ProximalGroupLasso(target=...)`` (lambda times a gain g
 pattern is locked and the survivors fine-tune); dense and sparse (target) single-task
 models (same architecture, one task). Every sparse model uses the demo's recipe: a small
 group-lasso loss term (``apply_group_sparsity(l1=--l1-loss)``, paper scale) plus the
-proximal step, same init as the dense model, then ``strip_channels``. Per model: shared-
+proximal step, same init as the dense model, then ``strip_channels`` and one BatchNorm
+recalibration pass over the training split (``batchnorm.recalibrate_batchnorm``; the dense
+model gets the same). Per model: shared-
 channel and parameter sparsity, params and MACs after stripping, task metrics, delta_m vs
 the dense multi-task model and vs the single-task dense models, LiteRT median latency of
 the stripped model (float32, batch 1, 1 thread), median time per training step, and for
@@ -202,14 +204,17 @@ def train_one(data, cfg: DataConfig, l1: float, target: float | None, layers, ar
 
 
 def measure_row(model, data, layers, latency_runs: int) -> dict:
-    """Sparsity, stripped size, metrics and LiteRT latency of a trained model."""
+    """Sparsity, stripped size, metrics and LiteRT latency of a trained model (its stripped copy
+    evaluated after one BatchNorm recalibration pass over the training split)."""
     from tfmot_mtl import lite
+    from tfmot_mtl.batchnorm import recalibrate_batchnorm
     from tfmot_mtl.profile import profile
     from tfmot_mtl.sparsity import sparsity_report
     from tfmot_mtl.strip import strip_channels
 
     report = sparsity_report(model, layers=layers)
     small, strip_report = strip_channels(model)
+    recalibrate_batchnorm(small, data.train)
     prof = profile(small)
     latency = lite.benchmark(lite.convert(small, batch_size=1, verbose=False),
                                   runs=latency_runs, warmup=3, num_threads=1, verbose=False)

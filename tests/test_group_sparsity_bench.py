@@ -166,5 +166,13 @@ def test_paper_summary_mean_std_and_single_task(paper):
 
 def test_paper_presets_and_cli(bench, paper):
     small = paper.PRESETS["paper-small"]
-    assert small["n_train"] <= 800 and len(small["seeds"]) == 3 and len(small["lambdas"]) >= 3
+    assert small["n_train"] <= 800 and len(small["seeds"]) == 3 and len(small["lambdas"]) + len(small["targets"]) >= 3
+    jobs = paper.plan_jobs(small, ["a", "b"])
+    assert jobs[:5] == [(0, "mtl", 0.0, None), (0, "mtl", 0.01, 0.5), (0, "mtl", 0.01, 0.7), (0, "mtl", 0.01, 0.85),
+                        (0, "mtl", 0.01, None)]
+    assert (1, "mtl", 0.02, None) not in jobs and (2, "mtl", 0.01, 0.7) in jobs  # fixed lambdas on seed 0 only
+    assert jobs[-2:] == [(0, "a", 0.01, 0.7), (0, "b", 0.01, 0.7)]
+    assert paper.setting_name({"lambda": 0.02, "target": None}) == "0.02"
+    assert paper.setting_name({"lambda": 0.01, "target": 0.7, "effective_lambda": {"mean": 0.0153}}) \
+        == "target 0.7 (λ 0.0153)"
     assert bench.parse_args(["--preset", "paper-small"]).preset == "paper-small"

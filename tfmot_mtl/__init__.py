@@ -21,6 +21,6 @@ def __getattr__(name):
     import importlib
 
     if name in ("sparsity", "pruning", "budget", "lite", "tasks", "models", "datasets", "profile",
-                "experiment", "resume", "distribute", "distill", "recipes"):
+                "experiment", "resume", "distribute", "distill", "recipes", "batchnorm"):
         return importlib.import_module(f"tfmot_mtl.{name}")
     raise AttributeError(f"module 'tfmot_mtl' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import keras
 
 from tfmot_mtl import experiment as ex
+from tfmot_mtl.batchnorm import recalibrate_batchnorm  # noqa: F401  (part of the recipes API)
 
 METHODS = ("sparsity", "prune")
 
@@ -226,41 +227,6 @@ def recover(small: keras.Model, dense: keras.Model, data: ex.Data, epochs: int, 
             "weighting": weighting if isinstance(weighting, str) else ("fixed" if weighting is None else
                                                                         type(weighting).__name__),
             "patience": patience, "history": hist}
-
-
-def recalibrate_batchnorm(model: keras.Model, data: Any, batches: int | None = None) -> int:
-    """Re-estimates the moving statistics of every BatchNormalization layer of ``model`` from
-    ``data`` (batches of ``(x, y)`` or of ``x``), with no weight update.
-
-    After channels are removed, or after a short training, the moving averages (momentum 0.99:
-    about 100 steps of memory) still describe the activations of earlier weights, and the model
-    is evaluated with statistics that no longer fit it (the "adaptive BN" of EagleEye, Li et al.
-    2020). Here each layer's moving mean and variance become the plain average of the batch
-    statistics over the first ``batches`` batches (all of ``data`` if None), computed by the
-    layers themselves in training mode with a momentum of ``k / (k + 1)`` at batch ``k``.
-    Layers are restored to their own momentum afterwards; frozen (``trainable=False``) layers
-    keep their statistics, as in training. Returns the number of layers.
-    """
-    layers = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
-    if not layers:
-        return 0
-    momentum = [l.momentum for l in layers]
-    count = 0
-    try:
-        for k, batch in enumerate(data):
-            if batches is not None and k >= batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            for layer in layers:
-                layer.momentum = k / (k + 1)
-            model(x, training=True)
-            count += 1
-    finally:
-        for layer, m in zip(layers, momentum):
-            layer.momentum = m
-    if not count:
-        raise ValueError("recalibrate_batchnorm: `data` yielded no batches")
-    return len(layers)
 
 
 def validation_size(n_train: int | None, default: int) -> int:
