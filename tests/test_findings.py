@@ -53,6 +53,15 @@ def test_judge_upadhyay(findings):
     assert rows[1]["holds"] is None and "no sweep point" in rows[1]["measured"]
 
 
+def test_judge_upadhyay_picks_a_target_setting_and_judges_monotonicity_on_fixed_lambdas(findings):
+    result = _sweep([(0.0, 0.0, 0.0), (0.1, 0.3, 1.0), (0.3, 0.9, -4.0)])
+    result["summary"]["sweep"].append({"lambda": 0.05, "target": 0.7, "n": 3, "channel_sparsity": {"mean": 0.71, "std": 0.0},
+                                       "delta_m": {"mean": 0.5, "std": 0.2}, "effective_lambda": {"mean": 0.2, "std": 0}})
+    rows = findings.judge_upadhyay(result)
+    assert [r["holds"] for r in rows] == [True, True]  # 0.05 -> 71% does not break the fixed-lambda order
+    assert rows[1]["numbers"]["target"] == 0.7 and "target 0.7 (λ 0.2): 71% sparsity" in rows[1]["measured"]
+
+
 def test_judge_dos_santos_and_table(findings):
     result = {"unpruned": {"accuracy": {"a": 0.8, "b": 0.6}},
               "baseline": {"one_params": 1000, "one_macs": 5000},

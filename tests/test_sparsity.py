@@ -386,3 +386,40 @@ def test_min_fraction_keeps_strongest_channels_of_every_group():
         assert (~zero).sum() == 2, gid  # ceil(0.25 * 8) strongest channels survive untouched
     with pytest.raises(ValueError, match="min_fraction"):
         ProximalGroupLasso(l1=1.0, min_fraction=1.0)
+
+
+def test_update_every_leaves_exact_zeros_at_every_epoch_end_validation_and_the_end():
+    """With update_every=3 and 5 steps per epoch, Adam revives the zeroed channels in the
+    steps between proximal steps; the callback takes a catch-up step before each validation,
+    at each epoch end and at the end, so what EarlyStopping / checkpoints see is exactly sparse."""
+    keras.utils.set_random_seed(0)
+    model = two_task_model()
+    model.compile(keras.optimizers.Adam(1e-2), loss={"seg": "mse", "cls": zero_loss})
+    x, y = data(40)
+    prox = ProximalGroupLasso(l1=5.0, layers=["c1", "c2"], update_every=3)
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def _record(self, when):
+            zero = np.asarray(prox.zero_channels()["c1"])  # the last proximal step's pattern
+            kernel = model.get_layer("c1").kernel.numpy()
+            seen.append((when, int(prox.last_step), int(model.optimizer.iterations.numpy()), zero.sum(),
+                         float(np.abs(kernel[..., zero]).max()) if zero.any() else 0.0))
+
+        def on_test_begin(self, logs=None):
+            self._record("validation")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._record("epoch end")
+
+    model.fit(x, y, batch_size=8, epochs=3, validation_data=(x[:8], {k: v[:8] for k, v in y.items()}),
+              callbacks=[prox, Probe()], verbose=0)
+    assert [s[0] for s in seen] == ["validation", "epoch end"] * 3
+    for when, last, step, dead, revived in seen:
+        assert last == step, (when, last, step)  # a step was just taken for the updates since the last one
+        assert revived == 0.0, when
+    assert seen[-1][3] > 0  # channels died
+    zero = np.asarray(prox.zero_channels()["c1"])
+    assert np.all(model.get_layer("c1").kernel.numpy()[..., zero] == 0)
+    model.evaluate(x, y, verbose=0, callbacks=[prox])  # outside fit the step stays off
+    assert int(prox.last_step) == int(model.optimizer.iterations.numpy())

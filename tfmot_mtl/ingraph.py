@@ -92,7 +92,7 @@ def new_variable(model, value, dtype, name: str):
 class VariableMasks:
     """Masks of model variables, re-applied inside the train step after each update.
 
-    ``set(arrays)`` assigns ``{variable: 0/1 array}``; a variable without an entry keeps
+    ``set(arrays)`` assigns ``{variable: 0/1 array}`` (kept as bool); a variable without an entry keeps
     all of its values. Mask variables are made for ``candidates`` (every variable the
     method may ever mask) at construction, so a mask change never retraces the step.
     """
@@ -105,8 +105,7 @@ class VariableMasks:
             if id(var) in seen:
                 continue
             seen.add(id(var))
-            mask = new_variable(model, np.ones(tuple(var.shape), "float32"), var.dtype,
-                                f"{key}_mask_{len(self.pairs)}")
+            mask = new_variable(model, np.ones(tuple(var.shape), bool), "bool", f"{key}_mask_{len(self.pairs)}")
             self.pairs.append((var, mask))
         self.active = new_variable(model, False, "bool", f"{key}_active")
         self.anchor = pick_anchor([v for v, _ in self.pairs], model)
@@ -114,8 +113,8 @@ class VariableMasks:
     def apply(self) -> None:
         """Graph ops: ``var <- where(mask, var, 0)`` for every masked variable (when any mask is set)."""
         def zero():
-            for var, mask in self.pairs:
-                var.assign(tf.where(mask.value > 0, var.value, tf.zeros_like(var.value)))
+            for var, mask in self.pairs:  # bool masks, a scalar zero: one select and one assign each
+                var.assign(tf.where(mask.value, var.value, tf.zeros((), var.dtype)))
             return tf.constant(True)
 
         tf.cond(self.active.value, zero, lambda: tf.constant(False))
@@ -133,11 +132,11 @@ class VariableMasks:
         any_zero = False
         for var, mask in self.pairs:
             m = arrays.get(id(var))
-            m = np.ones(tuple(var.shape), "float32") if m is None else np.asarray(m, "float32")
+            m = np.ones(tuple(var.shape), bool) if m is None else np.asarray(m) > 0
             any_zero = any_zero or not m.all()
             mask.assign(m)
             if not m.all():
-                var.assign(np.where(m > 0, np.asarray(keras.ops.convert_to_numpy(var)), 0).astype(var.dtype))
+                var.assign(np.where(m, np.asarray(keras.ops.convert_to_numpy(var)), 0).astype(var.dtype))
         self.active.assign(any_zero)
 
 

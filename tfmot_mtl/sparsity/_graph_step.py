@@ -78,6 +78,22 @@ class ProxStep:
             return
         tf.cond(due, lambda: self._run(step, elapsed), lambda: tf.constant(False))
 
+    def flush(self) -> None:
+        """Graph ops: a proximal step now for the updates since the last one (with
+        ``update_every > 1``, so the weights seen between steps carry exact zeros)."""
+        if not self.entries:
+            return
+        step = tf.cast(self.optimizer.iterations, tf.int64)  # the last update's number
+        last = self.last_step.value
+        due = tf.logical_and(tf.logical_and(last >= 0, step > last), self.enabled.value)
+        tf.cond(due, lambda: self._run(step, step - last), lambda: tf.constant(False))
+
+    def flush_now(self) -> None:
+        """Runs :meth:`flush` (one compiled function, made on first use)."""
+        if getattr(self, "_flush_fn", None) is None:
+            self._flush_fn = tf.function(self.flush)
+        self._flush_fn()
+
     def _run(self, step, elapsed):
         self.last_step.assign(step)
         return tf.cond(self.go.value, lambda: self._prox(step, elapsed), lambda: tf.constant(False))

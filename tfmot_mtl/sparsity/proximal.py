@@ -97,7 +97,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         protect: task names (their heads) or layer names whose groups are left alone.
         mode: ``"plain"`` or ``"adam"``.
         update_every: apply every this many optimizer steps (the threshold grows with the
-            steps elapsed, so the total shrinkage stays the same).
+            steps elapsed, so the total shrinkage stays the same). With ``update_every > 1``
+            a step for the updates since the last one is also taken before each validation
+            pass of ``fit``, at the end of every epoch and of training, so what validation,
+            checkpoints, ``EarlyStopping(restore_best_weights=True)`` and the trained model
+            see always carries exact zeros.
         scale: ``c_g``: ``"sqrt_group_size"`` (default), ``"sqrt_num_groups"`` (sqrt of the
             group's channel count) or ``"none"``.
         log_key: name of the logged group sparsity (fraction of selected channels that are
@@ -282,11 +286,21 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             logs[self.log_key] = tf.identity(self._step_graph.sparsity.value)  # a snapshot, no host copy
 
     def on_train_end(self, logs=None):
+        self._flush()
         super().on_train_end(logs)
         if self._step_graph is not None:  # the hook stays in the traced step, switched off
             self._step_graph.enabled.assign(False)
 
+    def on_test_begin(self, logs=None):
+        self._flush()  # only acts inside fit: the step is disabled outside training
+
+    def _flush(self) -> None:
+        """A proximal step for the updates since the last one (``update_every > 1``)."""
+        if self._step_graph is not None and self.update_every > 1 and self.nonfinite is None:
+            self._step_graph.flush_now()
+
     def on_epoch_end(self, epoch, logs=None):
+        self._flush()
         if logs is not None and self._plan_model is not None and self.nonfinite is None:
             logs[self.log_key] = self.sparsity()
 
