@@ -70,23 +70,21 @@ class ProxStep:
 
     def __call__(self) -> None:
         """Graph ops of one (possibly skipped) proximal step."""
-        step = tf.cast(self.optimizer.iterations, tf.int64) + 1
-        last = self.last_step.value
-        elapsed = tf.where(last >= 0, step - last, tf.ones_like(step))
-        due = tf.logical_and(elapsed >= self.cb.update_every, self.enabled.value)
+        self._run_if_due(tf.cast(self.optimizer.iterations, tf.int64) + 1, self.cb.update_every)
+
+    def _run_if_due(self, step, at_least: int) -> None:
+        """The step for update number ``step`` when ``at_least`` updates passed since the last one."""
         if not self.entries:
             return
+        last = self.last_step.value
+        elapsed = tf.where(last >= 0, step - last, tf.ones_like(step))
+        due = tf.logical_and(elapsed >= at_least, self.enabled.value)
         tf.cond(due, lambda: self._run(step, elapsed), lambda: tf.constant(False))
 
     def flush(self) -> None:
         """Graph ops: a proximal step now for the updates since the last one (with
         ``update_every > 1``, so the weights seen between steps carry exact zeros)."""
-        if not self.entries:
-            return
-        step = tf.cast(self.optimizer.iterations, tf.int64)  # the last update's number
-        last = self.last_step.value
-        due = tf.logical_and(tf.logical_and(last >= 0, step > last), self.enabled.value)
-        tf.cond(due, lambda: self._run(step, step - last), lambda: tf.constant(False))
+        self._run_if_due(tf.cast(self.optimizer.iterations, tf.int64), 1)  # the last update's number
 
     def flush_now(self) -> None:
         """Runs :meth:`flush` (one compiled function, made on first use)."""
