@@ -56,8 +56,7 @@ PRESETS = {
                          max_epochs=10, patience=3, lr=5e-4, weight_decay=0.1, lambdas=(0.03, 0.08), seeds=(0,),
                          targets=(0.7,), target_l1=0.02, adapt_rate=0.05, single_lambda=None, update_every=2,
                          latency_runs=0),
-        "dos_santos": dict(res=32, width=0.5, n=160, pretrain=8, budget_epochs=2, finetune=2, budgets=[0.5],
-                           sharing=["jaccard"], domain_bn=True),
+        "dos_santos": "seeds05",  # budget_mdl's own setting at budget 0.5, one seed (~3 min)
     },
     "full": {"garg": "default", "upadhyay": "paper-small", "dos_santos": "default"},
 }

@@ -3,8 +3,9 @@
 1. Build a multi-domain model from a backbone with one DomainSwitch per prunable channel group.
 2. Train it on mixed-domain batches (each example trains only its own domain's head).
 3. Train the switches under a budget (at most 50% of the channels per domain, annealed from
-   100%) with a Jaccard sharing loss; the domains switch channels off in one common order,
-   so they end on the same channels. Fine-tune on the final switches.
+   100%, every layer by about the same share) with a Jaccard sharing loss; the domains switch
+   channels off in one common order, so they end on the same channels. Fine-tune on the
+   final switches.
 4. Strip the channels no domain uses; the stripped plain-Keras model serves every domain.
 
     python examples/budget_multi_domain.py [--fast]
@@ -28,7 +29,7 @@ def main():
     if args.fast:
         cfg = dict(resolution=16, width=0.125, n_train=8, epochs=1, budget_epochs=1, finetune=0)
     else:
-        cfg = dict(resolution=32, width=0.5, n_train=400, epochs=15, budget_epochs=3, finetune=2)
+        cfg = dict(resolution=32, width=0.5, n_train=400, epochs=4, budget_epochs=10, finetune=3)
     t0 = time.time()
     result = pipeline.run(budget=args.budget, sharing=args.sharing, **cfg)
     print("unpruned accuracy:", {d: round(a, 3) for d, a in result["unpruned_accuracy"].items()})

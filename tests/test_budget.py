@@ -187,6 +187,26 @@ def test_aligned_projection_uses_one_common_order():
     np.testing.assert_array_equal(aligned[0] > 0, [[0, 1, 1, 0], [0, 1, 1, 0]])
 
 
+def test_balanced_projection_prunes_every_switch_by_the_same_share():
+    # the stem's latents are all lower than the wide layer's: a global order empties the stem
+    stem = np.array([[0.01, 0.02, 0.03, 0.04]])
+    wide = np.array([[0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]])
+    costs, served = [np.ones(4), np.ones(8)], [[0], [0]]
+    plain = losses.project_to_budget([stem, wide], costs, served, 0.5)
+    assert (plain[0] > 0).sum() == 1 and (plain[1] > 0).sum() == 5
+    balanced = losses.project_to_budget([stem, wide], costs, served, 0.5, balance=True)
+    np.testing.assert_array_equal(balanced[0] > 0, [[0, 0, 1, 1]])  # the layer's own lowest go
+    np.testing.assert_array_equal(balanced[1] > 0, [[0, 0, 0, 0, 1, 1, 1, 1]])
+    np.testing.assert_allclose(losses.within_switch_ranks([np.array([[3.0, 1.0, 2.0]])])[0], [[2 / 3, 0, 1 / 3]])
+    # aligned and balanced: one common order inside each switch, nested subsets across domains
+    lat = [np.array([[0.5, 0.4, 0.1, 0.05], [0.05, 0.1, 0.6, 0.2]]), np.array([[0.01, 0.02], [0.03, 0.01]])]
+    both = losses.project_to_budget(lat, [np.ones(4), np.ones(2)], [[0, 1], [0, 1]], 0.5, align=True, balance=True)
+    np.testing.assert_array_equal(both[0] > 0, [[1, 0, 1, 0], [1, 0, 1, 0]])
+    np.testing.assert_array_equal(both[1] > 0, [[1, 0], [1, 0]])
+    cb = budget.BudgetCallback(0.5, balance=True)
+    assert budget.BudgetCallback.from_config(cb.get_config()).balance is True
+
+
 def test_annealed_budget_and_alignment_default():
     cb = budget.BudgetCallback(0.25, sharing="jaccard", anneal=True)
     cb.params = {"epochs": 3}
@@ -345,6 +365,32 @@ def test_aligned_training_keeps_union_at_budget_on_tiny_problem():
     masks = budget.domain_masks(model)
     for gid in ("c0", "c1"):
         np.testing.assert_array_equal(masks["a"][gid], masks["b"][gid])
+
+
+def test_annealed_penalty_aims_at_the_epochs_budget_not_the_final_one():
+    """Annealing 1 -> 0.25 over 3 epochs: the multipliers grow only by the violation of each
+    epoch's own budget (0.75, 0.5, 0.25); against the final 0.25 from the first batch they
+    grew by ~0.75 per batch and, under Adam, switched every channel off at once."""
+    keras.utils.set_random_seed(0)
+    model = budget.add_domain_switches(tiny_backbone((8, 8)), DOMAINS)
+    budget.compile_domain_model(model, keras.optimizers.Adam(0.01))
+    cb = budget.BudgetCallback(budget=0.25, anneal=True, multiplier_lr=0.1)
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(cb._terms.target.numpy()))
+
+    data = budget.domain_targets(tiny_data(32), ["a", "b"])
+    model.fit(data, epochs=3, verbose=0, callbacks=[cb, Probe()])
+    batches = len(seen) // 3
+    assert seen == pytest.approx([0.75] * batches + [0.5] * batches + [0.25] * batches)
+    assert [cb.epoch_budget(e) for e in range(3)] == pytest.approx([0.75, 0.5, 0.25])
+    # usage starts at 1 and is projected to each epoch's budget at its end: the violation is
+    # at most 1 - 0.75 = 0.25 per batch
+    assert cb.lambdas.max() <= 0.1 * 0.25 * 3 * batches + 1e-9
+    assert (cb.usage() <= 0.25 + 1e-9).all() and (cb.usage() > 0).all()
+    assert budget.BudgetCallback(0.25).epoch_budget(0) == 0.25  # no annealing: beta throughout
 
 
 @pytest.mark.slow

@@ -37,6 +37,10 @@ def test_demo_fast_end_to_end(tmp_path):
                  "sparsity_pattern.png", "dense_vs_sparse.png"):
         assert (tmp_path / name).exists(), name
     saved = json.loads((tmp_path / "report.json").read_text())
+    phases = saved["phase_seconds"]  # each phase's wall time, in the order they ran
+    assert list(phases) == ["data", "dense parent", "find channels", "strip", "fine-tune", "same-budget dense",
+                            "evaluate"]
+    assert all(t >= 0 for t in phases.values()) and sum(phases.values()) <= saved["seconds"] + 1
     assert set(saved["rows"]["dense parent"]["metrics"]) == {"segmentation", "depth", "normals"}
 
 

@@ -256,9 +256,9 @@ def add_compress_commands(sub) -> None:
     p.add_argument("--sharing", default="jaccard", choices=["none", "jaccard", "intersection", "union"])
     p.add_argument("--sharing-weight", type=float, default=1.0)
     p.add_argument("--measure", default="channels", choices=["channels", "macs"])
-    p.add_argument("--epochs", type=int, default=8, help="multi-domain pre-training epochs (switches on)")
-    p.add_argument("--budget-epochs", type=int, default=3, help="epochs training the switches under the budget")
-    p.add_argument("--finetune", type=int, default=2, help="fine-tuning epochs on the final switches, before stripping "
+    p.add_argument("--epochs", type=int, default=4, help="multi-domain pre-training epochs (switches on)")
+    p.add_argument("--budget-epochs", type=int, default=10, help="epochs training the switches under the budget")
+    p.add_argument("--finetune", type=int, default=3, help="fine-tuning epochs on the final switches, before stripping "
                    "(--finetune-epochs: after stripping)")
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--resolution", type=int, default=32)

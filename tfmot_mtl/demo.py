@@ -93,6 +93,7 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     cfg = config or PRESETS["full" if full else "fast" if fast else "default"]
     os.makedirs(out, exist_ok=True)
     start = time.time()
+    clock = _PhaseClock()
     print(f"[demo] data: synthetic_scenes {cfg.n_train} train / {cfg.n_test} test at "
           f"{cfg.resolution}x{cfg.resolution}")
     data = ex.load_data("synthetic_scenes", n_train=cfg.n_train, n_test=cfg.n_test,
@@ -101,9 +102,11 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     def build():
         return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg.width, seed=cfg.seed)
 
+    clock.end("data")
     print(f"[demo] 1/5 dense mtl_resnet (the parent), {cfg.dense_epochs} epochs")
     dense = recipes.train_dense(build(), data, cfg.dense_epochs, cfg.lr, verbose=verbose)
 
+    clock.end("dense parent")
     if cfg.method == "prune":
         how = f"iterative {cfg.criterion} pruning (Garg et al. 2023)"
         options = {"criterion": cfg.criterion}
@@ -118,19 +121,23 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     pattern_png = os.path.join(out, "sparsity_pattern.png")
     sparsity = sparsity_report(sparse, layers="shared", plot_path=pattern_png)
 
+    clock.end("find channels")
     print("[demo] 3/5 strip the dead channels")
     small, strip_report = strip_channels(sparse, masks)
     parity = _parity(sparse, small, data)
     before = ex.evaluate(small, data)
 
+    clock.end("strip")
     print(f"[demo] 4/5 fine-tune the stripped model, {cfg.finetune_epochs} epochs"
           + (", distilled from the dense parent" if cfg.distill else ", on labels"))
     recipes.finetune(small, data, cfg.finetune_epochs, teacher=dense if cfg.distill else None, lr=cfg.finetune_lr,
                      weighting=cfg.weighting, temperature=cfg.temperature,
                      student_loss_weight=cfg.student_loss_weight, verbose=verbose)
 
+    clock.end("fine-tune")
     print(f"[demo] 5/5 dense mtl_resnet with the same total budget, {cfg.total_epochs} epochs")
     baseline = recipes.train_dense(build(), data, cfg.total_epochs, cfg.lr, verbose=verbose)
+    clock.end("same-budget dense")
 
     from tfmot_mtl.profile import profile
     from tfmot_mtl.tasks import delta_m
@@ -160,6 +167,8 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
         "sparsity": sparsity, "strip": strip_report.to_dict()["totals"],
         "strip_parity_max_rel_err": parity,
     }
+    clock.end("evaluate")
+    report["phase_seconds"] = clock.seconds
     ex.save_model(dense, os.path.join(out, "dense.keras"))
     ex.save_model(baseline, os.path.join(out, "dense_same_budget.keras"))
     ex.save_model(small, os.path.join(out, "sparse_stripped.keras"))
@@ -172,6 +181,20 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
           f"{report['delta_m_before_finetune']:+.2f}%), strip parity {parity:.2e}, "
           f"{report['seconds']:.0f} s. Wrote {out}/report.json, models and plots.")
     return report
+
+
+class _PhaseClock:
+    """Wall time of each demo phase, printed as it ends (the demo's budget is 10 minutes)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.time()
+
+    def end(self, phase: str) -> None:
+        now = time.time()
+        self.seconds[phase] = round(now - self._last, 1)
+        self._last = now
+        print(f"[demo]     {phase}: {self.seconds[phase]:.0f} s")
 
 
 def _parity(a, b, data) -> float:

@@ -18,7 +18,8 @@ step :meth:`BudgetCallback.step` (numpy, `budget.losses`) is the reference of on
 Projection (``project=True``): at the end of training the switches of a domain still over
 budget are turned off until it is within budget; with ``anneal=True`` this also happens at
 the end of every epoch against a budget falling linearly from 1 to β over the epochs, so
-the network adapts to the removed channels gradually. With ``align`` (the default when a
+the network adapts to the removed channels gradually, and the penalty and the multipliers
+aim at the epoch's annealed budget in place of β (`epoch_budget`). With ``align`` (the default when a
 sharing loss is set) every domain turns channels off in one common order, by the domains'
 summed latents: the domains then keep nested subsets of the same channels and the union
 mask, hence the stripped model, is about as small as one domain's share (the STE sharing
@@ -56,6 +57,8 @@ class BudgetCallback(ResumableCallback):
         project: enforce the budget exactly at the end of training.
         anneal: also project at every epoch end onto a budget falling linearly to β.
         align: project in one order common to all domains (None: True iff `sharing`).
+        balance: project in the order of each latent's rank inside its own switch, so every
+            layer keeps about the budget's share of its channels (`losses.project_to_budget`).
         input_shape: per-example image shape for the MAC measure when the model's is unknown.
         frequency: apply the penalty step every `frequency` batches.
 
@@ -69,7 +72,7 @@ class BudgetCallback(ResumableCallback):
     def __init__(self, budget: float = 0.5, sharing: str | None = None, sharing_weight: float = 1.0,
                  measure: str = "channels", multiplier_lr: float = 0.05, lr: float | None = None,
                  project: bool = True, input_shape: Any = None, frequency: int = 1,
-                 anneal: bool = False, align: bool | None = None):
+                 anneal: bool = False, align: bool | None = None, balance: bool = False):
         super().__init__()
         self.budget = losses.check_budget(budget)
         self.sharing = losses.check_sharing(sharing)
@@ -88,6 +91,7 @@ class BudgetCallback(ResumableCallback):
         self.input_shape, self.frequency = input_shape, frequency
         self.anneal = bool(anneal)
         self.align = bool(self.sharing) if align is None else bool(align)
+        self.balance = bool(balance)
         self._lambdas: np.ndarray | None = None
         self.history: list[dict] = []
         self._infos: list = []
@@ -177,7 +181,14 @@ class BudgetCallback(ResumableCallback):
         """Projects every domain onto `budget` (default β); see `losses.project_to_budget`."""
         costs, served = self._args()
         target = self.budget if budget is None else budget
-        self._assign(losses.project_to_budget(self._latents(), costs, served, target, align=self.align))
+        self._assign(losses.project_to_budget(self._latents(), costs, served, target, align=self.align,
+                                                  balance=self.balance))
+
+    def epoch_budget(self, epoch: int) -> float:
+        """The budget the penalty and the multipliers aim at during `epoch`: the annealed one
+        when annealing (so the multipliers do not grow against a budget the projection
+        reaches only later, which made every switch fall off together), else β."""
+        return self.annealed_budget(epoch) if self.anneal and self.project else self.budget
 
     def annealed_budget(self, epoch: int) -> float:
         """The budget projected on at the end of `epoch` when annealing (β at the last epoch)."""
@@ -242,6 +253,10 @@ class BudgetCallback(ResumableCallback):
         return stop_if_nonfinite(self, problem, "The switch latents were restored to those of the last "
                                  "finite batch.", restore)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._terms is not None:
+            self._terms.target.assign(self.epoch_budget(epoch))
+
     def on_epoch_end(self, epoch, logs=None):
         if self.anneal and self.project:
             self.enforce(self.annealed_budget(epoch))
@@ -296,7 +311,8 @@ class BudgetCallback(ResumableCallback):
         return {"budget": self.budget, "sharing": self.sharing, "sharing_weight": self.sharing_weight,
                 "measure": self.measure, "multiplier_lr": self.multiplier_lr, "lr": self.lr,
                 "project": self.project, "input_shape": self.input_shape, "frequency": self.frequency,
-                "anneal": self.anneal, "align": self.align}
+                "anneal": self.anneal, "align": self.align,
+                "balance": self.balance}
 
     @classmethod
     def from_config(cls, config: dict) -> "BudgetCallback":

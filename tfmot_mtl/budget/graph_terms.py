@@ -78,6 +78,7 @@ class BudgetTerms:
         self.enabled = new_variable(model, False, "bool", "budget_enabled")
         self.penalty = new_variable(model, 0.0, "float32", "budget_penalty")
         self.sharing = new_variable(model, 0.0, "float32", "sharing_loss")
+        self.target = new_variable(model, cb.budget, "float64", "budget_target")  # the epoch's budget
         self.good = [new_variable(model, np.asarray(v.numpy()), "float32", f"budget_good_{i}")
                      for i, v in enumerate(self.latents)]
         self.anchor = self.latents[-1]
@@ -91,7 +92,7 @@ class BudgetTerms:
         records the values for the logs and a copy of the (finite) latents."""
         switches = [binarize_ste(tf.convert_to_tensor(v)) for v in self.latents]
         u = usage(switches, self.costs, self.served, self.num_domains)
-        pen = budget_penalty(u, self.cb.budget, self.lambdas.value)
+        pen = budget_penalty(u, tf.cast(self.target.value, u.dtype), self.lambdas.value)
         share = sharing_loss(switches, self.cb.sharing, self.costs, self.served) if self.cb.sharing \
             else tf.zeros([], F32)
         self.penalty.assign(tf.stop_gradient(pen))
@@ -107,7 +108,7 @@ class BudgetTerms:
         """Multiplier ascent (when due) and the batch counter."""
         switches = [tf.cast(v.value > 0, F32) for v in self.latents]
         u = tf.cast(usage(switches, self.costs, self.served, self.num_domains), tf.float64)
-        step = self.cb.multiplier_lr * tf.maximum(tf.constant(0.0, tf.float64), u - self.cb.budget)
+        step = self.cb.multiplier_lr * tf.maximum(tf.constant(0.0, tf.float64), u - self.target.value)
         due = self._due()
         self.lambdas.assign(tf.where(due, self.lambdas.value + step, self.lambdas.value))
         self.counter.assign_add(tf.where(self.enabled.value, tf.constant(1, tf.int64), tf.constant(0, tf.int64)))

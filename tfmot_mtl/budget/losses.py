@@ -146,26 +146,48 @@ def shared_scores(latents: list[np.ndarray], served: list[list[int]]) -> list[np
     return [np.asarray(x, np.float64)[doms].sum(axis=0) for x, doms in zip(latents, served)]
 
 
+def within_switch_ranks(scores: list[np.ndarray]) -> list[np.ndarray]:
+    """Each score's rank inside its own switch, scaled to [0, 1) (0: the switch's lowest)."""
+    ranks = []
+    for x in scores:
+        x = np.asarray(x, np.float64)
+        order = np.argsort(x, axis=-1, kind="stable")
+        r = np.empty_like(x)
+        np.put_along_axis(r, order, np.arange(x.shape[-1], dtype=np.float64) / x.shape[-1], axis=-1)
+        ranks.append(r)
+    return ranks
+
+
 def project_to_budget(latents: list[np.ndarray], costs, served, budget: float,
-                      off_value: float = -1e-3, align: bool = False) -> list[np.ndarray]:
+                      off_value: float = -1e-3, align: bool = False,
+                      balance: bool = False) -> list[np.ndarray]:
     """Turns off switches of each over-budget domain until its usage <= budget.
 
     Without `align` each domain turns off its own lowest latents first; with `align` every
     domain turns channels off in ONE common order, lowest `shared_scores` first (own latent
     breaks ties), so the domains keep nested subsets of the same channels and the union
-    mask is about as small as one domain's. Keeps at least one channel on per switch and
-    domain (a domain never loses a whole layer). Returns new arrays; inputs are unchanged.
+    mask is about as small as one domain's. With `balance` the order is by each score's rank
+    inside its own switch (`within_switch_ranks`), so every layer loses about the same share
+    of its channels and the latents only choose which ones: latents of different layers are
+    not comparable (Adam moves each by about its learning rate per step, whatever its
+    gradient), and a global order can empty the stem or a residual stream. Keeps at least one
+    channel on per switch and domain (a domain never loses a whole layer). Returns new
+    arrays; inputs are unchanged.
     """
     latents = [np.array(x, np.float64) for x in latents]
     common = shared_scores(latents, served) if align else None
     num_domains = latents[0].shape[0]
+    ranks = within_switch_ranks(common if align else latents) if balance else None
     for d in range(num_domains):
         mine = [i for i, doms in enumerate(served) if d in doms]
         total = sum(costs[i].sum() for i in mine)
         if not total:
             continue
         on = sum(float(costs[i] @ (latents[i][d] > 0)) for i in mine)
-        candidates = sorted(((common[i][c] if align else latents[i][d, c]), latents[i][d, c], i, c)
+        def key(i, c):
+            score = common[i][c] if align else latents[i][d, c]
+            return (ranks[i][c] if align else ranks[i][d, c]) if balance else score, score
+        candidates = sorted((*key(i, c), latents[i][d, c], i, c)
                             for i in mine for c in np.flatnonzero(latents[i][d] > 0))
         for *_, i, c in candidates:
             if on / total <= budget + 1e-12:

@@ -2,8 +2,9 @@
 the example and the benchmark.
 
     setup = pipeline.setup(resolution=32, width=0.5, n_train=400)
-    pretrain(setup.model, setup.train, epochs=8)            # switches frozen on
-    cb = budget_phase(setup.model, setup.train, 0.5, "jaccard", epochs=3, finetune=2)
+    pretrain(setup.model, setup.train, epochs=4)            # switches frozen on
+    cb = budget_phase(setup.model, setup.train, 0.5, "jaccard", epochs=10, finetune=3, lr=2e-3,
+                      balance=True)
     result = finish(setup.model, setup, baseline_errors)    # strip, evaluate, report
 
 `run(..., finetune_epochs=N, distill=True)` also fine-tunes the stripped model for N epochs,
@@ -17,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfmot_mtl.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.budget.build import add_domain_switches, compile_domain_model, domain_accuracy, domain_targets
 from tfmot_mtl.budget.callback import BudgetCallback
 from tfmot_mtl.budget.losses import check_budget, check_sharing
@@ -75,29 +77,39 @@ def fit(model: keras.Model, data, epochs: int, lr: float, callbacks=(), switches
 
 
 def pretrain(model: keras.Model, data, epochs: int, lr: float = 2e-3, verbose: int = 0,
-             eager: bool = False) -> None:
-    """Plain multi-domain training, every switch on."""
+             eager: bool = False, recalibrate: bool = True) -> None:
+    """Plain multi-domain training, every switch on; then (``recalibrate``) the BatchNorm
+    statistics re-estimated on ``data``."""
     fit(model, data, epochs, lr, verbose=verbose, eager=eager)
+    if recalibrate and epochs:
+        recalibrate_batchnorm(model, data)
 
 
 def budget_phase(model: keras.Model, data, budget: float, sharing: str | None, epochs: int,
                  finetune: int, lr: float = 5e-4, sharing_weight: float = 1.0, measure: str = "channels",
-                 verbose: int = 0, eager: bool = False) -> BudgetCallback:
+                 verbose: int = 0, eager: bool = False, balance: bool = False) -> BudgetCallback:
     """Trains the switches under the budget (annealed, aligned when sharing), then fine-tunes
     the weights with the switches frozen. Returns the callback (usage, multipliers, history)."""
     callback = BudgetCallback(budget, sharing=check_sharing(sharing), sharing_weight=sharing_weight,
-                              measure=measure, anneal=True)
+                              measure=measure, anneal=True, balance=balance)
     fit(model, data, max(1, epochs), lr, [callback], switches=True, verbose=verbose, eager=eager)
     fit(model, data, finetune, lr, verbose=verbose, eager=eager)
     return callback
 
 
-def finish(model: keras.Model, s: Setup, baseline_errors: dict | None = None, recover=None) -> dict:
+def finish(model: keras.Model, s: Setup, baseline_errors: dict | None = None, recover=None,
+           recalibrate: bool = True) -> dict:
     """Strips with the union mask, evaluates the stripped model per domain, builds the report.
+
+    With ``recalibrate`` the (domain-specific) BatchNorm statistics are first re-estimated on
+    the training batches (`batchnorm.recalibrate_batchnorm`): the moving averages otherwise
+    describe the weights of the last few batches before the switches froze.
 
     ``recover(small)``, if given, runs between stripping and the evaluation (a fine-tuning);
     the accuracy before it is then in "stripped_accuracy" and its return value in "finetune".
     """
+    if recalibrate:
+        recalibrate_batchnorm(model, s.train)
     small, strip_report = strip_domain_model(model)
     extra = {}
     if recover is not None:
@@ -129,12 +141,17 @@ def accuracy_table(columns: dict[str, dict[str, float]]) -> str:
 
 
 def run(budget: float = 0.5, sharing: str | None = "jaccard", resolution: int = 32, width: float = 0.5,
-        n_train: int = 400, epochs: int = 8, budget_epochs: int = 3, finetune: int = 2, lr: float = 2e-3,
+        n_train: int = 400, epochs: int = 4, budget_epochs: int = 10, finetune: int = 3, lr: float = 2e-3,
         sharing_weight: float = 1.0, measure: str = "channels", seed: int = 0, verbose: int = 0,
         eager: bool | None = None, finetune_epochs: int = 0, distill: bool = False,
         patience: int | None = None, temperature: float = 2.0, student_loss_weight: float = 0.5,
-        domain_bn: bool = False) -> dict:
+        domain_bn: bool = False, phase_lr: float | None = None, balance: bool = True) -> dict:
     """The whole recipe for one budget: pretrain, budget phase + fine-tune, strip, evaluate.
+
+    The default spends most epochs training the switches (pruning while training) at the
+    pretraining rate (``phase_lr``, default ``lr``), with the layer-balanced projection
+    (``balance``, `BudgetCallback`); BatchNorm statistics are re-estimated after pretraining
+    and before stripping.
 
     `eager` (default: when there are at most 2 batches per epoch) skips graph tracing, which
     costs more than a tiny run. `finetune_epochs > 0` fine-tunes the stripped model (at
@@ -159,8 +176,9 @@ def run(budget: float = 0.5, sharing: str | None = "jaccard", resolution: int = 
     pretrain(s.model, s.train, epochs, lr, verbose=verbose, eager=eager)
     acc0 = domain_accuracy(s.model, s.test, s.names)
     teacher = clone_with_weights(s.model) if distill and finetune_epochs else None
-    callback = budget_phase(s.model, s.train, budget, sharing, budget_epochs, finetune, lr / 4,
-                            sharing_weight, measure, verbose, eager)
+    phase_lr = lr if phase_lr is None else phase_lr
+    callback = budget_phase(s.model, s.train, budget, sharing, budget_epochs, finetune, phase_lr,
+                            sharing_weight, measure, verbose, eager, balance=balance)
 
     def recover(small):
         history = finetune_stripped(small, s.mixed, finetune_epochs, s.names, teacher=teacher, lr=lr / 4,
