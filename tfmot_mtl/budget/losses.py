@@ -177,17 +177,16 @@ def project_to_budget(latents: list[np.ndarray], costs, served, budget: float,
     latents = [np.array(x, np.float64) for x in latents]
     common = shared_scores(latents, served) if align else None
     num_domains = latents[0].shape[0]
-    ranks = within_switch_ranks(common if align else latents) if balance else None
+    scores = common if align else latents  # common: (C,) per switch; own: (D, C)
+    order = within_switch_ranks(scores) if balance else scores
     for d in range(num_domains):
         mine = [i for i, doms in enumerate(served) if d in doms]
         total = sum(costs[i].sum() for i in mine)
         if not total:
             continue
         on = sum(float(costs[i] @ (latents[i][d] > 0)) for i in mine)
-        def key(i, c):
-            score = common[i][c] if align else latents[i][d, c]
-            return (ranks[i][c] if align else ranks[i][d, c]) if balance else score, score
-        candidates = sorted((*key(i, c), latents[i][d, c], i, c)
+        row = (lambda x: x) if align else (lambda x: x[d])
+        candidates = sorted((row(order[i])[c], row(scores[i])[c], latents[i][d, c], i, c)
                             for i in mine for c in np.flatnonzero(latents[i][d] > 0))
         for *_, i, c in candidates:
             if on / total <= budget + 1e-12:
