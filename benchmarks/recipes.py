@@ -1,8 +1,9 @@
 """Ablation of the fine-tuning recipe after stripping: what recovers a compressed model's quality.
 
 On ``synthetic_scenes``, per seed: train the dense parent (``dense_epochs``) and a dense model
-for the whole budget (``dense_epochs + find_epochs + finetune_epochs``: the reference of every
-delta_m); prune the shared channels of the parent to each target (Taylor, iterative, over
+for the whole budget (``dense_epochs + find_epochs + finetune_epochs``: the parent trained on
+for the epochs the compressed models spend after it, ``recipes.train_same_budget``; the
+reference of every delta_m); prune the shared channels of the parent to each target (Taylor, iterative, over
 ``find_epochs``), strip, then fine-tune the stripped model ``finetune_epochs`` four ways:
 
 - ``finetune``: labels only, fixed task weights;
@@ -45,12 +46,14 @@ VARIANTS = {"finetune": (False, "fixed"), "+distill": (True, "fixed"),
 PRESETS = {
     "quick": dict(n_train=32, n_test=16, batch_size=16, resolution=32, width=0.25, dense_epochs=1,
                   find_epochs=1, finetune_epochs=1, targets=(0.5,), seeds=(0,)),
-    "default": dict(n_train=500, n_test=200, batch_size=32, resolution=32, width=0.5, dense_epochs=12,
-                    find_epochs=2, finetune_epochs=6, targets=(0.5, 0.7), seeds=(0, 1, 2)),
-    # the setting of `make demo` (tfmot_mtl.demo.DemoConfig), one seed: about 12 minutes
-    "demo": dict(n_train=1500, n_test=300, batch_size=32, resolution=64, width=1.0, dense_epochs=16,
-                 find_epochs=2, finetune_epochs=6, targets=(0.62,), seeds=(0,)),
+    # the demo's recipe (8 dense + 10 pruning + 6 fine-tuning epochs, all at 2e-3) on smaller data
+    "default": dict(n_train=500, n_test=200, batch_size=32, resolution=32, width=0.5, dense_epochs=8,
+                    find_epochs=10, finetune_epochs=6, targets=(0.5, 0.7), seeds=(0, 1, 2)),
+    # the setting of `make demo` (tfmot_mtl.demo.DemoConfig), one seed: about 20 minutes
+    "demo": dict(n_train=1500, n_test=300, batch_size=32, resolution=64, width=1.0, dense_epochs=8,
+                 find_epochs=10, finetune_epochs=6, targets=(0.62,), seeds=(0,)),
 }
+LR = 2e-3  # every phase's initial learning rate (cosine decay within each), as in the demo
 
 
 def log(msg: str) -> None:
@@ -65,18 +68,18 @@ def run_seed(cfg: dict, seed: int) -> list[dict]:
     def build():
         return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=seed)
 
-    dense = recipes.train_dense(build(), data, budget.dense)
-    same = recipes.train_dense(build(), data, budget.total)
+    dense = recipes.train_dense(build(), data, budget.dense, LR)
+    same = recipes.train_same_budget(dense, data, budget, LR, build=build)  # the parent trained on
     reference = ex.evaluate(same, data)
     rows = [{"seed": seed, "target": 0.0, "variant": "dense, same budget", "macs": profile(same).total_macs,
              "params": profile(same).total_params, "delta_m": 0.0, "metrics": reference}]
     for target in cfg["targets"]:
-        found, masks, info = recipes.find_channels(dense, data, "prune", target, budget.find,
+        found, masks, info = recipes.find_channels(dense, data, "prune", target, budget.find, lr=LR,
                                                    options={"criterion": "taylor"})
         stripped, _ = strip_channels(found, masks)
         for variant, (distill, weighting) in VARIANTS.items():
             small = clone_with_weights(stripped)
-            recipes.finetune(small, data, budget.finetune, teacher=dense if distill else None,
+            recipes.finetune(small, data, budget.finetune, teacher=dense if distill else None, lr=LR,
                              weighting=weighting, student_loss_weight=cfg.get("student_loss_weight", 0.5))
             metrics = ex.evaluate(small, data)
             prof = profile(small)

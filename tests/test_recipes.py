@@ -25,3 +25,40 @@ def test_run_compares_with_a_dense_model_of_the_same_budget():
     assert result.to_dict()["budget"]["total"] == 3
 
 
+
+
+def _tiny():
+    data = ex.load_data("synthetic_scenes", n_train=16, n_test=8, batch_size=8, resolution=32)
+    build = lambda: ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=0.25, seed=0)  # noqa: E731
+    return data, build
+
+
+def test_same_budget_dense_continues_a_copy_of_the_parent():
+    data, build = _tiny()
+    parent = recipes.train_dense(build(), data, 1)
+    kernel = next(i for i, w in enumerate(parent.weights) if len(w.shape) == 4)
+    parent.weights[kernel].assign(parent.weights[kernel] + 0.5)  # far from any new initialisation
+    before = [np.array(w) for w in parent.get_weights()]
+    same = recipes.train_same_budget(parent, data, recipes.Budget(1, 1, 1))
+    assert same is not parent
+    for w, b in zip(parent.get_weights(), before):  # the parent itself is left as it was
+        np.testing.assert_array_equal(w, b)
+    moved = [not np.array_equal(a, b) for a, b in zip(same.get_weights(), before)]
+    assert any(moved)  # trained on from the parent's weights (a clone alone would equal it)
+    # starts from the parent, not from a new initialisation: still close to the parent's kernel
+    np.testing.assert_allclose(same.get_weights()[kernel], before[kernel], atol=0.05)
+    fresh = build().get_weights()[kernel]
+    assert np.abs(same.get_weights()[kernel] - fresh).mean() > 0.4
+
+
+def test_same_budget_dense_from_scratch_and_bad_values():
+    data, build = _tiny()
+    parent = recipes.train_dense(build(), data, 1)
+    scratch = recipes.train_same_budget(parent, data, recipes.Budget(1, 0, 0), baseline="scratch", build=build)
+    assert scratch.count_params() == parent.count_params()
+    with pytest.raises(ValueError, match="needs `build`"):
+        recipes.train_same_budget(parent, data, recipes.Budget(1, 0, 0), baseline="scratch")
+    with pytest.raises(ValueError, match="`baseline` must be one of"):
+        recipes.train_same_budget(parent, data, recipes.Budget(1, 0, 0), baseline="longer")
+    with pytest.raises(ValueError, match="`baseline` must be one of"):
+        recipes.run(data, baseline="longer")
