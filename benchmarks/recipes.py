@@ -10,7 +10,11 @@ reference of every delta_m); prune the shared channels of the parent to each tar
 - ``+distill``: distilled from the dense parent (MultiTaskDistiller, T = 2, label-loss weight
   ``--student-loss-weight``, default 0.5);
 - ``+weighting``: labels only, uncertainty weighting (Kendall et al. 2018);
-- ``+both``: distillation and uncertainty weighting.
+- ``+both``: distillation and uncertainty weighting;
+- ``+distill, same-budget teacher``: distilled from the same-budget dense model instead of
+  the parent (a teacher that saw all the epochs: it shows what distillation gives when the
+  teacher is better than the student, at the cost of training that teacher; the other
+  variants' total budget is the compressed model's own).
 
 Prints mean +- std over seeds per (target, variant), writes
 ``benchmarks/results/recipes.json`` and ``recipes_pareto.png`` (delta_m against MACs, with the
@@ -41,8 +45,10 @@ from tfmot_mtl.profile import profile  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
 from tfmot_mtl.tasks import delta_m  # noqa: E402
 
-VARIANTS = {"finetune": (False, "fixed"), "+distill": (True, "fixed"),
-            "+weighting": (False, "uncertainty"), "+both": (True, "uncertainty")}
+# variant -> (teacher: None, the dense "parent" or the "same"-budget dense model; task weighting)
+VARIANTS = {"finetune": (None, "fixed"), "+distill": ("parent", "fixed"),
+            "+weighting": (None, "uncertainty"), "+both": ("parent", "uncertainty"),
+            "+distill, same-budget teacher": ("same", "fixed")}
 PRESETS = {
     "quick": dict(n_train=32, n_test=16, batch_size=16, resolution=32, width=0.25, dense_epochs=1,
                   find_epochs=1, finetune_epochs=1, targets=(0.5,), seeds=(0,)),
@@ -77,9 +83,11 @@ def run_seed(cfg: dict, seed: int) -> list[dict]:
         found, masks, info = recipes.find_channels(dense, data, "prune", target, budget.find, lr=LR,
                                                    options={"criterion": "taylor"})
         stripped, _ = strip_channels(found, masks)
-        for variant, (distill, weighting) in VARIANTS.items():
+        for variant in cfg.get("variants", list(VARIANTS)):
+            teacher, weighting = VARIANTS[variant]
             small = clone_with_weights(stripped)
-            recipes.finetune(small, data, budget.finetune, teacher=dense if distill else None, lr=LR,
+            teacher = {None: None, "parent": dense, "same": same}[teacher]
+            recipes.finetune(small, data, budget.finetune, teacher=teacher, lr=LR,
                              weighting=weighting, student_loss_weight=cfg.get("student_loss_weight", 0.5))
             metrics = ex.evaluate(small, data)
             prof = profile(small)
@@ -186,6 +194,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="the smoke preset (same as --preset quick)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
+                        help=f"the fine-tuning variants to run (default: all of {list(VARIANTS)})")
     parser.add_argument("--student-loss-weight", type=float, default=0.5,
                         help="weight of the label loss in the distilled variants (1 - the distillation weight)")
     parser.add_argument("--splits", type=parse_split, nargs="+", metavar="DENSE,FIND,FINETUNE[,FIND_LR,FINETUNE_LR]",
@@ -202,6 +212,8 @@ def main(argv=None) -> dict:
     cfg = dict(PRESETS[preset], preset=preset, student_loss_weight=args.student_loss_weight)
     if args.seeds:
         cfg["seeds"] = tuple(args.seeds)
+    if args.variants:
+        cfg["variants"] = tuple(args.variants)
     for key in ("width", "resolution"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)

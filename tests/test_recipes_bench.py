@@ -53,3 +53,13 @@ def test_quick_splits_run_compares_each_split_with_one_dense_reference(bench, tm
     assert saved["budget_epochs"]["dense_reference"] == 4
     assert [b["total"] for b in saved["budget_epochs"]["compressed"]] == [4, 4]
     assert all(r["sparsity"] > 0 for r in saved["rows"] if r["target"] > 0)
+
+
+@pytest.mark.slow
+def test_variants_option_runs_only_the_named_ones(bench, tmp_path):
+    bench.main(["--quick", "--variants", "finetune", "+distill, same-budget teacher", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "recipes.json").read_text())
+    assert {s["variant"] for s in saved["summary"]} == {"dense, same budget", "finetune",
+                                                         "+distill, same-budget teacher"}
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--variants", "nothing", "--out", str(tmp_path)])
