@@ -90,6 +90,25 @@ def test_prune_distilled_with_uncertainty_weighting(trained_path, tmp_path, caps
     assert report["metrics_dense"] == report["metrics"]["dense"]
 
 
+def test_prune_with_a_same_budget_dense_baseline(trained_path, tmp_path, capsys, eager):
+    out = tmp_path / "pruned_same"
+    rc = cli.main(["prune", str(trained_path), "--criterion", "magnitude", "--target", "0.5",
+                   "--step", "0.25", "--frequency", "1", "--epochs", "1", "--n-train", "8", "--n-test", "8",
+                   "--batch-size", "8", "--finetune-epochs", "1", "--same-budget", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "the loaded model trained 3 more epochs" in printed and "vs the dense model trained as long" in printed
+    report = json.loads((out / "report.json").read_text())
+    # 2 epochs finding the channels + 1 of fine-tuning after loading: the baseline trains as many
+    assert report["same_budget"] == {"epochs_after_loading": 3, "baseline": "continue"}
+    assert set(report["metrics"]) == {"dense", "stripped", "compressed", "dense, same budget"}
+    same = keras.saving.load_model(out / "dense_same_budget.keras", safe_mode=True)
+    dense = keras.saving.load_model(trained_path, safe_mode=True)
+    assert same.count_params() == dense.count_params()
+    assert any(not (a == b).all() for a, b in zip(same.get_weights(), dense.get_weights()))  # trained on
+    assert report["metrics"]["dense, same budget"] != report["metrics"]["dense"]
+
+
 @pytest.mark.slow
 def test_budget_distilled_from_the_unpruned_model(tmp_path, capsys):
     out = tmp_path / "budget"

@@ -230,7 +230,8 @@ def test_train_overhead_benchmark_times_every_method(tmp_path):
     result = load_script("benchmarks/train_overhead.py").main(
         ["--rounds", "1", "--steps", "3", "--resolution", "16", "--width", "0.25", "--batch", "4",
          "--out", str(out)])
-    names = {"plain", "group_sparsity", "group_sparsity_adam", "pruning", "plain_domains", "budget"}
+    names = {"plain", "group_sparsity", "group_sparsity_adam", "group_sparsity_adam_every4", "pruning",
+             "plain_domains", "budget"}
     assert set(result["median_s"]) == names and set(result["ratio"]) == names
     assert all(np.isfinite(t) and t > 0 for t in result["median_s"].values())
     assert result["ratio"]["plain"] == 1.0 and result["ratio"]["plain_domains"] == 1.0

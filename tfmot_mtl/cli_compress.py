@@ -89,10 +89,23 @@ def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report
               **extra, "strip": strip_report.to_dict(), "finetune": phase}
     if legacy:
         report.update({"metrics_dense": dense, f"metrics_{legacy}": results})
+    same = None
+    if getattr(args, "same_budget", False):
+        epochs = max(1, int(round(find_epochs))) + phase["epochs_run"]
+        print(f"dense, same budget: the loaded model trained {epochs} more epochs (as many as the compressed one)")
+        reference = recipes.train_same_budget(dense_model, data, recipes.Budget(0, epochs, 0), lr=args.lr,
+                                              verbose=2)
+        same = ex.evaluate(reference, data)
+        report["metrics"]["dense, same budget"] = same
+        report["same_budget"] = {"epochs_after_loading": epochs, "baseline": "continue"}
+        ex.save_model(reference, os.path.join(folder, "dense_same_budget.keras"))
     ex.write_json(os.path.join(folder, "report.json"), report)
     strip_report.print()
     print(recipes.format_budget(budget, phase))
     print_results(results, title=f"{title} vs dense (baseline)", baseline=dense, tasks=data.tasks)
+    if same is not None:
+        print_results(results, title=f"{title} vs the dense model trained as long", baseline=same,
+                      tasks=data.tasks)
     print(f"saved {path}, masks.json and report.json in {folder}")
 
 
@@ -110,7 +123,8 @@ def _cmd_prune(args) -> int:
     model = load_keras(args.model)
     data = _task_data(args, model)
     dense = ex.evaluate(model, data)
-    parent = clone_with_weights(model) if args.distill else None  # prune_model trains `model` in place
+    # prune_model trains `model` in place: keep the dense parent for distillation / the baseline
+    parent = clone_with_weights(model) if args.distill or args.same_budget else None
     per_epoch = steps_per_epoch(data.train)
     model, masks, history = prune_model(
         model, data, args.criterion, target=args.target, frequency=args.frequency or per_epoch,
@@ -206,7 +220,7 @@ def _add_data_args(p) -> None:
     p.add_argument("--out", default=None, help="output folder (default: next to the model)")
 
 
-def _add_recovery_args(p: argparse.ArgumentParser) -> None:
+def _add_recovery_args(p: argparse.ArgumentParser, same_budget: bool = True) -> None:
     g = p.add_argument_group("fine-tuning after stripping")
     g.add_argument("--finetune-epochs", type=int, default=0,
                    help="epochs fine-tuning the stripped model (default 0: none)")
@@ -216,6 +230,10 @@ def _add_recovery_args(p: argparse.ArgumentParser) -> None:
                    help="how the task losses add up during the fine-tuning")
     g.add_argument("--patience", type=int, default=None,
                    help="early stopping on a validation split of max(32, n_train/10) new training images")
+    if same_budget:
+        g.add_argument("--same-budget", action="store_true",
+                       help="also train a copy of the loaded dense model for as many epochs as the compressed "
+                            "one trained after loading, and compare with it (the fair baseline)")
 
 
 def add_compress_commands(sub) -> None:
@@ -267,5 +285,5 @@ def add_compress_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "budget"))
-    _add_recovery_args(p)
+    _add_recovery_args(p, same_budget=False)  # pipeline.run trains its unpruned reference
     p.set_defaults(fn=_cmd_budget)

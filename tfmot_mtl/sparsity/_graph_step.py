@@ -182,8 +182,9 @@ class ProxStep:
 
         def body(i, theta, lo, hi, active):
             inv = [1.0 / (p.spread(theta, 1.0) + cc) for p, cc in zip(self.plans, c)]
-            f = self._channel_sums([a * q * q for a, q in zip(w2, inv)])
-            df = -2.0 * self._channel_sums([a * q * q * q for a, q in zip(w2, inv)])
+            terms = [a * q * q for a, q in zip(w2, inv)]  # w**2 / (theta + c)**2
+            f = self._channel_sums(terms)
+            df = -2.0 * self._channel_sums([t * q for t, q in zip(terms, inv)])
             active = tf.logical_and(active, tf.abs(f - 1.0) > tol)
             below = f > 1.0
             lo = tf.where(tf.logical_and(active, below), theta, lo)
