@@ -125,8 +125,8 @@ def _stats(graph) -> dict:
         r.startswith("model input") or r.startswith("reaches model output") for r in g.reasons)]
     total = sum(g.size for g in internal)
     prunable = sum(g.size for g in internal if g.prunable)
-    heads = [g for g in graph.prunable_groups if g.id.endswith(":heads")]
-    mlp = [g for g in graph.prunable_groups if g.producers[0] in graph.flat.layers
+    heads = [g for g in graph.prunable_groups if any(p.endswith(":heads") for p in g.producers)]
+    mlp = [g for g in graph.prunable_groups if g not in heads and g.producers[0] in graph.flat.layers
            and isinstance(graph.layer(g.producers[0]), keras.layers.Dense)
            and any(len(graph.flat.tensors[k].shape) == 3 for k, m in graph.maps.items()
                    if len(m) and graph.atom_group[m[0]] == g.id)]

@@ -38,6 +38,7 @@ class ChannelGraph:
         self._producers: dict[tuple, np.ndarray] = {}
         self.axes: dict[str, list[Axis]] = {}
         self.maps: dict[str, np.ndarray] = {}
+        self.splits: dict[str, rules.Split] = {}  # tensors whose channels span several axes
         self.inner_maps: dict[str, list[np.ndarray]] = {}
         self.states: dict[str, np.ndarray] = {}
         self.fold_sites: list[FoldSite] = []
@@ -103,8 +104,18 @@ class ChannelGraph:
         rule = rules.rule_for(node.layer)
         if not ctx.maps_consistent():
             rule = rules.UNKNOWN
-        out_maps = rule.propagate(ctx)
-        if any(len(m) != w for m, w in zip(out_maps, ctx.out_widths)):
+        if any(ctx.in_splits) and not rule.split_axes:
+            out_maps = ctx.freeze_all(f"{rules.describe(node.layer)} gets a tensor whose channels span "
+                                      "several axes (attention heads) and its rule does not follow them")
+            rule = rules.UNKNOWN
+        else:
+            out_maps = rule.propagate(ctx)
+        if rule.split_axes == "elementwise" and ctx.in_splits and ctx.in_splits[0] and not ctx.frozen_all:
+            for i, shape in enumerate(ctx.out_shapes):
+                if shape == ctx.in_shapes[0] and len(out_maps[i]) == ctx.in_splits[0].width:
+                    ctx.out_splits[i] = ctx.in_splits[0]
+        widths = [sp.width if sp and not ctx.frozen_all else w for sp, w in zip(ctx.out_splits, ctx.out_widths)]
+        if any(len(m) != w for m, w in zip(out_maps, widths)):
             out_maps = ctx.freeze_all(f"{rules.describe(node.layer)} changed the channel count "
                                       "in a way its rule did not predict")
             rule = rules.UNKNOWN
@@ -113,9 +124,11 @@ class ChannelGraph:
         in_states = [self.states[k] for k in node.inputs]
         out_states = rule.states(ctx, in_states) if not ctx.frozen_all else \
             [np.zeros(w, np.int8) for w in ctx.out_widths]
-        for key, m, s in zip(node.outputs, out_maps, out_states):
+        for i, (key, m, s) in enumerate(zip(node.outputs, out_maps, out_states)):
             self.maps[key] = np.asarray(m, dtype=np.int64)
             self.states[key] = np.asarray(s, dtype=np.int8)
+            if ctx.out_splits[i] and not ctx.frozen_all:
+                self.splits[key] = ctx.out_splits[i]
         self.calls[node.name] = self.calls.get(node.name, 0) + 1
         if node.inputs and not ctx.frozen_all:
             self._record_folds(node, rule, in_states)
@@ -283,6 +296,8 @@ class _CallContext:
         self.in_shapes = [tuple(graph.flat.tensors[k].shape) for k in node.inputs]
         self.out_shapes = [tuple(graph.flat.tensors[k].shape) for k in node.outputs]
         self.out_widths = [_width(graph.flat.tensors[k]) for k in node.outputs]
+        self.in_splits = [graph.splits.get(k) for k in node.inputs]
+        self.out_splits: list = [None] * len(node.outputs)  # set by rules whose outputs are split
         self.frozen_all = False
 
     def maps_consistent(self) -> bool:
@@ -290,6 +305,10 @@ class _CallContext:
         if not self.in_maps:
             return False
         for i, (m, s) in enumerate(zip(self.in_maps, self.in_shapes)):
+            if self.in_splits[i] is not None:
+                if len(m) != self.in_splits[i].width or len(m) == 0:
+                    return False
+                continue
             has_axis = len(s) >= 2 and s[-1] is not None
             if not has_axis and i > 0:
                 continue

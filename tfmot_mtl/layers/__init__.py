@@ -16,10 +16,10 @@ A rule answers, for one call of one layer (channels-last):
 The graph walker, the masker and the surgeon are generic over these rules. Supporting a
 new layer kind means registering one rule with :func:`register`.
 """
-from tfmot_mtl.layers.base import (CONST, PATTERN, UNKNOWN, ZERO, Rule, Unknown, describe, is_keras_op,
+from tfmot_mtl.layers.base import (CONST, PATTERN, UNKNOWN, ZERO, Rule, Split, Unknown, describe, is_keras_op,
                                    naming, register, register_op, rule_for)
-from tfmot_mtl.layers import attention, channelwise, ops, producers, structure  # noqa: F401  (register the rules)
+from tfmot_mtl.layers import attention, channelwise, heads, ops, producers, structure  # noqa: F401  (register the rules)
 from tfmot_mtl.layers.channelwise import zero_response
 
-__all__ = ["CONST", "PATTERN", "ZERO", "UNKNOWN", "Rule", "Unknown", "describe", "is_keras_op", "naming", "register",
+__all__ = ["CONST", "PATTERN", "ZERO", "UNKNOWN", "Rule", "Split", "Unknown", "describe", "is_keras_op", "naming", "register",
            "register_op", "rule_for", "zero_response"]

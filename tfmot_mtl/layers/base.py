@@ -3,12 +3,28 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import keras
 import numpy as np
 
 ZERO, CONST, PATTERN = 0, 1, 2
+
+
+
+class Split(NamedTuple):
+    """Where a tensor's channels are when they do not all sit on its last axis: attention heads
+    after ``reshape(x, (B, N, heads, head_dim))`` and the transposes that follow. ``axes``
+    (ascending) hold the channels, ``sizes`` their lengths; the tensor's channel map is the
+    row-major flattening of those axes (``heads * head_dim`` atoms, head-major)."""
+
+    axes: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.sizes))
+
 
 _RULES: dict[type, "Rule"] = {}
 _OP_RULES: dict[str, "Rule"] = {}
@@ -73,7 +89,13 @@ def describe(layer: Any) -> str:
 
 
 class Rule:
-    """Base rule: pass every channel through unchanged (element-wise on channels)."""
+    """Base rule: pass every channel through unchanged (element-wise on channels).
+
+    ``split_axes`` says what the rule does with an input whose channels span several axes
+    (a :class:`Split`): False (the default) freezes the layer; ``"elementwise"`` passes the
+    split on to an output of the same shape; True: the rule sets ``ctx.out_splits`` itself."""
+
+    split_axes: bool | str = False
 
     def propagate(self, ctx) -> list:
         if not self._channels_last(ctx):

@@ -130,13 +130,19 @@ class ElementwiseRule(Rule):
 
 @register(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
           keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
-          keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-          keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-          keras.layers.AlphaDropout, keras.layers.ActivityRegularization, keras.layers.Identity,
+          keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D,
           keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
           keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D)
 class SpatialRule(Rule):
     """Moves or averages values within each channel; constants stay constants."""
+
+
+@register(keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+          keras.layers.AlphaDropout, keras.layers.ActivityRegularization, keras.layers.Identity)
+class PerValueRule(SpatialRule):
+    """Acts value by value (dropout, noise, identity): it follows attention heads too."""
+
+    split_axes = "elementwise"
 
 
 @register(keras.layers.Resizing)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from tfmot_mtl.layers.base import CONST, Rule, describe, register_op
+from tfmot_mtl.layers import heads
 from tfmot_mtl.layers.channelwise import ElementwiseRule, GlobalPoolRule
 from tfmot_mtl.layers.structure import ConcatRule, MergeRule
 
@@ -30,6 +31,8 @@ def _zero_output(ctx) -> np.ndarray | None:
 class OpMergeRule(MergeRule):
     """``ops.add`` & co.: two tensors merge like the layers; a tensor and a scalar pass through."""
 
+    split_axes = "elementwise"
+
     def multiplies(self, ctx) -> bool:
         return type(ctx.layer).__name__ == "Multiply"
 
@@ -43,6 +46,8 @@ class OpMergeRule(MergeRule):
                                   "would divide by zero)")
         if len(ctx.in_maps) == 1:
             return [ctx.in_maps[0]]
+        if any(ctx.in_splits) and (len(set(ctx.in_splits)) > 1 or len(set(ctx.in_shapes)) > 1):
+            return ctx.freeze_all(f"{describe(ctx.layer)} merges attention heads with other channels")
         return super().propagate(ctx)
 
     def states(self, ctx, in_states):
@@ -65,6 +70,8 @@ class OpConcatRule(ConcatRule):
 class OpElementwiseRule(ElementwiseRule):
     """Unary element-wise ops: channel by channel, zero stays zero only if f(0) == 0."""
 
+    split_axes = "elementwise"
+
     @staticmethod
     def _mixes_channels(ctx) -> bool:
         return False
@@ -79,16 +86,26 @@ class OpElementwiseRule(ElementwiseRule):
 class OpSoftmaxRule(OpElementwiseRule):
     def propagate(self, ctx):
         rank = len(ctx.in_shapes[0])
-        if any(a % rank == rank - 1 for a in np.atleast_1d(getattr(ctx.layer, "axis", -1))):
+        channel_axes = heads.standard(ctx, 0).axes
+        if any(a % rank in channel_axes for a in np.atleast_1d(getattr(ctx.layer, "axis", -1))):
             return ctx.freeze_all(f"{describe(ctx.layer)} mixes channels (softmax over the channel axis)")
         return [ctx.in_maps[0]]
 
 
 @register_op("Reshape")
 class OpReshapeRule(Rule):
-    """``ops.reshape``: supported when the channel axis is kept as it is."""
+    """``ops.reshape``: supported when the channel axis is kept as it is, and for the split of
+    channels into attention heads and their merge (:mod:`tfmot_mtl.layers.heads`)."""
+
+    split_axes = True
 
     def propagate(self, ctx):
+        out = heads.split_reshape(ctx) or heads.merge_reshape(ctx)
+        if out is not None:
+            return out
+        if ctx.in_splits[0] is not None:
+            return ctx.freeze_all(f"{describe(ctx.layer)} reshapes attention heads "
+                                  f"({ctx.in_shapes[0]} -> {ctx.out_shapes[0]})")
         if ctx.out_shapes[0][-1] != ctx.in_shapes[0][-1] or ctx.in_shapes[0][-1] is None:
             return ctx.freeze_all(f"{describe(ctx.layer)} does not keep the channel axis "
                                   f"({ctx.in_shapes[0]} -> {ctx.out_shapes[0]})")
@@ -97,6 +114,9 @@ class OpReshapeRule(Rule):
         return [ctx.in_maps[0]]
 
     def config(self, layer, config, in_keep, out_keep):
+        split = heads.split_reshape_config(config, in_keep)
+        if split is not None:
+            return split
         shape = list(np.atleast_1d(config["newshape"]).tolist())
         shape[-1] = int(in_keep.sum())
         return {**config, "newshape": tuple(shape)}
@@ -104,9 +124,13 @@ class OpReshapeRule(Rule):
 
 @register_op("Transpose")
 class OpTransposeRule(Rule):
+    split_axes = True
+
     def propagate(self, ctx):
         axes = getattr(ctx.layer, "axes", None)
         rank = len(ctx.in_shapes[0])
+        if axes is not None and ctx.in_splits[0] is not None:
+            return heads.transpose_split(ctx, [int(a) % rank for a in axes])
         if axes is None or int(axes[-1]) % rank != rank - 1:
             return ctx.freeze_all(f"{describe(ctx.layer)} moves the channel axis (axes={axes})")
         return [ctx.in_maps[0]]
