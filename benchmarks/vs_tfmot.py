@@ -36,6 +36,7 @@ dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured o
     python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8]
                                   [--lr 1e-3] [--one-shot] [--criterion magnitude|taylor]
                                   [--prune-until 0.67] [--events 8] [--distill] [--no-recalibrate]
+                                  [--rows all|ch70]
     # writes benchmarks/results/vs_tfmot.json + .png
 
 `benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
@@ -293,10 +294,11 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
         from tfmot_mtl.recipes import recalibrate_batchnorm
 
         recalibrate_batchnorm(dense, data.train)
-    models, info = {}, {}
-    with tempfile.TemporaryDirectory(prefix="vs_tfmot_") as folder:
-        tfmot_rows = run_tfmot(dense, data, cfg, folder)
-        tflites = {r["name"]: open(r["tflite"], "rb").read() for r in tfmot_rows}
+    models, info, tfmot_rows, tflites = {}, {}, [], {}
+    if cfg.get("rows", "all") == "all":  # "ch70": only dense and ours at 70% channels
+        with tempfile.TemporaryDirectory(prefix="vs_tfmot_") as folder:
+            tfmot_rows = run_tfmot(dense, data, cfg, folder)
+            tflites = {r["name"]: open(r["tflite"], "rb").read() for r in tfmot_rows}
     for r in tfmot_rows:
         info[r["name"]] = {k: v for k, v in r.items() if k != "tflite"}
     recipe = {"multiple": cfg["round_to"], "gradual": cfg.get("gradual", True), "lr": cfg["lr"],
@@ -438,13 +440,16 @@ def main(argv=None) -> int:
                         help="keep the moving BatchNorm statistics of training (default: every model, the "
                              "dense parent and tfmot's included, re-estimates them on the training split "
                              "after its training, recipes.recalibrate_batchnorm)")
+    parser.add_argument("--rows", choices=["all", "ch70"], default="all",
+                        help="ch70: only the dense model and ours at 70%% channel sparsity (no tfmot, no "
+                             "matched-count rows), for longer fine-tuning budgets of that row")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
     overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution,
                  "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot, "lr": args.lr,
                  "criterion": args.criterion, "prune_until": args.prune_until, "distill": args.distill or None,
-                 "events": args.events, "recalibrate": not args.no_recalibrate}
+                 "events": args.events, "recalibrate": not args.no_recalibrate, "rows": args.rows}
     print_table(run(setting, args.out, overrides))
     return 0
 

@@ -99,6 +99,30 @@ def test_in_graph_step_matches_oracle_on_groups_spanning_variables(mode, jit):
     assert any((expected[id(v)] == 0).any() for v in cb.variables)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_protected_channels_are_the_strongest_with_ties_to_lower_index(jit):
+    """min_fraction keeps the strongest ceil(f * size) channels of each group out of the
+    shrinkage; the graph ranks them without a sort and must pick what a stable sort picks."""
+    model = two_task_model()
+    opt = keras.optimizers.Adam(1e-2)
+    model.compile(opt, loss={"seg": "mse", "cls": zero_loss})
+    cb = ProximalGroupLasso(l1=0.3, layers="all", min_fraction=0.4)
+    cb.set_model(model)
+    cb.build(model)
+    opt.build(model.trainable_variables)
+    cb._attach(opt)
+    step = cb._step_graph
+    assert step.protect
+    rng = np.random.default_rng(0)
+    sq = rng.integers(0, 3, step.n).astype(np.float64)  # many ties
+    expected = np.zeros(step.n, bool)
+    for idx, k in step.protect:
+        idx = idx.numpy()
+        expected[idx[np.argsort(-sq[idx], kind="stable")[:k]]] = True
+    got = tf.function(step._protected, jit_compile=jit)(tf.constant(sq)).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_in_graph_prox_depthwise_slices_match_oracle():
     inp = keras.Input((6, 6, 3), name="image")
     h = keras.layers.Conv2D(4, 1, name="pw")(inp)

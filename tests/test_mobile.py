@@ -230,3 +230,20 @@ def test_vs_tfmot_quick_runs(tmp_path):
     budget = report["training_budget"]  # one fine-tuning budget for every variant
     assert budget["finetune_steps"] == budget["finetune_epochs"] * budget["steps_per_epoch"] == 4
     assert {"delta_m_ours_ge_tfmot_50", "delta_m_ours_ge_tfmot_70", "delta_m_ours_ch70_ge_-5"} <= set(report["targets"])
+
+
+def test_vs_tfmot_ch70_rows_only(tmp_path):
+    """--rows ch70: only dense and ours at 70% channels, the same budget for both, its target checked."""
+    import importlib.util
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("vs_tfmot", os.path.join(root, "benchmarks", "vs_tfmot.py"))
+    vs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vs)
+    report = vs.run("quick", str(tmp_path), {"rows": "ch70", "events": 2})
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == {"dense", "ours_ch70"}
+    assert 0.6 < rows["ours_ch70"]["channel_sparsity"] < 0.8 and rows["ours_ch70"]["params"] < rows["dense"]["params"]
+    assert set(report["targets"]) == {"delta_m_ours_ch70_ge_-5"}
+    assert report["config"]["rows"] == "ch70" and (tmp_path / "vs_tfmot.json").is_file()

@@ -101,12 +101,17 @@ class ProxStep:
         return tf.math.unsorted_segment_sum(tf.concat(parts, 0), self.rows, self.n + 1)[:self.n]
 
     def _protected(self, sq):
-        if not self.protect:
-            return tf.zeros([self.n], tf.bool)
+        """Per channel, True for the ``k`` strongest channels of each protected group (ties to
+        the lower index, as ``top_k``). Ranked by pairwise comparison instead of a sort: a sort
+        anywhere in an XLA CPU module makes the compiler inline and fuse the dropout random
+        number generators of the train step badly (measured: +40 ms on a 265 ms step)."""
         keep = tf.zeros([self.n], tf.bool)
         for idx, k in self.protect:
-            top = tf.gather(idx, tf.math.top_k(tf.gather(sq, idx), k).indices)
-            keep = tf.tensor_scatter_nd_update(keep, top[:, None], tf.ones([k], tf.bool))
+            v = tf.gather(sq, idx)
+            order = tf.range(tf.size(idx))
+            ahead = (v[None, :] > v[:, None]) | ((v[None, :] == v[:, None]) & (order[None, :] < order[:, None]))
+            rank = tf.reduce_sum(tf.cast(ahead, tf.int32), axis=1)  # channels stronger than each
+            keep = tf.tensor_scatter_nd_update(keep, idx[:, None], rank < k)
         return keep
 
     def __call__(self) -> None:
