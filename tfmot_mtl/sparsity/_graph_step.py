@@ -115,20 +115,7 @@ class ProxStep:
         return keep
 
     def __call__(self) -> None:
-        """Graph ops of one (possibly skipped) proximal step.
-
-        Outside a distribution strategy the step is one XLA-compiled function even when the
-        train step is not (its Newton loop is many small ops: 7.4 -> 4.3 ms per Adam-reweighted
-        step on the demo's model on a CPU); inside one it stays plain graph ops, like Keras's own
-        constraints, so mirrored variables are read and assigned the way the strategy expects."""
-        if tf.distribute.has_strategy():
-            self._step_ops()
-            return
-        if getattr(self, "_compiled", None) is None:
-            self._compiled = tf.function(self._step_ops, jit_compile=True, autograph=False)
-        self._compiled()
-
-    def _step_ops(self) -> None:
+        """Graph ops of one (possibly skipped) proximal step."""
         self._run_if_due(tf.cast(self.optimizer.iterations, tf.int64) + 1, self.cb.update_every)
 
     def _run_if_due(self, step, at_least: int) -> None:
