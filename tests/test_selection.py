@@ -231,6 +231,70 @@ def test_callback_rounded_masks_equal_round_masks():
         assert got[g.id].sum() % 4 == 0 or got[g.id].sum() == g.size
 
 
+def test_round_masks_total_keeps_the_overall_count_where_nearest_moves_it(graph):
+    """18 groups of 128 at 70%: each group's nearest multiple of 16 is 32 (75% removed);
+    "total" rounds some groups up to 48 so that the overall count stays at 30%."""
+    rng = np.random.default_rng(0)
+    masks = {f"g{i}": rng.permutation(np.arange(128) < 38) for i in range(18)}  # 38.4 kept on average
+    scores = {gid: rng.random(128) for gid in masks}
+    nearest = round_masks(graph, ChannelMasks(masks), 16, mode="nearest", scores=scores)
+    total = round_masks(graph, ChannelMasks(masks), 16, mode="total", scores=scores)
+    assert sum(int(m.sum()) for m in nearest.values()) == 18 * 32
+    kept = [int(m.sum()) for m in total.values()]
+    assert set(kept) == {32, 48} and abs(sum(kept) - 18 * 38) <= 8, kept
+    for gid, m in total.items():  # rounding down drops the weakest, up adds the strongest
+        before, s = masks[gid], scores[gid]
+        if m.sum() < before.sum():
+            assert m[before].sum() == m.sum() and s[m].min() >= s[before & ~m].max()
+        else:
+            assert m[before].all() and s[m & ~before].min() >= s[~m].max()
+
+
+def test_round_masks_total_property(graph):
+    """Every group at one of its two nearest allowed counts, the total within half a multiple of
+    the unrounded one, and the groups rounded up those with the largest remainders."""
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        r = int(rng.integers(2, 9))
+        n = int(rng.integers(1, 12))
+        sizes = rng.integers(r + 1, 6 * r, n)
+        masks, scores = {}, {}
+        for i, size in enumerate(sizes):
+            kept = int(rng.integers(r, size))  # at least one multiple: no group is forced up
+            masks[f"g{i}"] = rng.permutation(np.arange(size) < kept)
+            scores[f"g{i}"] = rng.random(size)
+        out = round_masks(graph, ChannelMasks(masks), r, mode="total", scores=scores)
+        before = {g: int(m.sum()) for g, m in masks.items()}
+        after = {g: int(m.sum()) for g, m in out.items()}
+        for g in masks:
+            size = len(masks[g])
+            assert after[g] in (before[g] // r * r, min(size, -(-before[g] // r) * r)), (trial, g)
+        steps = {min(len(masks[g]), -(-before[g] // r) * r) - before[g] // r * r for g in masks if before[g] % r}
+        if steps == {r}:  # no group capped at its size: the largest-remainder guarantees hold
+            assert abs(sum(after.values()) - sum(before.values())) <= r / 2, trial
+            up = [before[g] % r for g in masks if after[g] > before[g]]
+            down = [before[g] % r for g in masks if before[g] % r and after[g] < before[g]]
+            assert not up or not down or min(up) >= max(down), trial
+
+
+def test_pruning_callback_round_mode_total_keeps_the_scheduled_sparsity():
+    keras.utils.set_random_seed(1)
+    dense = mtl_model()
+    counts = {}
+    for mode in ("nearest", "total"):
+        model = keras.models.clone_model(dense)
+        model.set_weights(dense.get_weights())
+        cb = ChannelPruningCallback(Magnitude(), Never(), scope="layer", round_to=4, round_mode=mode, verbose=0)
+        cb.setup(model)
+        masks = cb.prune_to(0.3, step=0)
+        counts[mode] = sum(int((~masks[g.id]).sum()) for g in cb.selected)
+        assert all(masks[g.id].sum() % 4 == 0 or masks[g.id].sum() == g.size for g in cb.selected)
+    want = sum(math.floor(0.3 * g.size) for g in cb.selected)  # 2 of every 8: 6 channels of 3 groups
+    assert counts["nearest"] == 0 and abs(counts["total"] - want) <= 2, (counts, want)
+    with pytest.raises(ValueError, match="round_mode must be 'nearest' or 'total'"):
+        ChannelPruningCallback(Magnitude(), Never(), round_to=4, round_mode="up")
+
+
 @pytest.mark.parametrize("bad", [0, -2, 2.5, "4", True])
 def test_one_round_to_check(bad):
     needle = "round_to must be None or a positive integer (kept channels per group become a multiple of it)"

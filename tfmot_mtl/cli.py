@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", default=None, help="ChannelMasks JSON; default: strip all-zero channels")
     p.add_argument("--round-to", type=round_to_arg, default=None,
                    help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
-    p.add_argument("--round-mode", default="up", choices=["up", "nearest"],
-                   help="up: add channels back; nearest: also drop the weakest to stay near the masks' sparsity")
+    p.add_argument("--round-mode", default="up", choices=["up", "nearest", "total"],
+                   help="up: add channels back; nearest: each group to its nearest multiple (may also drop "
+                        "the weakest); total: groups up or down so the total kept count stays the masks'")
     p.add_argument("--output", default=None)
     p.set_defaults(fn=_cmd_strip)
 

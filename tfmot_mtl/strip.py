@@ -35,7 +35,8 @@ def strip_channels(model: keras.Model, masks: ChannelMasks | None = None, round_
             the target (16 for x86 AVX-512, 8 for AVX2, 4 for ARM NEON) lets small layers
             run closer to their MAC count (see ``benchmarks/speedup_sweep.py``).
         round_mode: ``"up"`` adds back the removed channels with the largest weight norm;
-            ``"nearest"`` may also drop the weakest kept ones (see :func:`round_masks`).
+            ``"nearest"`` may also drop the weakest kept ones; ``"total"`` rounds each group
+            up or down so that the total kept count stays that of ``masks`` (see :func:`round_masks`).
         input_shape: per-example input shape for the MAC counts of models whose spatial
             size is unknown (e.g. ``(64, 64, 3)``).
     """
@@ -89,6 +90,9 @@ def check_round_to(round_to: Any, allow_none: bool = True) -> int | None:
     return int(round_to)
 
 
+ROUND_MODES = ("up", "nearest", "total")
+
+
 def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights=None,
                 mode: str = "up", scores=None, previous: ChannelMasks | None = None) -> ChannelMasks:
     """Makes every group's kept-channel count a multiple of ``multiple``.
@@ -103,11 +107,16 @@ def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights
         multiple: the channel multiple (1 leaves the masks unchanged).
         weights: ``read_weights(graph)`` if already at hand (channels are ranked by norm).
         mode: ``"up"`` adds back removed channels (strongest first) to the next multiple,
-            never removing more than ``masks`` does; ``"nearest"`` moves to the nearest
-            allowed count (ties up), also dropping the weakest kept channels, so the overall
-            sparsity stays close to that of ``masks``. Counts never exceed the group size
-            (which is always allowed); ``"nearest"`` never goes below ``masks.min_channels``
-            rounded up to a multiple (at least one multiple).
+            never removing more than ``masks`` does; ``"nearest"`` moves each group to its
+            nearest allowed count (ties up), also dropping the weakest kept channels;
+            ``"total"`` rounds each group down or up (to one of its two nearest allowed
+            counts) so that the kept channels of all groups together stay as close as
+            possible to those of ``masks``: groups with the largest remainders go up first
+            (the largest-remainder method). Rounding every group to its nearest count can
+            move the overall sparsity a lot (a 70% target kept 32 of 128 channels, 75%, in
+            every group of 128); ``"total"`` keeps it. Counts never exceed the group size
+            (which is always allowed); ``"nearest"`` and ``"total"`` never go below
+            ``masks.min_channels`` rounded up to a multiple (at least one multiple).
         scores: optional ``{group id: per-channel score}`` ranking channels instead of their
             weight norm (higher = stronger; NaN/Inf ranks strongest), e.g. importance scores.
         previous: optional masks these ones were pruned from (a pruning step): rounding never
@@ -115,15 +124,21 @@ def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights
             ``previous``, and a group whose count did not change is left as it is.
     """
     multiple = check_round_to(multiple, allow_none=False)
-    if mode not in ("up", "nearest"):
-        raise ValueError(f"mode must be 'up' or 'nearest', got {mode!r}")
-    out = {}
+    if mode not in ROUND_MODES:
+        raise ValueError(f"mode must be one of {ROUND_MODES}, got {mode!r}")
+    counts = {}  # group id -> (kept, [allowed counts to choose from])
     for gid, mask in masks.items():
-        mask, kept = np.array(mask, bool), int(np.sum(mask))
+        kept = int(np.sum(mask))
         before = None if previous is None or gid not in previous else np.asarray(previous[gid], bool)
         cap = len(mask) if before is None else min(len(mask), int(before.sum()))
-        target = kept if before is not None and kept == cap else \
-            _rounded_count(kept, multiple, cap, max(1, masks.min_channels), mode)
+        if before is not None and kept == cap:
+            counts[gid] = (kept, [kept])
+        else:
+            counts[gid] = (kept, _allowed_counts(kept, multiple, cap, max(1, masks.min_channels), mode))
+    targets = _balanced_counts(counts) if mode == "total" else {gid: c[1][0] for gid, c in counts.items()}
+    out = {}
+    for gid, mask in masks.items():
+        mask, kept, target = np.array(mask, bool), counts[gid][0], targets[gid]
         if target != kept:
             if gid in (scores or {}):
                 rank = np.asarray(scores[gid], np.float64)
@@ -132,6 +147,7 @@ def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights
                 rank = channel_norms(graph, weights, gid)
             rank = np.where(np.isfinite(rank), rank, np.inf)
             if target > kept:  # bring back the strongest removed channels
+                before = None if previous is None or gid not in previous else np.asarray(previous[gid], bool)
                 pool = np.flatnonzero(~mask if before is None else before & ~mask)
                 mask[pool[np.argsort(-rank[pool], kind="stable")][:target - kept]] = True
             else:  # drop the weakest kept ones
@@ -141,18 +157,42 @@ def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights
     return ChannelMasks(out, masks.min_channels)
 
 
-def _rounded_count(kept: int, multiple: int, cap: int, min_channels: int, mode: str) -> int:
-    """The kept count after rounding: a multiple of ``multiple`` or ``cap`` (the most allowed)."""
+def _allowed_counts(kept: int, multiple: int, cap: int, min_channels: int, mode: str) -> list[int]:
+    """The kept counts a group may round to, the preferred one first: a multiple of
+    ``multiple`` or ``cap`` (the most allowed). ``"total"`` gets the count below and the
+    count above (the one below first), the other modes one count."""
     if kept >= cap:
-        return kept
+        return [kept]
     if mode == "up":
-        return min(cap, -(-kept // multiple) * multiple)
+        return [min(cap, -(-kept // multiple) * multiple)]
     floor = min(cap, -(-min_channels // multiple) * multiple)
     if kept % multiple == 0 and kept >= floor:
-        return kept
+        return [kept]
     up = min(cap, max(floor, -(-kept // multiple) * multiple))
     down = (kept // multiple) * multiple
-    return up if up - kept <= kept - down or down < floor else down
+    if down < floor:
+        return [up]
+    if mode == "total":
+        return [down, up]
+    return [up if up - kept <= kept - down else down]
+
+
+def _balanced_counts(counts: dict[str, tuple[int, list[int]]]) -> dict[str, int]:
+    """Per group one of its allowed counts, every group at its lower count first, then the
+    groups with the largest remainder ``(kept - down) / (up - down)`` raised one by one
+    while that brings the total closer to the total of the unrounded counts."""
+    targets = {gid: allowed[0] for gid, (_, allowed) in counts.items()}
+    want = sum(kept for kept, _ in counts.values())
+    total = sum(targets.values())
+    options = [((kept - allowed[0]) / (allowed[1] - allowed[0]), gid) for gid, (kept, allowed) in counts.items()
+               if len(allowed) == 2]
+    for _, gid in sorted(options, key=lambda o: -o[0]):  # stable: ties keep the groups' order
+        step = counts[gid][1][1] - targets[gid]
+        if abs(total + step - want) >= abs(total - want) and total + step != want:
+            continue
+        targets[gid] += step
+        total += step
+    return targets
 
 
 def _rebuild(graph: ChannelGraph, weights: dict, keep: np.ndarray) -> keras.Model:
