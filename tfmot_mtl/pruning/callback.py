@@ -23,8 +23,7 @@ channels even when each draws different scoring batches.
 from __future__ import annotations
 
 import json
-import math
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
@@ -37,7 +36,8 @@ from tfmot_mtl.masks import ChannelMasks, apply_masks_, removed_slices
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
-from tfmot_mtl.pruning.importance import Importance, iterate_batches
+from tfmot_mtl.pruning.choose import SCOPES, remove_lowest
+from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
 from tfmot_mtl.resume import check_groups, jsonable
 from tfmot_mtl.selection import check_protect, select_groups
@@ -60,10 +60,13 @@ class ChannelPruningCallback(ResumableCallback):
             trunk: groups feeding > 1 task), a callable ``ChannelGroup -> bool``, or a list of
             group ids / producer layer names.
         min_channels: no group keeps fewer channels.
-        round_to: kept counts are rounded to the nearest multiple (hardware-friendly
-            widths) by :func:`tfmot_mtl.strip.round_masks` (ranked by the criterion's scores,
-            never bringing back a channel pruned earlier); the realised sparsity may differ
-            slightly from the schedule.
+        round_to: kept counts are rounded to a multiple (hardware-friendly widths) by
+            :func:`tfmot_mtl.strip.round_masks` (ranked by the criterion's scores, never
+            bringing back a channel pruned earlier).
+        round_mode: ``"nearest"`` (default) rounds every group to its nearest multiple, so
+            the realised sparsity may differ from the schedule's (a group of 128 at 70% keeps
+            32, 75%); ``"total"`` rounds groups up or down so that the selected channels'
+            sparsity stays the schedule's.
         protect: names never pruned (:mod:`tfmot_mtl.selection`). A task name (a model
             output) protects the groups feeding ONLY that task (its head); any other name must
             be a layer, and protects every group with a slice in that layer (the layer keeps
@@ -88,12 +91,13 @@ class ChannelPruningCallback(ResumableCallback):
 
     def __init__(self, importance: Importance, schedule: Any, scope: str = "global",
                  groups: str | Callable | Iterable[str] = "all", min_channels: int = 1,
-                 round_to: int | None = None, protect: Iterable[str] = (), data=None,
+                 round_to: int | None = None, round_mode: str = "nearest", protect: Iterable[str] = (),
+                 data=None,
                  score_batches: int = 4, accumulate_every: int | None = None,
                  log_dir: str | None = None, verbose: int = 1, masks: ChannelMasks | None = None,
                  pruned_model: keras.Model | None = None):
         super().__init__()
-        if scope not in ("global", "layer"):
+        if scope not in SCOPES:
             raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
         if int(min_channels) < 1:
             raise ValueError(f"min_channels must be >= 1, got {min_channels}")
@@ -107,6 +111,9 @@ class ChannelPruningCallback(ResumableCallback):
         self.scope, self.group_spec = scope, groups
         self.min_channels = int(min_channels)
         self.round_to = check_round_to(round_to)
+        if round_mode not in ("nearest", "total"):
+            raise ValueError(f"round_mode must be 'nearest' or 'total', got {round_mode!r}")
+        self.round_mode = round_mode
         self.protect = check_protect(protect)
         self.data, self.score_batches = data, int(score_batches)
         self.accumulate_every = accumulate_every
@@ -233,14 +240,10 @@ class ChannelPruningCallback(ResumableCallback):
         scores = self._scores()
         warn_if_unscored(scores, self.selected, self.importance)
         keep = {g.id: self.masks[g.id].copy() for g in self.selected}
-        if self.scope == "global":
-            self._prune_global(keep, scores, sparsity)
-        else:
-            for g in self.selected:
-                self._prune_group(keep, scores, g, int(math.floor(sparsity * g.size + 1e-9)))
-        if self.round_to:  # nearest multiple; never brings back a channel pruned before this step
+        remove_lowest(keep, scores, self.selected, sparsity, self.scope, self.min_channels, self.round_to)
+        if self.round_to:  # never brings back a channel pruned before this step
             keep = dict(round_masks(self.graph, ChannelMasks(keep, self.min_channels), self.round_to,
-                                    mode="nearest", scores=scores, previous=self.masks))
+                                    mode=self.round_mode, scores=scores, previous=self.masks))
         masks = dict(self.masks)
         masks.update(keep)
         self.masks = ChannelMasks(masks, self.min_channels)
@@ -259,38 +262,6 @@ class ChannelPruningCallback(ResumableCallback):
         imp.reset()
         # Each worker scored on its own batches: rank the workers' mean so masks agree.
         return mean_across_workers(scores, getattr(self.model, "distribute_strategy", None))
-
-    def _min_keep(self, g: ChannelGroup) -> int:
-        need = min(g.size, self.min_channels)
-        if self.round_to:
-            need = min(g.size, int(math.ceil(need / self.round_to)) * self.round_to)
-        return need
-
-    def _candidates(self, keep, scores, g) -> list[tuple[float, int]]:
-        s = np.asarray(scores.get(g.id, np.full(g.size, np.nan)), dtype=np.float64)
-        return [(float(s[c]), c) for c in np.flatnonzero(keep[g.id]) if np.isfinite(s[c])]
-
-    def _prune_global(self, keep, scores, sparsity) -> None:
-        total = sum(g.size for g in self.selected)
-        need = int(math.floor(sparsity * total + 1e-9)) - sum(int((~keep[g.id]).sum()) for g in self.selected)
-        if need <= 0:
-            return
-        capacity = {g.id: int(keep[g.id].sum()) - self._min_keep(g) for g in self.selected}
-        pool = [(s, i, g.id, c) for i, g in enumerate(self.selected)
-                for s, c in self._candidates(keep, scores, g)]
-        for _, _, gid, c in sorted(pool):
-            if need <= 0:
-                break
-            if capacity[gid] > 0:
-                keep[gid][c] = False
-                capacity[gid] -= 1
-                need -= 1
-
-    def _prune_group(self, keep, scores, g, target_removed: int) -> None:
-        need = target_removed - int((~keep[g.id]).sum())
-        capacity = int(keep[g.id].sum()) - self._min_keep(g)
-        for _, c in sorted(self._candidates(keep, scores, g))[:max(0, min(need, capacity))]:
-            keep[g.id][c] = False
 
     def _candidate_variables(self) -> list:
         """Every variable a mask of the selected (or initially pruned) groups can touch."""
@@ -430,18 +401,3 @@ def _scalar(tag: str, value: float, step: int) -> None:
     meta.plugin_data.plugin_name = "scalars"
     tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
                      metadata=meta.SerializeToString())
-
-
-class CountedIterator:
-    """Wraps an iterator and counts the items drawn (the scoring-data position)."""
-
-    def __init__(self, iterator: Iterator, count: int = 0):
-        self.iterator, self.count = iterator, count
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item = next(self.iterator)
-        self.count += 1
-        return item

@@ -16,7 +16,7 @@ Gradient criteria (:class:`Taylor`, :class:`CosPrune`) live in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -212,3 +212,18 @@ def iterate_batches(data) -> Iterable[tuple]:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("scoring data must yield (x, y) batches with y a dict of targets by task")
         yield batch[0], batch[1]
+
+
+class CountedIterator:
+    """Wraps an iterator and counts the items drawn (the scoring-data position)."""
+
+    def __init__(self, iterator: Iterator, count: int = 0):
+        self.iterator, self.count = iterator, count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.iterator)
+        self.count += 1
+        return item

@@ -6,9 +6,10 @@ update, driving whole channels to exact zeros; ``sparsity_report`` measures the 
 ``tfmot_mtl.strip_channels`` then removes the dead channels.
 """
 from tfmot_mtl.sparsity.prox_ops import prox_adam, prox_plain, solve_theta
-from tfmot_mtl.sparsity.proximal import ProximalGroupLasso, evaluate_strength
+from tfmot_mtl.sparsity.proximal import ProximalGroupLasso
 from tfmot_mtl.sparsity.regularizer import ChannelGroupLasso, apply_group_sparsity, regularized_layers
 from tfmot_mtl.sparsity.report import format_sparsity_report, plot_sparsity, sparsity_report
+from tfmot_mtl.sparsity.strength import evaluate_strength
 from tfmot_mtl.selection import select_groups
 
 __all__ = [

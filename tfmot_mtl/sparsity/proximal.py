@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Union
 
 import keras
 import numpy as np
@@ -28,9 +27,9 @@ from tfmot_mtl.resume import check_groups
 from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity._graph_step import GraphState, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
+from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
 from tfmot_mtl.selection import Selection, check_protect, check_selection, select_groups
 
-Strength = Union[float, Callable[[int], Any], None]
 MODES = ("plain", "adam")
 SCALES = ("sqrt_group_size", "sqrt_num_groups", "none")
 
@@ -44,21 +43,6 @@ class _Entry:
     positions: np.ndarray
     rows: np.ndarray  # global channel id of each position
     elements: np.ndarray  # global channel id of each element of the gathered block
-
-
-def evaluate_strength(strength: Strength, step: int) -> tuple[bool, float]:
-    """(should_apply, value) of a float, a ``schedule(step) -> (bool, value)`` or ``step -> float``."""
-    if strength is None:
-        return True, 1.0
-    if not callable(strength):
-        return True, float(strength)
-    out = strength(step)
-    if isinstance(out, (tuple, list)):
-        if len(out) != 2:
-            raise ValueError("a strength schedule must return (should_apply, value) or a float; "
-                             f"got a sequence of length {len(out)}")
-        return bool(np.asarray(out[0])), float(np.asarray(out[1]))
-    return True, float(np.asarray(out))
 
 
 def _unwrap(optimizer):
@@ -406,7 +390,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         if callable(self.layers) and not isinstance(self.layers, str):
             raise ValueError("ProximalGroupLasso with a callable `layers` cannot be serialized; "
                              "pass a list of layer names instead")
-        return {"l1": _serialize(self.l1, "l1"), "schedule": _serialize(self.schedule, "schedule"),
+        return {"l1": serialize_strength(self.l1, "l1"), "schedule": serialize_strength(self.schedule, "schedule"),
                 "layers": self.layers if isinstance(self.layers, str) else list(self.layers),
                 "mode": self.mode, "update_every": self.update_every, "scale": self.scale,
                 "log_key": self.log_key, "target": self.target, "adapt_rate": self.adapt_rate,
@@ -420,12 +404,3 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _serialize(value, name: str):
-    if value is None or not callable(value):
-        return value if value is None else float(value)
-    if hasattr(value, "get_config"):
-        return keras.saving.serialize_keras_object(value)
-    raise ValueError(f"ProximalGroupLasso `{name}` is a plain callable and cannot be serialized; "
-                     "use a float or a schedule object with get_config")
