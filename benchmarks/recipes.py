@@ -11,6 +11,9 @@ reference of every delta_m); prune the shared channels of the parent to each tar
   ``--student-loss-weight``, default 0.5);
 - ``+weighting``: labels only, uncertainty weighting (Kendall et al. 2018);
 - ``+both``: distillation and uncertainty weighting;
+- ``+distill, annealed``: distilled from the dense parent with teacher annealing (Clark et
+  al. 2019): the distillation terms fade linearly to 0 over the fine-tuning, so the student
+  ends on its labels (``recipes.finetune(teacher_annealing=True)``);
 - ``+distill, same-budget teacher``: distilled from the same-budget dense model instead of
   the parent (a teacher that saw all the epochs: it shows what distillation gives when the
   teacher is better than the student, at the cost of training that teacher; the other
@@ -45,10 +48,12 @@ from tfmot_mtl.profile import profile  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
 from tfmot_mtl.tasks import delta_m  # noqa: E402
 
-# variant -> (teacher: None, the dense "parent" or the "same"-budget dense model; task weighting)
-VARIANTS = {"finetune": (None, "fixed"), "+distill": ("parent", "fixed"),
-            "+weighting": (None, "uncertainty"), "+both": ("parent", "uncertainty"),
-            "+distill, same-budget teacher": ("same", "fixed")}
+# variant -> (teacher: None, the dense "parent" or the "same"-budget dense model; task weighting;
+# teacher annealing)
+VARIANTS = {"finetune": (None, "fixed", False), "+distill": ("parent", "fixed", False),
+            "+weighting": (None, "uncertainty", False), "+both": ("parent", "uncertainty", False),
+            "+distill, annealed": ("parent", "fixed", True),
+            "+distill, same-budget teacher": ("same", "fixed", False)}
 PRESETS = {
     "quick": dict(n_train=32, n_test=16, batch_size=16, resolution=32, width=0.25, dense_epochs=1,
                   find_epochs=1, finetune_epochs=1, targets=(0.5,), seeds=(0,)),
@@ -84,11 +89,11 @@ def run_seed(cfg: dict, seed: int) -> list[dict]:
                                                    options={"criterion": "taylor"})
         stripped, _ = strip_channels(found, masks)
         for variant in cfg.get("variants", list(VARIANTS)):
-            teacher, weighting = VARIANTS[variant]
+            teacher, weighting, anneal = VARIANTS[variant]
             small = clone_with_weights(stripped)
             teacher = {None: None, "parent": dense, "same": same}[teacher]
-            recipes.finetune(small, data, budget.finetune, teacher=teacher, lr=LR,
-                             weighting=weighting, student_loss_weight=cfg.get("student_loss_weight", 0.5))
+            recipes.finetune(small, data, budget.finetune, teacher=teacher, lr=LR, weighting=weighting,
+                             student_loss_weight=cfg.get("student_loss_weight", 0.5), teacher_annealing=anneal)
             metrics = ex.evaluate(small, data)
             prof = profile(small)
             rows.append({"seed": seed, "target": target, "variant": variant, "macs": prof.total_macs,

@@ -2,6 +2,7 @@
 
     python examples/distill_finetune.py                    # 32x32 scenes, several minutes on a CPU
     python examples/distill_finetune.py --method sparsity  # group lasso instead of Taylor pruning
+    python examples/distill_finetune.py --anneal           # teacher annealing: distillation fades to 0
     python examples/distill_finetune.py --fast             # tiny sizes (seconds)
 
 1. train a small dense multi-task ResNet (segmentation, depth, normals) on synthetic scenes;
@@ -10,7 +11,8 @@
 3. `strip_channels`: a smaller plain Keras model with the same outputs;
 4. `recipes.finetune(small, data, epochs, teacher=dense, weighting="uncertainty")`: a
    keras.distillation Distiller with one distillation loss per task and learned
-   (homoscedastic-uncertainty) task weights;
+   (homoscedastic-uncertainty) task weights; with `--anneal` the distillation terms fade from
+   full weight to 0 over the epochs (teacher annealing), so the student ends on its labels;
 5. dense vs compressed metrics side by side, and the student saved as .keras.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default="prune", choices=recipes.METHODS)
     p.add_argument("--target", type=float, default=0.6, help="fraction of the shared channels to remove")
+    p.add_argument("--anneal", action="store_true", help="teacher annealing (distillation fades out)")
     p.add_argument("--fast", action="store_true", help="tiny model and data")
     p.add_argument("--out", default="saved_models/distill_finetune/student.keras")
     args = p.parse_args(argv)
@@ -50,9 +53,12 @@ def main(argv=None):
     stripped_results = ex.evaluate(small, data)
 
     history = recipes.finetune(small, data, budget.finetune, teacher=dense, lr=1e-3, weighting="uncertainty",
-                               temperature=2.0, student_loss_weight=0.5)
+                               temperature=2.0, student_loss_weight=0.5, teacher_annealing=args.anneal)
     weights = {t.name: round(float(history.history[f"{t.name}_weight"][-1]), 3) for t in data.tasks}
-    print(f"fine-tuned {budget.finetune} epochs distilled from the dense parent; learned task weights {weights}")
+    annealed = f", distillation weight fading to 0 (last epoch's mean {history.history['distill_scale'][-1]:.2f})" \
+        if args.anneal else ""
+    print(f"fine-tuned {budget.finetune} epochs distilled from the dense parent{annealed}; "
+          f"learned task weights {weights}")
     results = ex.evaluate(small, data)
     print_results(stripped_results, title="stripped, before fine-tuning (baseline: dense)",
                   baseline=dense_results, tasks=data.tasks)

@@ -74,8 +74,8 @@ def test_prune_distilled_with_uncertainty_weighting(trained_path, tmp_path, caps
     out = tmp_path / "pruned"
     rc = cli.main(["prune", str(trained_path), "--criterion", "magnitude", "--target", "0.5",
                    "--step", "0.25", "--frequency", "1", "--epochs", "1", "--n-train", "8", "--n-test", "8",
-                   "--batch-size", "8", "--distill", "--finetune-epochs", "1", "--weighting", "uncertainty",
-                   "--out", str(out)])
+                   "--batch-size", "8", "--distill", "--anneal", "--finetune-epochs", "1",
+                   "--weighting", "uncertainty", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "distilled from the dense parent, uncertainty task weighting" in printed and "Δm" in printed
@@ -84,6 +84,7 @@ def test_prune_distilled_with_uncertainty_weighting(trained_path, tmp_path, caps
     assert report["training_budget"] == {"dense": "loaded", "find": 2.0, "finetune": 1, "finetune_run": 1}
     phase = report["finetune"]
     assert phase["distilled"] and phase["weighting"] == "uncertainty" and phase["epochs_run"] == 1
+    assert phase["teacher_annealing"] and phase["history"]["distill_scale"] == [1.0]  # one step: 1 - 0 / 1
     assert {"segmentation_weight", "depth_distill_loss", "student_loss"} <= set(phase["history"])
     assert "val_loss" not in phase["history"]
     assert report["metrics_pruned"] == report["metrics"]["compressed"] != report["metrics"]["stripped"]
@@ -150,6 +151,8 @@ def test_bad_finetune_flags_exit_cleanly(trained_path, command, argv, message):
     (["sparsify", "MODEL", "--target", "1.5"], "--target must be"),
     (["sparsify", "MODEL", "--epochs", "0"], "--epochs must be >= 1"),
     (["budget", "--finetune-epochs", "1", "--weighting", "uncertainty"], "only --weighting fixed"),
+    (["prune", "MODEL", "--finetune-epochs", "1", "--anneal"], "--anneal fades the distillation terms out: it needs"),
+    (["sparsify", "MODEL", "--anneal"], "--anneal act on the fine-tuning after stripping"),
 ])
 def test_bad_sparsify_and_budget_arguments(trained_path, argv, message):
     with pytest.raises(SystemExit, match=message):

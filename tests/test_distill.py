@@ -160,6 +160,27 @@ def test_distillation_beats_labels_only_fine_tuning_of_a_stripped_student():
     assert test_loss(d.student) < test_loss(labels_only)
 
 
+def test_teacher_annealing_scales_the_distillation_terms_down_to_zero():
+    """loss = a * L + (1 - a) * max(0, 1 - step / N) * D, with D the unscaled distillation terms."""
+    teacher, student = _net(), _net(4, "student", seed=1)
+    x, y = _data(32)
+    a, n = 0.4, 4
+    d = distill.multitask_distiller(teacher, student, TASKS, student_loss_weight=a, anneal_steps=n)
+    d.compile(keras.optimizers.SGD(1e-3))
+    history = d.fit(_ds(x, y), epochs=1, verbose=0)  # 4 batches at steps 0, 1, 2, 3
+    np.testing.assert_allclose(history.history["distill_scale"], [np.mean([1.0, 0.75, 0.5, 0.25])], rtol=1e-6)
+
+    t_out, s_out = teacher(x[:8]), student(x[:8])
+    labels = sum(float(t.loss({k: v[:8] for k, v in y.items()}[t.name], s_out[t.name])) for t in TASKS)
+    teach = sum(float(distill.kind_loss(t)(t_out[t.name], s_out[t.name])) for t in TASKS)
+    for step, scale in ((1, 0.75), (3, 0.25), (4, 0.0), (9, 0.0)):
+        d.optimizer.iterations.assign(step)
+        loss = d.compute_loss(x[:8], {k: v[:8] for k, v in y.items()}, s_out, training=True)
+        np.testing.assert_allclose(float(loss), a * labels + (1 - a) * scale * teach, rtol=1e-5)
+    with pytest.raises(ValueError, match="anneal_steps"):
+        distill.multitask_distiller(teacher, student, TASKS, anneal_steps=0)
+
+
 def test_distilled_student_saves_as_plain_keras_file(tmp_path):
     teacher, student = _net(), _net(4, "student", seed=1)
     d = distill.multitask_distiller(teacher, student, TASKS, weighting="uncertainty",

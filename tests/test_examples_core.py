@@ -45,7 +45,8 @@ def test_speedup_sweep_benchmark_runs(tmp_path):
 def test_distill_finetune_example(tmp_path):
     import keras
 
-    out = run("examples/distill_finetune.py", "--fast", "--out", str(tmp_path / "student.keras"))
+    out = run("examples/distill_finetune.py", "--fast", "--anneal", "--out", str(tmp_path / "student.keras"))
     assert "stripped + distilled fine-tuning (baseline: dense)" in out and "learned task weights" in out
+    assert "distillation weight fading to 0 (last epoch's mean 0.75)" in out  # 1 epoch of 2 steps: 1, 0.5
     student = keras.saving.load_model(tmp_path / "student.keras", safe_mode=True)
     assert sorted(student.output_names) == ["depth", "normals", "segmentation"]

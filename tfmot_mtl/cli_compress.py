@@ -43,9 +43,12 @@ def _check_recovery(args) -> None:
     if args.patience is not None and args.patience < 1:
         raise SystemExit(f"error: --patience must be >= 1 epoch, got {args.patience}")
     used = [flag for flag, on in (("--distill", args.distill), (f"--weighting {args.weighting}", args.weighting != "fixed"),
-                                  ("--patience", args.patience is not None)) if on]
+                                  ("--patience", args.patience is not None),
+                                  ("--anneal", getattr(args, "anneal", False))) if on]
     if used and not args.finetune_epochs:
         raise SystemExit(f"error: {', '.join(used)} act on the fine-tuning after stripping: add --finetune-epochs N")
+    if getattr(args, "anneal", False) and not args.distill:
+        raise SystemExit("error: --anneal fades the distillation terms out: it needs --distill")
 
 
 def _task_data(args, model):
@@ -78,7 +81,8 @@ def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report
 
     stripped = ex.evaluate(small, data) if args.finetune_epochs else None
     phase = recipes.recover(small, dense_model, data, args.finetune_epochs, distill=args.distill,
-                            weighting=args.weighting, lr=args.lr, patience=args.patience, verbose=2)
+                            weighting=args.weighting, lr=args.lr, patience=args.patience, verbose=2,
+                            teacher_annealing=args.anneal)
     results = ex.evaluate(small, data)
     budget = recipes.phase_budget("loaded", find_epochs, args.finetune_epochs, phase["epochs_run"])
     os.makedirs(folder, exist_ok=True)
@@ -231,6 +235,9 @@ def _add_recovery_args(p: argparse.ArgumentParser, same_budget: bool = True) -> 
     g.add_argument("--patience", type=int, default=None,
                    help="early stopping on a validation split of max(32, n_train/10) new training images")
     if same_budget:
+        g.add_argument("--anneal", action="store_true",
+                       help="with --distill: teacher annealing, the distillation terms fade from full weight to 0 "
+                            "over the fine-tuning (the student ends on its labels; for a parent it can outgrow)")
         g.add_argument("--same-budget", action="store_true",
                        help="also train a copy of the loaded dense model for as many epochs as the compressed "
                             "one trained after loading, and compare with it (the fair baseline)")

@@ -97,7 +97,8 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
              lr: float = 1e-3, weighting: Any = None, temperature: float = 2.0,
              student_loss_weight: float = 0.5, features: Sequence = (),
              validation: Any = None, patience: int | None = None, verbose: int = 0,
-             callbacks: Sequence = (), recalibrate: bool = True) -> keras.callbacks.History:
+             callbacks: Sequence = (), recalibrate: bool = True,
+             teacher_annealing: bool = False) -> keras.callbacks.History:
     """Trains ``student`` in place for ``epochs`` epochs on ``data.train``.
 
     Args:
@@ -111,6 +112,9 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
         validation: a dataset of ``(inputs, targets)`` evaluated each epoch (default
             ``data.validation``); with ``patience`` training stops when the validation loss
             has not improved for that many epochs and the best weights are restored.
+        teacher_annealing: with a ``teacher``, scale the distillation terms from 1 down to 0
+            over the ``epochs`` (``MultiTaskDistiller(anneal_steps=...)``): the student ends
+            on its labels alone, so a teacher it outgrows does not hold it back.
         recalibrate: after training, re-estimate the student's BatchNorm moving statistics on
             one pass over ``data.train`` (:func:`recalibrate_batchnorm`). With momentum 0.99
             a few hundred steps leave the moving averages far from the final weights'
@@ -127,7 +131,7 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
     teacher_trainable = None if teacher is None else teacher.trainable
     try:
         history = _fit(student, data, epochs, teacher, lr, weighting, temperature, student_loss_weight,
-                       features, validation, patience, verbose, callbacks)
+                       features, validation, patience, verbose, callbacks, teacher_annealing)
         if recalibrate and epochs:
             recalibrate_batchnorm(student, data.train)
         return history
@@ -137,13 +141,14 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
 
 
 def _fit(student, data, epochs, teacher, lr, weighting, temperature, student_loss_weight, features,
-         validation, patience, verbose, callbacks) -> keras.callbacks.History:
+         validation, patience, verbose, callbacks, teacher_annealing=False) -> keras.callbacks.History:
     from tfmot_mtl.distill import MultiTaskDistiller, TaskWeightedModel
 
     if teacher is not None:
+        anneal = max(1, epochs * ex.steps_per_epoch(data.train)) if teacher_annealing else None
         trainer = MultiTaskDistiller(teacher, student, data.tasks, temperature=temperature,
                                      student_loss_weight=student_loss_weight, weighting=weighting,
-                                     features=features)
+                                     features=features, anneal_steps=anneal)
     else:
         trainer = TaskWeightedModel(student, data.tasks, weighting=weighting)
     trainer.compile(cosine_adam(lr, epochs, ex.steps_per_epoch(data.train)), jit_compile=False,
@@ -241,17 +246,20 @@ def compress(dense: keras.Model, data: ex.Data, method: str = "sparsity", target
 
 def recover(small: keras.Model, dense: keras.Model, data: ex.Data, epochs: int, distill: bool = True,
             weighting: Any = None, lr: float = 1e-3, temperature: float = 2.0,
-            student_loss_weight: float = 0.5, patience: int | None = None, verbose: int = 0) -> dict:
-    """:func:`finetune` of a stripped model (in place), distilled from ``dense`` if ``distill``.
+            student_loss_weight: float = 0.5, patience: int | None = None, verbose: int = 0,
+            teacher_annealing: bool = False) -> dict:
+    """:func:`finetune` of a stripped model (in place), distilled from ``dense`` if ``distill``
+    (with ``teacher_annealing``: the distillation terms fade to 0 over the epochs).
 
     Returns the phase's record: epochs asked and run (fewer after an early stop), whether
-    it was distilled, the weighting's name, the patience and the history (plain floats).
+    it was distilled (and annealed), the weighting's name, the patience and the history (plain floats).
     """
     history = finetune(small, data, epochs, teacher=dense if distill else None, lr=lr, weighting=weighting,
                        temperature=temperature, student_loss_weight=student_loss_weight,
-                       patience=patience, verbose=verbose)
+                       patience=patience, verbose=verbose, teacher_annealing=teacher_annealing)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     return {"epochs": epochs, "epochs_run": len(hist.get("loss", [])), "distilled": bool(distill and epochs),
+            "teacher_annealing": bool(distill and epochs and teacher_annealing),
             "weighting": weighting if isinstance(weighting, str) else ("fixed" if weighting is None else
                                                                         type(weighting).__name__),
             "patience": patience, "history": hist}

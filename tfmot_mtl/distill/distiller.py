@@ -9,10 +9,13 @@ the teacher (a stripped model usually is). The student keeps its own widths; onl
 output names must be the teacher's. ``distiller.student`` is the plain Keras model to save:
 the adapters and the weighting stay with the distiller.
 
-Per batch it minimises ``a * sum_t weighted(L_t) + (1 - a) * (sum_t d_t * D_t + f * sum F)``
-with ``a = student_loss_weight``, ``D_t`` the task's distillation loss, ``d_t`` its weight
-and ``F`` the feature losses, and logs ``{task}_distill_loss`` next to Keras' own
-``student_loss``, ``distillation_loss`` and ``total_loss``.
+Per batch it minimises ``a * sum_t weighted(L_t) + (1 - a) * s * (sum_t d_t * D_t + f * sum F)``
+with ``a = student_loss_weight``, ``D_t`` the task's distillation loss, ``d_t`` its weight,
+``F`` the feature losses and ``s`` 1, or with teacher annealing (Clark et al. 2019, "BAM!
+Born-Again Multi-Task Networks") ``max(0, 1 - step / anneal_steps)``: the student first
+follows the teacher and ends on its labels alone, so it is not held back by a teacher it
+can outgrow (a briefly trained parent). It logs ``{task}_distill_loss`` (unscaled) and
+``distill_scale`` next to Keras' own ``student_loss``, ``distillation_loss`` and ``total_loss``.
 """
 from __future__ import annotations
 
@@ -39,12 +42,15 @@ class AdaptedFeatureDistillation(keras.distillation.FeatureDistillation):
                          student_layer_name=student_layer_name)
         self.adapter = adapter
 
+    scale = None  # a scalar tensor the distiller sets per step (teacher annealing)
+
     def validate_outputs(self, teacher_outputs, student_outputs):
         pass  # the adapter reconciles the channel axis; spatial shapes are checked at build
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         student = self.adapter(student_outputs) if self.adapter is not None else student_outputs
-        return super().compute_loss(keras.ops.stop_gradient(teacher_outputs), student)
+        value = super().compute_loss(keras.ops.stop_gradient(teacher_outputs), student)
+        return value if self.scale is None else value * self.scale
 
 
 class MultiTaskDistiller(keras.distillation.Distiller):
@@ -63,6 +69,10 @@ class MultiTaskDistiller(keras.distillation.Distiller):
         features: layer names present in both models, or ``(teacher_layer, student_layer)``
             pairs, whose outputs are matched (MSE) through a 1x1 adapter when the widths differ.
         feature_weight: weight of each feature term (>= 0).
+        anneal_steps: teacher annealing: the distillation terms are scaled by
+            ``max(0, 1 - step / anneal_steps)`` (``step`` the optimizer's iteration count),
+            reaching 0 after ``anneal_steps`` updates; ``None`` (default) keeps them at full
+            weight. Give the number of training steps, e.g. ``epochs * steps_per_epoch``.
     """
 
     def __init__(self, teacher: keras.Model, student: keras.Model, tasks: TasksLike,
@@ -70,13 +80,16 @@ class MultiTaskDistiller(keras.distillation.Distiller):
                  student_loss_weight: float = 0.5,
                  weighting: str | TaskWeighting | Mapping[str, float] | None = None,
                  features: Sequence[str | tuple[str, str]] = (), feature_weight: float = 1.0,
-                 name: str = "multitask_distiller", **kwargs):
+                 anneal_steps: int | None = None, name: str = "multitask_distiller", **kwargs):
         tasks = as_task_list(tasks)
         _check_models(teacher, student, tasks)
         temperature = _check_temperature(temperature)
         weights = _check_weights(distill_weights, tasks, "distill_weights")
         if isinstance(feature_weight, bool) or not float(feature_weight) >= 0:
             raise ValueError(f"`feature_weight` must be a number >= 0, got {feature_weight!r}.")
+        if anneal_steps is not None and (isinstance(anneal_steps, bool) or not isinstance(anneal_steps, int)
+                                         or anneal_steps < 1):
+            raise ValueError(f"`anneal_steps` must be an integer >= 1 or None, got {anneal_steps!r}.")
         losses = [TaskDistillation(t, temperature) for t in tasks]
         loss_weights = [weights[t.name] for t in tasks]
         feature_losses = [_feature_loss(teacher, student, pair) for pair in features]
@@ -91,6 +104,15 @@ class MultiTaskDistiller(keras.distillation.Distiller):
         self.distill_trackers = [keras.metrics.Mean(name=f"{t.name}_distill_loss") for t in tasks]
         for loss, tracker in zip(losses, self.distill_trackers):
             loss.tracker = tracker
+        self.anneal_steps = anneal_steps
+        self.scale_tracker = keras.metrics.Mean(name="distill_scale") if anneal_steps else None
+
+    def distill_scale(self):
+        """The factor of the distillation terms at the current optimizer step (1 without annealing)."""
+        if not self.anneal_steps:
+            return keras.ops.convert_to_tensor(1.0)
+        step = keras.ops.cast(self.optimizer.iterations, "float32")
+        return keras.ops.clip(1.0 - step / float(self.anneal_steps), 0.0, 1.0)
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Compiles with the tasks' own losses, weighted (no ``loss`` argument)."""
@@ -102,6 +124,11 @@ class MultiTaskDistiller(keras.distillation.Distiller):
         _keras_compat.untrack_student_loss(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.anneal_steps:
+            scale = self.distill_scale()
+            for term in self.distillation_losses:
+                term.scale = scale
+            self.scale_tracker.update_state(scale)
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if training:
             self.weighting.update()

@@ -128,6 +128,7 @@ class TaskDistillation(keras.distillation.DistillationLoss):
         self.temperature = _check_temperature(temperature)
         self.loss = loss if loss is not None else kind_loss(task, temperature)
         self.tracker = None  # a keras.metrics.Mean set by the distiller that logs this loss
+        self.scale = None  # a scalar tensor the distiller sets per step (teacher annealing)
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         for role, outputs in (("teacher", teacher_outputs), ("student", student_outputs)):
@@ -141,7 +142,7 @@ class TaskDistillation(keras.distillation.DistillationLoss):
         value = self.loss(teacher, student)
         if self.tracker is not None:
             self.tracker.update_state(keras.ops.mean(self.loss.call(teacher, student)))
-        return value
+        return value if self.scale is None else value * self.scale
 
     def get_config(self):
         return {"task": self.task.get_config(), "temperature": self.temperature,
