@@ -1,8 +1,12 @@
 """Per-batch training overhead of each method's per-step work against plain training.
 
 Same model (the demo's ``mtl_resnet``, same seed), same batches, A/B interleaved: each round
-runs ``--steps`` batches of every variant in turn; the per-batch time is the median of the
-intervals between consecutive batch ends (step + every callback). Budget-aware pruning needs a
+runs ``--steps`` batches of every variant in turn, the order rotating from round to round (the
+variant that runs first after another model's epoch is measurably slower on this CPU); the per-batch time is the median of the
+intervals between consecutive batch ends (step + every callback); a variant's ratio is the
+median over rounds of its median against its baseline's median in the same round (with the
+interquartile range of those per-round ratios), as this machine's speed drifts between rounds
+by more than a method's per-step work costs. Budget-aware pruning needs a
 multi-domain model: its pair is the budget benchmark's ``mdl_resnet26`` with domain switches
 (and domain-specific BatchNorm) on mixed-domain batches of the same size, trained plainly
 ("plain_domains", the switches learning from the task loss alone) and with ``BudgetCallback``
@@ -12,7 +16,7 @@ Adam-reweighted every 4 steps ("group_sparsity_adam_every4", ``update_every=4`` 
 paper preset: the same total shrinkage, a quarter of the Newton solves). Prints the table and writes JSON. ``--jit`` compiles the train step
 with XLA; ``--device gpu`` runs on the first GPU.
 
-    python benchmarks/train_overhead.py --rounds 5 --steps 10 [--jit] [--device gpu]
+    python benchmarks/train_overhead.py --rounds 5 --steps 10 [--jit] [--device gpu] [--variants group_sparsity_adam]
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ class _Times:
         self.cb = CB()
 
 
+VARIANTS = ("plain", "group_sparsity", "group_sparsity_adam", "group_sparsity_adam_every4", "pruning",
+            "plain_domains", "budget")
+
+
 def _baseline(name: str) -> str:
     """The plain run a variant's ratio is taken against (the multi-domain pair has its own)."""
     return "plain_domains" if name in ("plain_domains", "budget") else "plain"
@@ -59,6 +67,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--jit", action="store_true")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, metavar="VARIANT",
+                        help=f"run only these (their plain baselines are added); default all of {VARIANTS}")
     parser.add_argument("--out", default="saved_models/train_overhead.json")
     args = parser.parse_args(argv)
     if args.device == "cpu":
@@ -109,28 +119,37 @@ def main(argv=None) -> dict:
                                           groups="shared", verbose=0)]
         return model, cbs, batches
 
-    names = ["plain", "group_sparsity", "group_sparsity_adam", "group_sparsity_adam_every4", "pruning",
-             "plain_domains", "budget"]
+    chosen = set(args.variants or VARIANTS)
+    names = [n for n in VARIANTS if n in chosen or n in {_baseline(c) for c in chosen}]
     runs = {n: variant(n) for n in names}
     times = {n: [] for n in names}
+    rounds = {n: [] for n in names}  # per-round medians
     for r in range(args.rounds + 1):  # round 0 traces and warms up
-        for n in names:
+        for n in names[r % len(names):] + names[:r % len(names)]:  # each variant takes every place in turn
             model, cbs, train = runs[n]
             timer = _Times().cb
             with tf.device(device):
                 model.fit(train, epochs=1, verbose=0, callbacks=[*cbs, timer])
             if r:
                 times[n].extend(timer.times)
+                rounds[n].append(float(np.median(timer.times)))
     median = {n: float(np.median(t)) for n, t in times.items()}
+    # Ratios per round (a variant against its baseline of the same round), then their median
+    # and spread: the machine's speed drifts between rounds by more than a method costs.
+    per_round = {n: [a / b for a, b in zip(rounds[n], rounds[_baseline(n)])] for n in names}
     result = {"device": args.device, "jit": args.jit, "batch": args.batch, "resolution": args.resolution,
               "width": args.width, "rounds": args.rounds, "steps": args.steps,
-              "median_s": median,
-              "ratio": {n: median[n] / median[_baseline(n)] for n in names}}
+              "median_s": median, "round_medians_s": rounds,
+              "ratio": {n: float(np.median(per_round[n])) for n in names},
+              "ratio_iqr": {n: [float(np.percentile(per_round[n], q)) for q in (25, 75)] for n in names},
+              "ratio_of_medians": {n: median[n] / median[_baseline(n)] for n in names}}
     print(f"per-batch median ({args.device}, jit={args.jit}, batch {args.batch}, "
-          f"{args.resolution}x{args.resolution}, width {args.width})")
+          f"{args.resolution}x{args.resolution}, width {args.width}); ratio = median over rounds of "
+          "the variant's median / its baseline's median in the same round [interquartile range]")
     for n in names:
-        ratio = "" if n == _baseline(n) else f"  x{result['ratio'][n]:.3f} vs {_baseline(n)}"
-        print(f"  {n:22s} {median[n] * 1e3:8.1f} ms{ratio}")
+        lo, hi = result["ratio_iqr"][n]
+        ratio = "" if n == _baseline(n) else f"  x{result['ratio'][n]:.3f} [{lo:.3f}-{hi:.3f}] vs {_baseline(n)}"
+        print(f"  {n:26s} {median[n] * 1e3:8.1f} ms{ratio}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

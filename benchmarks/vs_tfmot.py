@@ -2,24 +2,25 @@
 
 Same `mtl_resnet` on `synthetic_scenes`, same training budget: the dense parent is trained E
 epochs, then every variant gets the same F fine-tuning epochs (F x steps-per-epoch batches, Adam,
-learning rate decaying from 1e-3, or --lr, to 0 on a cosine):
+learning rate decaying from 2e-3, or --lr, to 0 on a cosine; default E = 4, F = 24):
   (a) dense: the parent fine-tuned F more epochs on labels;
   (b) tensorflow-model-optimization `prune_low_magnitude` at 50% / 70% + `strip_pruning`, fine-tuned
       F epochs from the same dense weights (the sparsity ramps up over the first 2/3 of the steps;
       benchmarks/_tfmot_worker.py, its own tf_keras process);
-  (c) ours: per-group L1-magnitude channel masks on the dense weights (`channel_norms`, the same
-      fraction of every prunable group), the fraction searched so that the stripped model's
-      parameter count matches tfmot's non-zero count at 50% / 70%, plus one at 70% channel
-      sparsity; every group's kept count rounded to the nearest multiple of --round-to
-      (the SIMD width: 16 floats for AVX-512, 8 for AVX2, 4 for ARM NEON), so the small
-      layers run at full vector width; pruned gradually while fine-tuning F epochs like tfmot
-      (L1-magnitude channel pruning of that fraction of every group in 8 steps over the first
-      2/3 of the steps, ChannelPruningCallback; `--criterion taylor` scores channels by
-      first-order Taylor on the task losses, `--prune-until` moves the end of the ramp,
-      `--distill` fine-tunes distilled from the dense parent while pruning, `--events` sets
-      the number of pruning steps), then `strip_channels`; `--one-shot` strips the
-      masks of the dense weights first and fine-tunes the small model F epochs distilled from
-      the dense parent (`recipes.finetune`, MultiTaskDistiller, T = 2).
+  (c) ours: a channel fraction of every prunable group, searched on per-group L1-magnitude masks
+      of the dense weights (`channel_norms`) so that the stripped model's parameter count matches
+      tfmot's non-zero count at 50% / 70%, plus one at 70% channel sparsity; every group's kept
+      count rounded up or down to a multiple of --round-to (the SIMD width: 16 floats for
+      AVX-512, 8 for AVX2, 4 for ARM NEON), so the small layers run at full vector width, with
+      the total kept count of the fraction (`round_masks(mode="total")`: rounding each group to
+      its nearest multiple turned the 70% row into 73%); pruned gradually while fine-tuning F
+      epochs (ChannelPruningCallback: first-order Taylor importance on the task losses, the
+      fraction of every group removed in 32 steps over the first 34% of the steps, then
+      `strip_channels`; `--criterion magnitude` scores channels by the L1 norm of their
+      weights, `--prune-until` moves the end of the ramp, `--events` sets the number of pruning
+      steps, `--distill` fine-tunes distilled from the dense parent while pruning);
+      `--one-shot` strips the masks of the dense weights first and fine-tunes the small model F
+      epochs distilled from the dense parent (`recipes.finetune`, MultiTaskDistiller, T = 2).
 The worker also fine-tunes the dense weights with its own tf_keras loop and no pruning wrapper
 ("dense_tf_keras"): each row's "delta_m_own_dense" is its delta_m against the dense model of its
 own pipeline (tfmot rows vs dense_tf_keras, ours vs dense), which separates the effect of
@@ -28,15 +29,18 @@ Every model (the dense parent, every variant, tfmot's in its worker) has its Bat
 statistics re-estimated on the training split after its training (`recipes.recalibrate_batchnorm`):
 with momentum 0.99 the few hundred steps here leave them far from the final weights' statistics
 (the dense model evaluates 42% better in delta_m after it); `--no-recalibrate` keeps them.
+Every fine-tuning run starts from the same data and random state (`--seed`, default 0), so
+a row does not depend on which rows ran before it (`--rows ch70` reproduces the full run's
+row); training noise is measured by running other seeds. Metrics are on 256 test images.
 Every variant is converted to float32 .tflite with batch 1 and measured in this process:
 raw / gzipped size, LiteRT latency at 1 thread (A/B interleaved: every run times each model
 once, in rotating order), task metrics from the TFLite outputs on the test split, delta_m vs
 dense, and the ideal speed-up (dense MACs / variant MACs) next to the measured one.
 
-    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 8]
-                                  [--lr 1e-3] [--one-shot] [--criterion magnitude|taylor]
-                                  [--prune-until 0.67] [--events 8] [--distill] [--no-recalibrate]
-                                  [--rows all|ch70]
+    python benchmarks/vs_tfmot.py [--quick | --full] [--round-to 16] [--width 2] [--resolution 64] [--finetune-epochs 24]
+                                  [--lr 2e-3] [--one-shot] [--criterion taylor|magnitude]
+                                  [--prune-until 0.34] [--events 32] [--distill] [--no-recalibrate]
+                                  [--rows all|ch70] [--seed 0]
     # writes benchmarks/results/vs_tfmot.json + .png
 
 `benchmarks/speedup_sweep.py` explains the settings: the measured / ideal ratio grows with
@@ -65,13 +69,15 @@ SETTINGS = {
     "quick": dict(resolution=32, n_train=64, n_test=16, batch_size=16, width=0.5, epochs=1, finetune_epochs=1,
                   runs=20, round_to=4),
     # width 4: the stages have 64-512 channels, as in ResNet-18/34 (see speedup_sweep.py for why width matters)
-    "default": dict(resolution=64, n_train=384, n_test=64, batch_size=32, width=4.0, epochs=4, finetune_epochs=8,
+    # 24 fine-tuning epochs (288 steps): with 8, tfmot's 70% model was still 11% below dense
+    "default": dict(resolution=64, n_train=384, n_test=256, batch_size=32, width=4.0, epochs=4, finetune_epochs=24,
                     runs=100, round_to=16),
     "full": dict(resolution=64, n_train=2000, n_test=500, batch_size=32, width=4.0, epochs=10, finetune_epochs=20,
                  runs=200, round_to=16),
 }
 SPARSITIES = (0.5, 0.7)
-LR = 1e-3  # the fine-tuning learning rate of every variant unless --lr
+LR = 2e-3  # the fine-tuning learning rate of every variant unless --lr (the dense parent's rate)
+RECIPE = dict(criterion="taylor", events=32, prune_until=0.34)  # ours, unless --criterion / --events / --prune-until
 
 
 def finetune(model, data, epochs: int, teacher=None, lr: float = LR, recalibrate: bool = True) -> float:
@@ -118,7 +124,8 @@ def run_tfmot(model, data, cfg: dict, folder: str) -> list[dict]:
 
 def magnitude_masks(graph, weights, fraction: float, multiple: int = 1):
     """Drops the `fraction` lowest-L1 channels of every prunable group (at least one kept), then
-    rounds each kept count to the nearest multiple of `multiple`."""
+    rounds each kept count up or down to a multiple of `multiple`, keeping the total
+    (`round_masks(mode="total")`: the realised channel sparsity stays `fraction`)."""
     from tfmot_mtl.masks import ChannelMasks, channel_norms
     from tfmot_mtl.strip import round_masks
 
@@ -129,7 +136,7 @@ def magnitude_masks(graph, weights, fraction: float, multiple: int = 1):
         mask = np.zeros(len(norm), bool)
         mask[np.argsort(-norm, kind="stable")[:keep]] = True
         masks[g.id] = mask
-    return round_masks(graph, ChannelMasks(masks), multiple, weights, mode="nearest")
+    return round_masks(graph, ChannelMasks(masks), multiple, weights, mode="total")
 
 
 def match_params(model, target_params: int, multiple: int = 1, iters: int = 12) -> tuple[float, object]:
@@ -177,7 +184,7 @@ def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, even
     else:
         raise ValueError(f"criterion must be 'magnitude' or 'taylor', got {criterion!r}")
     pruner = ChannelPruningCallback(importance, schedule, scope="layer", groups="all",
-                                    round_to=multiple if multiple > 1 else None, verbose=0,
+                                    round_to=multiple if multiple > 1 else None, round_mode="total", verbose=0,
                                     data=data.train.repeat() if criterion == "taylor" else None,
                                     score_batches=2, pruned_model=model)
     if teacher is not None:
@@ -284,10 +291,19 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     from tfmot_mtl.profile import profile
     from tfmot_mtl.tasks import evaluate
 
-    cfg = {"lr": LR, "recalibrate": True, **SETTINGS[setting],
+    cfg = {"lr": LR, "recalibrate": True, "seed": 0, **SETTINGS[setting],
            **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
-                        batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=0)
+    def load():
+        return ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
+                            batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=0)
+
+    def fresh():
+        """The data as new and the random state at --seed: each variant trains the same way
+        whichever variants ran before it (the training split's shuffling state lives in the dataset)."""
+        keras.utils.set_random_seed(cfg["seed"])
+        return load()
+
+    data = load()
     dense = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=0)
     ex.fit(dense, data, epochs=cfg["epochs"], lr=2e-3)
     if cfg["recalibrate"]:  # the parent every variant starts from (and the teacher of --distill)
@@ -302,18 +318,19 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     for r in tfmot_rows:
         info[r["name"]] = {k: v for k, v in r.items() if k != "tflite"}
     recipe = {"multiple": cfg["round_to"], "gradual": cfg.get("gradual", True), "lr": cfg["lr"],
-              "criterion": cfg.get("criterion", "magnitude"), "until": cfg.get("prune_until", 2 / 3),
-              "distill": cfg.get("distill", False), "events": cfg.get("events", 8),
+              "criterion": cfg.get("criterion", RECIPE["criterion"]),
+              "until": cfg.get("prune_until", RECIPE["prune_until"]),
+              "distill": cfg.get("distill", False), "events": cfg.get("events", RECIPE["events"]),
               "recalibrate": bool(cfg["recalibrate"])}
     for r in (r for r in tfmot_rows if r["target_sparsity"] > 0):
         name = f"ours_params{int(round(r['target_sparsity'] * 100))}"
-        models[name], info[name] = ours(dense, data, r["nonzero_params"], cfg["finetune_epochs"], by_params=True,
-                                        **recipe)
-    models["ours_ch70"], info["ours_ch70"] = ours(dense, data, 0.7, cfg["finetune_epochs"], by_params=False,
+        models[name], info[name] = ours(dense, fresh(), r["nonzero_params"], cfg["finetune_epochs"],
+                                        by_params=True, **recipe)
+    models["ours_ch70"], info["ours_ch70"] = ours(dense, fresh(), 0.7, cfg["finetune_epochs"], by_params=False,
                                                   **recipe)
     dense_base = keras.models.clone_model(dense)
     dense_base.set_weights(dense.get_weights())
-    info["dense"] = {"train_s": finetune(dense_base, data, cfg["finetune_epochs"], lr=cfg["lr"],
+    info["dense"] = {"train_s": finetune(dense_base, fresh(), cfg["finetune_epochs"], lr=cfg["lr"],
                                          recalibrate=cfg["recalibrate"]),
                      "params": int(dense_base.count_params())}
     info["dense"]["nonzero_params"] = int(sum(np.count_nonzero(np.asarray(w)) for w in dense_base.weights))
@@ -430,12 +447,14 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, help=f"initial fine-tuning learning rate of every variant, tfmot's "
                         f"included (default {LR})")
     parser.add_argument("--criterion", choices=["magnitude", "taylor"],
-                        help="channel importance of gradual pruning (default magnitude: L1 of the weights)")
+                        help="channel importance of gradual pruning (default taylor: first-order Taylor on the "
+                             "task losses; magnitude: L1 of the weights)")
     parser.add_argument("--prune-until", type=float,
-                        help="gradual pruning ends after this fraction of the fine-tuning steps (default 2/3)")
+                        help=f"gradual pruning ends after this fraction of the fine-tuning steps "
+                             f"(default {RECIPE['prune_until']})")
     parser.add_argument("--distill", action="store_true",
                         help="gradual pruning distils from the dense parent (default: labels only, like tfmot)")
-    parser.add_argument("--events", type=int, help="pruning steps of gradual pruning (default 8)")
+    parser.add_argument("--events", type=int, help=f"pruning steps of gradual pruning (default {RECIPE['events']})")
     parser.add_argument("--no-recalibrate", action="store_true",
                         help="keep the moving BatchNorm statistics of training (default: every model, the "
                              "dense parent and tfmot's included, re-estimates them on the training split "
@@ -443,13 +462,17 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", choices=["all", "ch70"], default="all",
                         help="ch70: only the dense model and ours at 70%% channel sparsity (no tfmot, no "
                              "matched-count rows), for longer fine-tuning budgets of that row")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the fine-tuning runs (dropout, scoring); the data and the dense "
+                             "parent stay the same, so seeds measure the training noise of each row")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     setting = "quick" if args.quick else "full" if args.full else "default"
     overrides = {"round_to": args.round_to, "width": args.width, "resolution": args.resolution,
                  "finetune_epochs": args.finetune_epochs, "gradual": not args.one_shot, "lr": args.lr,
                  "criterion": args.criterion, "prune_until": args.prune_until, "distill": args.distill or None,
-                 "events": args.events, "recalibrate": not args.no_recalibrate, "rows": args.rows}
+                 "events": args.events, "recalibrate": not args.no_recalibrate, "rows": args.rows,
+                 "seed": args.seed}
     print_table(run(setting, args.out, overrides))
     return 0
 

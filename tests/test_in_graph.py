@@ -260,3 +260,11 @@ def test_train_overhead_benchmark_times_every_method(tmp_path):
     assert all(np.isfinite(t) and t > 0 for t in result["median_s"].values())
     assert result["ratio"]["plain"] == 1.0 and result["ratio"]["plain_domains"] == 1.0
     assert json.loads(out.read_text())["ratio"] == result["ratio"]
+    for n in names:  # one median per round, the ratio the median of the per-round ratios
+        assert len(result["round_medians_s"][n]) == 1
+        lo, hi = result["ratio_iqr"][n]
+        assert lo <= result["ratio"][n] <= hi
+    only = load_script("benchmarks/train_overhead.py").main(
+        ["--rounds", "1", "--steps", "3", "--resolution", "16", "--width", "0.25", "--batch", "4",
+         "--variants", "budget", "--out", str(out)])
+    assert set(only["ratio"]) == {"plain_domains", "budget"}  # a variant comes with its baseline
