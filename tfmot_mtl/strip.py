@@ -127,9 +127,9 @@ def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights
     if mode not in ROUND_MODES:
         raise ValueError(f"mode must be one of {ROUND_MODES}, got {mode!r}")
     counts = {}  # group id -> (kept, [allowed counts to choose from])
+    before_of = {gid: np.asarray(previous[gid], bool) for gid in masks if previous is not None and gid in previous}
     for gid, mask in masks.items():
-        kept = int(np.sum(mask))
-        before = None if previous is None or gid not in previous else np.asarray(previous[gid], bool)
+        kept, before = int(np.sum(mask)), before_of.get(gid)
         cap = len(mask) if before is None else min(len(mask), int(before.sum()))
         if before is not None and kept == cap:
             counts[gid] = (kept, [kept])
@@ -147,7 +147,7 @@ def round_masks(graph: ChannelGraph, masks: ChannelMasks, multiple: int, weights
                 rank = channel_norms(graph, weights, gid)
             rank = np.where(np.isfinite(rank), rank, np.inf)
             if target > kept:  # bring back the strongest removed channels
-                before = None if previous is None or gid not in previous else np.asarray(previous[gid], bool)
+                before = before_of.get(gid)
                 pool = np.flatnonzero(~mask if before is None else before & ~mask)
                 mask[pool[np.argsort(-rank[pool], kind="stable")][:target - kept]] = True
             else:  # drop the weakest kept ones
@@ -188,7 +188,7 @@ def _balanced_counts(counts: dict[str, tuple[int, list[int]]]) -> dict[str, int]
                if len(allowed) == 2]
     for _, gid in sorted(options, key=lambda o: -o[0]):  # stable: ties keep the groups' order
         step = counts[gid][1][1] - targets[gid]
-        if abs(total + step - want) >= abs(total - want) and total + step != want:
+        if abs(total + step - want) >= abs(total - want):
             continue
         targets[gid] += step
         total += step

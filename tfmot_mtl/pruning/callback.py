@@ -98,7 +98,7 @@ class ChannelPruningCallback(ResumableCallback):
                  pruned_model: keras.Model | None = None):
         super().__init__()
         if scope not in SCOPES:
-            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         if int(min_channels) < 1:
             raise ValueError(f"min_channels must be >= 1, got {min_channels}")
         if int(score_batches) < 1:
