@@ -100,6 +100,37 @@ def test_in_graph_step_matches_oracle_on_groups_spanning_variables(mode, jit):
 
 
 @pytest.mark.parametrize("jit", [False, True])
+def test_adam_step_with_dying_and_solved_pieces_matches_oracle(jit):
+    """c2's channels die (tiny weights), and hb's (no gradient from the zero cls loss, so Adam's
+    d is ~eps): their kernels take the scale-only branch, while c1 needs a Newton solve; the
+    vector piece (c2/hb biases, bn1 gamma/beta) mixes both. Called alone the step runs as its
+    own XLA function; jit=True inlines it into an outer compiled one."""
+    model = two_task_model()
+    opt = keras.optimizers.Adam(1e-2)
+    model.compile(opt, loss={"seg": "mse", "cls": zero_loss})
+    x, y = data(8)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    c2 = model.get_layer("c2")
+    c2.kernel.assign(np.full(c2.kernel.shape, 1e-9, "float32"))
+    c2.bias.assign(np.full(c2.bias.shape, -1e-9, "float32"))
+    cb = ProximalGroupLasso(l1=0.3, mode="adam", layers="all")
+    cb.set_model(model)
+    cb.build(model)
+    cb._attach(opt)
+    cb._last_step = int(opt.iterations.numpy())
+    step = int(opt.iterations.numpy()) + 1
+    expected = _numpy_step(cb, model, opt, step, "adam")
+    assert not expected[id(c2.kernel)].any() and not expected[id(model.get_layer("hb").kernel)].any()
+    c1 = model.get_layer("c1").kernel
+    assert (np.abs(expected[id(c1)]).sum(axis=(0, 1, 2)) > 0).sum() >= 4  # solved channels, kept
+    assert np.abs(expected[id(c1)]).sum() < 0.5 * np.abs(c1.numpy()).sum()
+    tf.function(cb._step_graph, jit_compile=jit)()
+    for var in cb.variables:
+        np.testing.assert_allclose(var.numpy(), expected[id(var)], atol=1e-6, rtol=1e-4)
+        np.testing.assert_array_equal(var.numpy() == 0, expected[id(var)] == 0)
+
+
+@pytest.mark.parametrize("jit", [False, True])
 def test_protected_channels_are_the_strongest_with_ties_to_lower_index(jit):
     """min_fraction keeps the strongest ceil(f * size) channels of each group out of the
     shrinkage; the graph ranks them without a sort and must pick what a stable sort picks."""
@@ -254,9 +285,10 @@ def test_train_overhead_benchmark_times_every_method(tmp_path):
     result = load_script("benchmarks/train_overhead.py").main(
         ["--rounds", "1", "--steps", "3", "--resolution", "16", "--width", "0.25", "--batch", "4",
          "--out", str(out)])
-    names = {"plain", "group_sparsity", "group_sparsity_adam", "group_sparsity_adam_every4", "pruning",
-             "plain_domains", "budget"}
-    assert set(result["median_s"]) == names and set(result["ratio"]) == names
+    names = {"plain", "plain_repeat", "group_sparsity", "group_sparsity_adam", "group_sparsity_adam_every4",
+             "pruning", "plain_domains", "budget"}
+    assert set(result["median_s"]) == names and set(result["ratio"]) == names == set(result["ratio_p10"])
+    assert result["ratio_p10"]["plain"] == 1.0 and all(r > 0 for r in result["ratio_p10"].values())
     assert all(np.isfinite(t) and t > 0 for t in result["median_s"].values())
     assert result["ratio"]["plain"] == 1.0 and result["ratio"]["plain_domains"] == 1.0
     assert json.loads(out.read_text())["ratio"] == result["ratio"]

@@ -20,58 +20,97 @@ from tfmot_mtl.ingraph import new_variable
 F64 = tf.float64
 
 
-class _VarPlan:
-    """One selected weight: its channel axis and, per position along it, the global channel it
-    belongs to (``n``, a spare slot, for positions outside the selected groups)."""
+class _Piece:
+    """Selected weights the step treats as one tensor: a weight of rank > 1 in its own shape, or
+    all 1-D weights of one dtype (biases, BatchNorm gamma / beta) concatenated into one vector,
+    so the step costs a few ops per kernel plus a few for all vectors. ``row_of`` gives, per
+    position along the channel axis, the global channel it belongs to (``n``, a spare slot, for
+    positions outside the selected groups)."""
 
-    def __init__(self, var, axis: int, row_of: np.ndarray, n: int):
-        self.var, self.axis = var, axis
-        self.row_of = tf.constant(row_of.astype(np.int32))
-        self.selected = tf.constant(row_of < n)
-        self.shape = [1] * len(var.shape)
-        self.shape[axis] = int(var.shape[axis])
-        self.others = [i for i in range(len(var.shape)) if i != axis]
+    def __init__(self, variables: list, axis: int, row_of: list[np.ndarray], n: int):
+        self.variables, self.axis = variables, axis
+        self.sizes = [len(r) for r in row_of]
+        rows = np.concatenate(row_of)
+        self.row_of = tf.constant(rows.astype(np.int32))
+        self.positions = len(rows)
+        rank = len(variables[0].shape)
+        self.shape = [1] * rank
+        self.shape[axis] = len(rows)
+        self.others = [i for i in range(rank) if i != axis]
+        self.dtype = variables[0].dtype
 
-    def spread(self, per_channel, spare):
-        """A length-``n`` channel vector as a tensor broadcasting against the weight (``spare``
-        at positions outside the selected groups)."""
-        ext = tf.concat([per_channel, tf.reshape(tf.cast(spare, per_channel.dtype), [1])], 0)
-        return tf.reshape(tf.gather(ext, self.row_of), self.shape)
+    def read(self, tensors=None, dtype=F64):
+        """The weights (or ``tensors``, one per weight) as one tensor of ``dtype``."""
+        values = [v.value for v in self.variables] if tensors is None else [t.value for t in tensors]
+        joined = values[0] if len(values) == 1 else tf.concat(values, 0)
+        return tf.cast(joined, dtype)
+
+    def channel_parts(self, t):
+        """Per position along the channel axis, the sum of ``t`` over the other axes."""
+        return tf.reduce_sum(t, axis=self.others) if self.others else t
+
+    def channel_squares(self, t):
+        """Per position along the channel axis, the sum of ``t ** 2`` over the other axes."""
+        return self.channel_parts(tf.square(t))
+
+    def spread(self, extended):
+        """A channel vector made by :func:`_extend` as a tensor broadcasting against the piece."""
+        return tf.reshape(tf.gather(extended, self.row_of), self.shape)
+
+    def write(self, value) -> None:
+        """Assigns ``value`` (the piece's tensor) back to its weights."""
+        value = tf.cast(value, self.dtype)
+        parts = [value] if len(self.variables) == 1 else tf.split(value, self.sizes, 0)
+        for var, part in zip(self.variables, parts):
+            var.assign(part)
+
+
+def _extend(per_channel, spare: float):
+    """A length-``n`` channel vector with ``spare`` appended for the positions outside the
+    selected groups (what :meth:`_Piece.spread` gathers from)."""
+    return tf.concat([per_channel, tf.constant([spare], per_channel.dtype)], 0)
+
+
+def _pieces(cb, n: int) -> list[_Piece]:
+    """The callback's selected weights grouped into :class:`_Piece` s."""
+    per_var: dict[int, list] = {}
+    for e in cb.entries:
+        var = cb.variables[e.var]
+        plan = per_var.setdefault(id(var), [var, e.axis, np.full(int(var.shape[e.axis]), n, np.int64)])
+        if plan[1] != e.axis:
+            raise ValueError(f"weight '{var.path}' has selected channels along two axes "
+                             f"({plan[1]} and {e.axis}); the proximal step needs one channel axis per weight.")
+        plan[2][np.asarray(e.positions, np.int64)] = e.rows
+    pieces, vectors = [], {}
+    for var, axis, row_of in per_var.values():
+        if len(var.shape) == 1:
+            vectors.setdefault(str(var.dtype), []).append((var, row_of))
+        else:
+            pieces.append(_Piece([var], axis, [row_of], n))
+    for group in vectors.values():
+        pieces.append(_Piece([v for v, _ in group], 0, [r for _, r in group], n))
+    return pieces
 
 
 class ProxStep:
     """Graph state and step of one ProximalGroupLasso plan on one model.
 
-    The step works on each selected weight in its own shape: per-channel sums are reductions
-    over the weight's other axes followed by one segment sum over the (few) channels, and
-    per-channel factors broadcast back along the channel axis, so no weight is gathered,
-    transposed or scattered (the flat-vector ops of :mod:`prox_graph` cost several times as
-    much on a CPU). Same math and precision (float64) as :mod:`prox_ops`.
+    The step works on each selected kernel in its own shape and on all selected 1-D weights as
+    one vector (:class:`_Piece`): per-channel sums are reductions over a piece's other axes
+    followed by one segment sum over the (few) channels, and per-channel factors broadcast back
+    along the channel axis, so no kernel is gathered, transposed or scattered (the flat-vector
+    ops of :mod:`prox_graph` cost several times as much on a CPU). The Adam-reweighted step runs
+    its Newton solve, and forms ``c = tau / d``, only in the pieces holding a channel that needs
+    a root: once channels are dead or protected that is a small part of the weights. Same math
+    and precision (float64) as :mod:`prox_ops`.
     """
 
     def __init__(self, cb, model, optimizer):
         self.cb, self.optimizer = cb, optimizer
         n = cb.num_channels
         self.n = n
-        per_var: dict[int, list] = {}
-        for e in cb.entries:
-            var = cb.variables[e.var]
-            plan = per_var.setdefault(id(var), [var, e.axis, np.full(int(var.shape[e.axis]), n, np.int64)])
-            if plan[1] != e.axis:
-                raise ValueError(f"weight '{var.path}' has selected channels along two axes "
-                                 f"({plan[1]} and {e.axis}); the proximal step needs one channel axis per weight.")
-            plan[2][np.asarray(e.positions, np.int64)] = e.rows
-        self.plans = [_VarPlan(var, axis, row_of, n) for var, axis, row_of in per_var.values()]
-        self.rows = tf.constant(np.concatenate([p.row_of.numpy() for p in self.plans]) if self.plans
-                                else np.zeros(0, np.int32))
-        # The Newton loop treats the 1-D weights (biases, BatchNorm gamma / beta) as one
-        # concatenated vector: a few ops per iteration instead of a few per weight.
-        self.vector_plans = [i for i, p in enumerate(self.plans) if len(p.var.shape) == 1]
-        self.tensor_plans = [i for i, p in enumerate(self.plans) if len(p.var.shape) > 1]
-        vector_rows = [self.plans[i].row_of for i in self.vector_plans]
-        self.vector_rows = tf.concat(vector_rows, 0) if vector_rows else None
-        self.loop_rows = tf.concat([self.plans[i].row_of for i in self.tensor_plans] + vector_rows, 0) \
-            if self.plans else None
+        self.pieces = _pieces(cb, n)
+        self.rows = tf.concat([p.row_of for p in self.pieces], 0) if self.pieces else None
         self.base_tau = tf.constant(np.asarray(cb._lambda * cb._scale, np.float64))
         self.protect = []
         for i, _ in enumerate(cb.groups):
@@ -90,15 +129,20 @@ class ProxStep:
         self.zero = new_variable(model, np.zeros(n, bool), "bool", "prox_zero")
         self.sparsity = new_variable(model, 0.0, "float32", "prox_sparsity")
         self.enabled = new_variable(model, True, "bool", "prox_enabled")
+        self._compiled = None  # the XLA-compiled step, made on first use
         self.moments = None
         if cb.mode == "adam":
-            self.moments = [_keras_compat.adam_second_moment(optimizer, p.var) for p in self.plans]
+            self.moments = [[_keras_compat.adam_second_moment(optimizer, v) for v in p.variables]
+                            for p in self.pieces]
 
     # ---------------------------------------------------------------- graph
-    def _channel_sums(self, tensors):
-        """Per selected channel, the sum of ``tensors`` (one per weight, in its shape) over its elements."""
-        parts = [tf.reduce_sum(t, axis=p.others) for t, p in zip(tensors, self.plans)]
-        return tf.math.unsorted_segment_sum(tf.concat(parts, 0), self.rows, self.n + 1)[:self.n]
+    def _channel_sums(self, tensors, squares: bool = False, spare: bool = False):
+        """Per selected channel, the sum of ``tensors`` (one per piece, in its shape; of their
+        squares with ``squares``) over its elements; with ``spare``, one more entry sums the
+        positions outside the selected groups."""
+        parts = [p.channel_squares(t) if squares else p.channel_parts(t) for t, p in zip(tensors, self.pieces)]
+        sums = tf.math.unsorted_segment_sum(tf.concat(parts, 0), self.rows, self.n + 1)
+        return sums if spare else sums[:self.n]
 
     def _protected(self, sq):
         """Per channel, True for the ``k`` strongest channels of each protected group (ties to
@@ -115,12 +159,25 @@ class ProxStep:
         return keep
 
     def __call__(self) -> None:
-        """Graph ops of one (possibly skipped) proximal step."""
+        """Graph ops of one (possibly skipped) proximal step.
+
+        Outside ``tf.distribute`` the step is its own XLA-compiled function: fused, it took 0.6 of
+        the time of the same ops run one by one by TensorFlow's executor on a 2-core CPU (inside
+        a ``jit_compile=True`` train step it is simply part of the compiled step). Under a
+        distribution strategy it stays plain graph ops, which mirrored variables need."""
+        if tf.distribute.has_strategy():
+            self._due_step()
+            return
+        if self._compiled is None:
+            self._compiled = tf.function(self._due_step, jit_compile=True, autograph=False)
+        self._compiled()
+
+    def _due_step(self) -> None:
         self._run_if_due(tf.cast(self.optimizer.iterations, tf.int64) + 1, self.cb.update_every)
 
     def _run_if_due(self, step, at_least: int) -> None:
         """The step for update number ``step`` when ``at_least`` updates passed since the last one."""
-        if not self.plans:
+        if not self.pieces:
             return
         last = self.last_step.value
         elapsed = tf.where(last >= 0, step - last, tf.ones_like(step))
@@ -144,9 +201,9 @@ class ProxStep:
 
     def _prox(self, step, elapsed):
         opt = self.optimizer
-        w = [tf.cast(p.var.value, F64) for p in self.plans]
-        w2 = [x * x for x in w]
-        sq = self._channel_sums(w2)
+        w = [p.read() for p in self.pieces]
+        sums = self._channel_sums(w, squares=True, spare=True)
+        sq = sums[:self.n]
         lr = tf.cast(opt.learning_rate, F64)
         tau = lr * self.lam.value * self.gain.value * tf.cast(elapsed, F64) * self.base_tau
         locked = self.locked_flag.value
@@ -158,74 +215,106 @@ class ProxStep:
             t = tf.where(self._protected(sq), tf.zeros_like(tau), tau)
             if self.moments is None:
                 return self._plain(w, sq, t)
-            return self._adam(w, w2, t, step)
+            return self._adam(w, sq, t, step)
 
-        new = tf.cond(locked, when_locked, when_free)
-        finite = tf.reduce_all(tf.math.is_finite(sq))  # NaN/Inf in a selected weight -> in its sum
-        return tf.cond(finite, lambda: self._write(new, locked), lambda: tf.constant(False))
+        new, alive = tf.cond(locked, when_locked, when_free)
+        finite = tf.reduce_all(tf.math.is_finite(sums))  # NaN/Inf anywhere in the weights -> in a sum
+        return tf.cond(finite, lambda: self._write(new, tf.logical_not(alive), locked), lambda: tf.constant(False))
 
     def _plain(self, w, sq, tau):
-        """Group soft-thresholding (:func:`prox_ops.prox_plain`), per weight in its shape."""
+        """Group soft-thresholding (:func:`prox_ops.prox_plain`), per piece in its shape (float64,
+        returned in the weights' dtype); also returns which channels stay non-zero."""
         norm = tf.sqrt(sq)
         alive = norm > tau
         factor = tf.where(alive, 1.0 - tau / tf.where(alive, norm, tf.ones_like(norm)), tf.zeros_like(norm))
-        return [tf.cast(x * p.spread(factor, 1.0), p.var.dtype) for x, p in zip(w, self.plans)]
+        ext = _extend(factor, 1.0)
+        return [tf.cast(x * p.spread(ext), p.dtype) for x, p in zip(w, self.pieces)], alive
 
-    def _adam(self, w, w2, tau, step):
-        """The Adam-reweighted prox (:func:`prox_ops.prox_adam`), per weight in its shape."""
+    def _adam(self, w, sq, tau, step):
+        """The Adam-reweighted prox (:func:`prox_ops.prox_adam`), per piece in its shape (float64,
+        returned in the weights' dtype); also returns which channels stay non-zero.
+
+        Only channels that stay alive with ``tau > 0`` need the root ``theta`` of
+        :meth:`_solve_theta`: the others keep their weights (protected, ``c = 0``) or die. Pieces
+        holding such a channel compute ``c = tau / d`` and ``w * theta / (theta + c)`` (exactly 0
+        where a channel dies, ``theta = 0``; ``w`` outside the selected groups, ``theta = 1`` and
+        ``c = 0``); the others only scale by 1 or 0."""
         opt = self.optimizer
         correction = 1.0 - tf.cast(opt.beta_2, F64) ** tf.cast(tf.maximum(step, 1), F64)
-        d = [tf.sqrt(tf.cast(m.value, F64) / correction) + float(opt.epsilon) for m in self.moments]
-        alive = tf.sqrt(self._channel_sums([(dd * x) ** 2 for dd, x in zip(d, w)])) > tau
-        c = [p.spread(tau, 0.0) / dd for p, dd in zip(self.plans, d)]
-        theta = self._solve_theta(w2, c, alive)
-        out = []
-        for x, cc, p in zip(w, c, self.plans):
-            th = p.spread(theta, 1.0)
-            shrunk = tf.where(p.spread(tf.cast(alive, F64), 1.0) > 0, x * th / (th + cc), tf.zeros_like(x))
-            out.append(tf.cast(tf.where(tf.reshape(p.selected, p.shape), shrunk, x), p.var.dtype))
-        return out
+        scale = 1.0 / correction
+        d = [tf.sqrt(p.read(m) * scale) + float(opt.epsilon) for p, m in zip(self.pieces, self.moments)]
+        alive = tf.sqrt(self._channel_sums([dd * x for dd, x in zip(d, w)], squares=True)) > tau
+        active = alive & (tau > 0)
+        tau_ext = _extend(tau, 0.0)
 
-    def _solve_theta(self, w2, c, active, max_iter: int = 100, tol: float = 1e-7):
+        def c(i):
+            return self.pieces[i].spread(tau_ext) / d[i]
+
+        theta = _extend(self._solve_theta(w, sq, c, active, alive), 1.0)
+        keep = _extend(tf.cast(alive, F64), 1.0)  # the channels without a root: kept or zeroed
+        out = []
+        for i, (x, p, solved) in enumerate(zip(w, self.pieces, self._holding(active))):
+            def shrink(i=i, x=x, p=p):
+                th = p.spread(theta)
+                return tf.cast(tf.math.divide_no_nan(x * th, th + c(i)), p.dtype)
+
+            def scale_only(p=p):  # exact in the weights' dtype: no float64 copy to write back
+                return p.read(dtype=p.dtype) * tf.cast(p.spread(keep), p.dtype)
+
+            out.append(tf.cond(solved, shrink, scale_only))
+        return out, alive
+
+    def _holding(self, channels):
+        """Per piece, a scalar bool: does it hold one of ``channels`` (a length-``n`` bool)?"""
+        flags = _extend(channels, False)
+        return [tf.reduce_any(tf.gather(flags, p.row_of)) for p in self.pieces]
+
+    def _sums_where_active(self, terms, k: int, active):
+        """Per channel, the sums of the ``k`` tensors ``terms(i)`` returns for piece ``i`` (each
+        in the piece's shape), as an ``[n, k]`` tensor. Pieces holding no ``active`` channel are
+        skipped (their channels get 0): once channels are dead, protected or converged that is
+        most of them, so an iteration costs what the pieces of its active channels cost."""
+        parts = []
+        for i, (p, holds) in enumerate(zip(self.pieces, self._holding(active))):
+            def compute(i=i, p=p):
+                return tf.stack([p.channel_parts(t) for t in terms(i)], 1)
+
+            def skip(p=p):
+                return tf.zeros([p.positions, k], F64)
+
+            parts.append(tf.cond(holds, compute, skip))
+        return tf.math.unsorted_segment_sum(tf.concat(parts, 0), self.rows, self.n + 1)[:self.n]
+
+    def _solve_theta(self, w, norm2, c, active, alive, max_iter: int = 100, tol: float = 1e-7):
         """Per channel, the root theta > 0 of ``sum w**2 / (theta + c)**2 = 1``: the safeguarded
-        Newton iteration of :func:`prox_ops.solve_theta` (channels not ``active`` stay 0).
+        Newton iteration of :func:`prox_ops.solve_theta` on the weights ``w`` (one tensor per
+        piece) for the ``active`` channels (the other ``alive`` ones start, and stay, at ``||w||``;
+        the rest at 0); ``norm2`` holds each channel's ``sum w**2``, ``c(i)`` makes piece ``i``'s
+        ``c``.
 
         It starts from ``||w|| - cbar`` (``cbar`` the ``w**2``-weighted mean of ``c``), a lower
         bound of the root by Jensen's inequality and the root itself when a channel's ``c`` are
         equal, instead of 0: the same root to ``tol`` in a few iterations instead of tens."""
         n = self.n
         lo = tf.zeros([n], F64)
-        norm2 = self._channel_sums(w2)
         hi = tf.sqrt(norm2)
-        cbar = self._channel_sums([a * cc for a, cc in zip(w2, c)]) / tf.where(norm2 > 0, norm2, 1.0)
-        start = tf.where(active, tf.clip_by_value(hi - cbar, 0.0, hi), lo)
-        pieces = [(w2[i], c[i], self.plans[i]) for i in self.tensor_plans]
-        if self.vector_plans:
-            pieces.append((tf.concat([w2[i] for i in self.vector_plans], 0),
-                           tf.concat([c[i] for i in self.vector_plans], 0), None))
+        weighted = self._sums_where_active(lambda i: [tf.square(w[i]) * c(i)], 1, active)[:, 0]
+        cbar = weighted / tf.where(norm2 > 0, norm2, 1.0)
+        start = tf.where(alive, tf.clip_by_value(hi - cbar, 0.0, hi), lo)
 
-        def sums(theta):
-            ext = tf.concat([theta, tf.ones([1], F64)], 0)  # 1 at positions outside the groups
-            f_parts, df_parts = [], []
-            for a, cc, plan in pieces:
-                if plan is None:
-                    th = tf.gather(ext, self.vector_rows)
-                else:
-                    th = tf.reshape(tf.gather(ext, plan.row_of), plan.shape)
-                inv = 1.0 / (th + cc)
-                term = a * inv * inv  # w**2 / (theta + c)**2
-                if plan is None:
-                    f_parts.append(term)
-                    df_parts.append(term * inv)
-                else:
-                    f_parts.append(tf.reduce_sum(term, axis=plan.others))
-                    df_parts.append(tf.reduce_sum(term * inv, axis=plan.others))
-            both = tf.stack([tf.concat(f_parts, 0), tf.concat(df_parts, 0)], 1)
-            total = tf.math.unsorted_segment_sum(both, self.loop_rows, n + 1)[:n]
+        def sums(theta, active):
+            ext = _extend(theta, 1.0)  # 1 at positions outside the groups
+
+            def terms(i):
+                inv = 1.0 / (self.pieces[i].spread(ext) + c(i))
+                term = tf.square(w[i] * inv)  # w**2 / (theta + c)**2
+                return [term, term * inv]
+
+            total = self._sums_where_active(terms, 2, active)
             return total[:, 0], -2.0 * total[:, 1]
 
         def body(i, theta, lo, hi, active):
-            f, df = sums(theta)
+            f, df = sums(theta, active)
             active = tf.logical_and(active, tf.abs(f - 1.0) > tol)
             below = f > 1.0
             lo = tf.where(tf.logical_and(active, below), theta, lo)
@@ -244,8 +333,9 @@ class ProxStep:
                                      maximum_iterations=max_iter)
         return theta
 
-    def _write(self, new, locked):
-        zero = self._channel_sums([tf.square(tf.cast(v, F64)) for v in new]) == 0
+    def _write(self, new, zero, locked):
+        """Stores the new weights and the step's state; ``zero`` marks the channels the step
+        zeroed (the others keep a non-zero weight)."""
         self.zero.assign(zero)
         fraction = tf.reduce_mean(tf.cast(zero, F64)) if self.n else tf.constant(0.0, F64)
         self.sparsity.assign(tf.cast(fraction, tf.float32))
@@ -255,8 +345,8 @@ class ProxStep:
             self.locked_flag.assign(tf.logical_or(locked, reached))
             grow = tf.logical_and(tf.logical_not(locked), tf.logical_not(reached))
             self.gain.assign(tf.where(grow, self.gain.value * (1 + self.cb.adapt_rate), self.gain.value))
-        for p, value in zip(self.plans, new):
-            p.var.assign(value)
+        for p, value in zip(self.pieces, new):
+            p.write(value)
         return tf.constant(True)
 
 
