@@ -278,6 +278,17 @@ def test_xla_training_example():
     assert all(lam > 0 for lam in out["lambdas"]) and out["accuracy"]["a"] > 0.5
 
 
+@pytest.mark.parametrize("mode", ["adam", "plain"])
+def test_prox_step_benchmark_graph_and_xla_forms_write_the_same_weights(tmp_path, mode):
+    out = tmp_path / "prox.json"
+    result = load_script("benchmarks/prox_step.py").main(
+        ["--mode", mode, "--warmup", "2", "--reps", "3", "--resolution", "16", "--width", "0.25", "--batch", "4",
+         "--out", str(out)])
+    assert result["changed_weights"] and result["max_abs_difference"] <= 1e-6
+    assert all(t > 0 for t in result["median_ms"].values()) and set(result["median_ms"]) == {"graph", "xla"}
+    assert json.loads(out.read_text())["median_ms"] == result["median_ms"]
+
+
 @pytest.mark.slow
 def test_train_overhead_benchmark_times_every_method(tmp_path):
     """The overhead benchmark runs each method's pair at a tiny size and writes its ratios."""
