@@ -12,7 +12,6 @@ Both must write the same weights. Prints the medians and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -82,9 +81,7 @@ def main(argv=None) -> dict:
           f"{result['zero_channels']} of {result['channels']} channels zero): "
           + ", ".join(f"{n} {result['median_ms'][n]:.2f} ms (p10 {result['p10_ms'][n]:.2f})" for n in forms)
           + f"; max |graph - xla| = {diff:.2g}")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    ex.write_json(args.out, result)
     return result
 
 
