@@ -11,9 +11,12 @@ import pytest
 import tensorflow as tf
 
 from scripts import load_script
+from test_budget import DOMAINS, tiny_backbone, tiny_data
 from test_pruning import conv_data, conv_model
 from test_sparsity import data, two_task_model, zero_loss
-from tfmot_mtl import ingraph, nonzero_in_removed
+from tensorflow.python.framework import kernels
+
+from tfmot_mtl import budget, ingraph, nonzero_in_removed
 from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude
 from tfmot_mtl.sparsity import ProximalGroupLasso, prox_adam, prox_graph, prox_plain
 
@@ -184,6 +187,49 @@ def test_pruned_channels_stay_exactly_zero_under_jit():
     model.fit(conv_data(n=64, batch=4), epochs=2, verbose=0, callbacks=[cb])  # 32 Adam steps
     assert cb.pruned_channels() > 0 and int(model.optimizer.iterations.numpy()) == 32
     assert nonzero_in_removed(cb.graph, cb.masks) == 0
+
+
+def _ops_without_gpu_kernel(model, batch) -> tuple[list, set]:
+    """Op types of the traced train step (nested and XLA-compiled functions included) that have
+    no GPU kernel: on a GPU they would run on the host, with a copy every step."""
+    graph_def = tf.function(model.train_step).get_concrete_function(batch).graph.as_graph_def()
+    library = graph_def.library.function
+    ops = {n.op for n in graph_def.node} | {n.op for f in library for n in f.node_def}
+    ops -= {f.signature.name for f in library}  # calls of the functions listed
+    host = [op for op in sorted(ops) if not {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
+            & {"GPU", "DEFAULT"}]
+    return host, ops
+
+
+@pytest.mark.parametrize("method", ["prox_plain", "prox_adam", "pruning", "budget"])
+def test_every_op_of_each_methods_train_step_has_a_gpu_kernel(method):
+    """No host-only op (py_function, numpy) in the compiled step of any method: the GPU target's
+    "no host transfer per step", checked from the kernel registry without a GPU."""
+    if method.startswith("prox"):
+        model = two_task_model()
+        model.compile(keras.optimizers.Adam(1e-2), loss={"seg": "mse", "cls": zero_loss})
+        x, y = data(8)
+        cb = ProximalGroupLasso(l1=0.3, mode=method.split("_")[1], layers="all")
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[cb])
+        batch = (tf.constant(x[:4]), {k: tf.constant(v[:4]) for k, v in y.items()})
+    elif method == "pruning":
+        model = conv_model()
+        model.compile(keras.optimizers.Adam(1e-2),
+                      loss={"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+        train = conv_data(n=16, batch=4)
+        cb = ChannelPruningCallback(Magnitude(), IterativeSchedule(0.5, 1, step=0.5, end_step=1), verbose=0)
+        model.fit(train, epochs=1, verbose=0, callbacks=[cb])
+        batch = next(iter(train))
+    else:
+        model = budget.add_domain_switches(tiny_backbone((8, 8)), DOMAINS)
+        budget.compile_domain_model(model, keras.optimizers.Adam(0.01))
+        train = budget.domain_targets(tiny_data(n=32), ["a", "b"])
+        model.fit(train, epochs=1, verbose=0, callbacks=[budget.BudgetCallback(0.5, sharing="jaccard")])
+        batch = next(iter(train))
+    host, ops = _ops_without_gpu_kernel(model, batch)
+    assert not host, f"host-only ops in the {method} train step: {host}"
+    hook_op = {"prox_plain": "UnsortedSegmentSum", "prox_adam": "DivNoNan", "pruning": "Mul", "budget": "Maximum"}
+    assert len(ops) > 20 and hook_op[method] in ops
 
 
 def test_hook_runs_once_per_step_and_is_removable():

@@ -41,6 +41,15 @@ def budget_penalty(u, budget: float, lambdas):
     return tf.reduce_sum(tf.cast(lambdas, F32) * tf.maximum(0.0, u - budget))
 
 
+def _product(rows):
+    """The elementwise product of ``rows`` as a chain of multiplies (``tf.reduce_prod``'s gradient
+    computes a permutation with an op that only runs on the host)."""
+    out = rows[0]
+    for row in rows[1:]:
+        out = out * row
+    return out
+
+
 def sharing_loss(switches, kind: str, costs, served):
     """The sharing loss ``kind`` of ``losses.sharing_loss`` over the switches serving ≥ 2 domains."""
     inter = union = mean = tf.zeros([], F32)
@@ -50,8 +59,9 @@ def sharing_loss(switches, kind: str, costs, served):
             continue
         wt = tf.constant(np.asarray(w, np.float32))
         sd = tf.gather(s, doms)
-        inter += tf.reduce_sum(wt * tf.reduce_prod(sd, 0))
-        union += tf.reduce_sum(wt * (1.0 - tf.reduce_prod(1.0 - sd, 0)))
+        rows = tf.unstack(sd)
+        inter += tf.reduce_sum(wt * _product(rows))
+        union += tf.reduce_sum(wt * (1.0 - _product([1.0 - r for r in rows])))
         mean += tf.reduce_mean(tf.linalg.matvec(sd, wt))
         weight += float(np.sum(w))
     if not weight:
