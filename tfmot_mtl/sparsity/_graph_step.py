@@ -16,90 +16,15 @@ import tensorflow as tf
 
 from tfmot_mtl import _keras_compat
 from tfmot_mtl.ingraph import new_variable
-
-F64 = tf.float64
-
-
-class _Piece:
-    """Selected weights the step treats as one tensor: a weight of rank > 1 in its own shape, or
-    all 1-D weights of one dtype (biases, BatchNorm gamma / beta) concatenated into one vector,
-    so the step costs a few ops per kernel plus a few for all vectors. ``row_of`` gives, per
-    position along the channel axis, the global channel it belongs to (``n``, a spare slot, for
-    positions outside the selected groups)."""
-
-    def __init__(self, variables: list, axis: int, row_of: list[np.ndarray], n: int):
-        self.variables, self.axis = variables, axis
-        self.sizes = [len(r) for r in row_of]
-        rows = np.concatenate(row_of)
-        self.row_of = tf.constant(rows.astype(np.int32))
-        self.positions = len(rows)
-        rank = len(variables[0].shape)
-        self.shape = [1] * rank
-        self.shape[axis] = len(rows)
-        self.others = [i for i in range(rank) if i != axis]
-        self.dtype = variables[0].dtype
-
-    def read(self, tensors=None, dtype=F64):
-        """The weights (or ``tensors``, one per weight) as one tensor of ``dtype``."""
-        values = [v.value for v in self.variables] if tensors is None else [t.value for t in tensors]
-        joined = values[0] if len(values) == 1 else tf.concat(values, 0)
-        return tf.cast(joined, dtype)
-
-    def channel_parts(self, t):
-        """Per position along the channel axis, the sum of ``t`` over the other axes."""
-        return tf.reduce_sum(t, axis=self.others) if self.others else t
-
-    def channel_squares(self, t):
-        """Per position along the channel axis, the sum of ``t ** 2`` over the other axes."""
-        return self.channel_parts(tf.square(t))
-
-    def spread(self, extended):
-        """A channel vector made by :func:`_extend` as a tensor broadcasting against the piece."""
-        return tf.reshape(tf.gather(extended, self.row_of), self.shape)
-
-    def write(self, value) -> None:
-        """Assigns ``value`` (the piece's tensor) back to its weights."""
-        value = tf.cast(value, self.dtype)
-        parts = [value] if len(self.variables) == 1 else tf.split(value, self.sizes, 0)
-        for var, part in zip(self.variables, parts):
-            var.assign(part)
-
-
-def _extend(per_channel, spare: float):
-    """A length-``n`` channel vector with ``spare`` appended for the positions outside the
-    selected groups (what :meth:`_Piece.spread` gathers from)."""
-    return tf.concat([per_channel, tf.constant([spare], per_channel.dtype)], 0)
-
-
-def _pieces(cb, n: int) -> list[_Piece]:
-    """The callback's selected weights grouped into :class:`_Piece` s."""
-    per_var: dict[int, list] = {}
-    for e in cb.entries:
-        var = cb.variables[e.var]
-        plan = per_var.setdefault(id(var), [var, e.axis, np.full(int(var.shape[e.axis]), n, np.int64)])
-        if plan[1] != e.axis:
-            raise ValueError(f"weight '{var.path}' has selected channels along two axes "
-                             f"({plan[1]} and {e.axis}); the proximal step needs one channel axis per weight.")
-        plan[2][np.asarray(e.positions, np.int64)] = e.rows
-    pieces, vectors = [], {}
-    for var, axis, row_of in per_var.values():
-        if len(var.shape) == 1:
-            vectors.setdefault(str(var.dtype), []).append((var, row_of))
-        else:
-            pieces.append(_Piece([var], axis, [row_of], n))
-    for group in vectors.values():
-        pieces.append(_Piece([v for v, _ in group], 0, [r for _, r in group], n))
-    return pieces
+from tfmot_mtl.sparsity._pieces import F64, extend, pieces
 
 
 class ProxStep:
     """Graph state and step of one ProximalGroupLasso plan on one model.
 
-    The step works on each selected kernel in its own shape and on all selected 1-D weights as
-    one vector (:class:`_Piece`): per-channel sums are reductions over a piece's other axes
-    followed by one segment sum over the (few) channels, and per-channel factors broadcast back
-    along the channel axis, so no kernel is gathered, transposed or scattered (the flat-vector
-    ops of :mod:`prox_graph` cost several times as much on a CPU). The Adam-reweighted step runs
+    The step works on the selected weights as pieces (:mod:`tfmot_mtl.sparsity._pieces`: each
+    kernel in its own shape, all 1-D weights as one vector); the flat-vector ops of
+    :mod:`prox_graph` cost several times as much on a CPU. The Adam-reweighted step runs
     its Newton solve, and forms ``c = tau / d``, only in the pieces holding a channel that needs
     a root: once channels are dead or protected that is a small part of the weights. Same math
     and precision (float64) as :mod:`prox_ops`.
@@ -109,7 +34,7 @@ class ProxStep:
         self.cb, self.optimizer = cb, optimizer
         n = cb.num_channels
         self.n = n
-        self.pieces = _pieces(cb, n)
+        self.pieces = pieces(cb, n)
         self.rows = tf.concat([p.row_of for p in self.pieces], 0) if self.pieces else None
         self.base_tau = tf.constant(np.asarray(cb._lambda * cb._scale, np.float64))
         self.protect = []
@@ -227,7 +152,7 @@ class ProxStep:
         norm = tf.sqrt(sq)
         alive = norm > tau
         factor = tf.where(alive, 1.0 - tau / tf.where(alive, norm, tf.ones_like(norm)), tf.zeros_like(norm))
-        ext = _extend(factor, 1.0)
+        ext = extend(factor, 1.0)
         return [tf.cast(x * p.spread(ext), p.dtype) for x, p in zip(w, self.pieces)], alive
 
     def _adam(self, w, sq, tau, step):
@@ -245,13 +170,13 @@ class ProxStep:
         d = [tf.sqrt(p.read(m) * scale) + float(opt.epsilon) for p, m in zip(self.pieces, self.moments)]
         alive = tf.sqrt(self._channel_sums([dd * x for dd, x in zip(d, w)], squares=True)) > tau
         active = alive & (tau > 0)
-        tau_ext = _extend(tau, 0.0)
+        tau_ext = extend(tau, 0.0)
 
         def c(i):
             return self.pieces[i].spread(tau_ext) / d[i]
 
-        theta = _extend(self._solve_theta(w, sq, c, active, alive), 1.0)
-        keep = _extend(tf.cast(alive, F64), 1.0)  # the channels without a root: kept or zeroed
+        theta = extend(self._solve_theta(w, sq, c, active, alive), 1.0)
+        keep = extend(tf.cast(alive, F64), 1.0)  # the channels without a root: kept or zeroed
         out = []
         for i, (x, p, solved) in enumerate(zip(w, self.pieces, self._holding(active))):
             def shrink(i=i, x=x, p=p):
@@ -266,7 +191,7 @@ class ProxStep:
 
     def _holding(self, channels):
         """Per piece, a scalar bool: does it hold one of ``channels`` (a length-``n`` bool)?"""
-        flags = _extend(channels, False)
+        flags = extend(channels, False)
         return [tf.reduce_any(tf.gather(flags, p.row_of)) for p in self.pieces]
 
     def _sums_where_active(self, terms, k: int, active):
@@ -303,7 +228,7 @@ class ProxStep:
         start = tf.where(alive, tf.clip_by_value(hi - cbar, 0.0, hi), lo)
 
         def sums(theta, active):
-            ext = _extend(theta, 1.0)  # 1 at positions outside the groups
+            ext = extend(theta, 1.0)  # 1 at positions outside the groups
 
             def terms(i):
                 inv = 1.0 / (self.pieces[i].spread(ext) + c(i))
