@@ -3,7 +3,9 @@
 Every model is built offline with random weights (keras-hub backbones from their class constructors,
 never ``from_preset``), wrapped with two task heads, and measured: the share of its channels that is
 prunable, attention heads and MLP widths found, graph and strip time, the parameter ratio at random
-50% masks, and the parity of the stripped model with the masked one (max |diff| / max |output|).
+50% masks, the parity of the stripped model with the masked one (max |diff| / max |output|), and
+whether the masks (through their JSON file) apply to the model's ``keras.models.clone_model`` copy and
+to its ``.keras`` reload, whose layer names may differ (keras-hub rebuilds models from their arguments).
 
     python benchmarks/coverage.py --out saved_models/coverage.json            # everything
     python benchmarks/coverage.py --only ViT,MobileNetV3 --size 32             # a subset
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -28,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 
 import tfmot_mtl as tm  # noqa: E402
-from tfmot_mtl.masks import apply_masks_  # noqa: E402
+from tfmot_mtl.masks import apply_masks_, clone_with_weights  # noqa: E402
 
 APPS = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "ResNet50", "ResNet50V2", "VGG16", "DenseNet121",
         "Xception", "InceptionV3", "EfficientNetB0", "EfficientNetV2B0", "ConvNeXtTiny", "NASNetMobile",
@@ -87,6 +90,13 @@ def _hub_builders(size: int) -> dict:
         "hub.DINOV2": lambda: m.DINOV2Backbone(patch_size=8, num_layers=2, hidden_dim=32, num_heads=4,
                                                intermediate_dim=64, image_shape=(size - size % 8,) * 2 + (3,),
                                                position_embedding_shape=(size - size % 8,) * 2),
+        "hub.DeepLabV3": lambda: m.DeepLabV3Backbone(
+            image_encoder=m.ResNetBackbone(input_conv_filters=[16], input_conv_kernel_sizes=[3],
+                                           stackwise_num_filters=[64, 32], stackwise_num_blocks=[2, 2],
+                                           stackwise_num_strides=[1, 2], block_type="bottleneck_block",
+                                           image_shape=img),
+            low_level_feature_keys=["P2"], spatial_pyramid_pooling_key="P3", upsampling_size=4,
+            dilation_rates=[2, 4], projection_filters=16),
         "hub.Swin": lambda: m.SwinTransformerBackbone(image_shape=img, embed_dim=16, depths=[1, 1],
                                                       num_heads=[2, 4], window_size=4, patch_size=4),
     }
@@ -140,7 +150,41 @@ def _stats(graph) -> dict:
             "prunable_mlp_units": sum(g.size for g in mlp), "frozen_top_reasons": top}
 
 
-def measure(name: str, build, size: int) -> dict:
+def _transfer(model: keras.Model, graph, masks: tm.ChannelMasks, x: np.ndarray) -> dict:
+    """Masks made on `model`, through their JSON file, applied to its ``clone_model`` copy and to its
+    ``.keras`` reload: ``"<kind>_rel"`` (max |diff| / max |output| from `model` masked in place) or
+    ``"<kind>_error"`` for kind clone and reload, and ``"transfer_ok"``. `model` is left as it was."""
+    row: dict = {}
+    with tempfile.TemporaryDirectory(prefix="coverage_") as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(folder, "model.keras")
+        masks.save(os.path.join(folder, "masks.json"))
+        loaded = tm.ChannelMasks.load(os.path.join(folder, "masks.json"))
+        copies = {"clone": lambda: clone_with_weights(model),
+                  "reload": lambda: (model.save(path), keras.saving.load_model(path))[1]}
+        built = {}
+        for kind, make in copies.items():
+            try:
+                built[kind] = make()
+            except Exception as exc:  # noqa: BLE001 - recorded in the row
+                row[f"{kind}_error"] = f"making the copy: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        dense = model.get_weights()
+        expected = apply_masks_(model, masks, graph).predict(x, verbose=0)
+        model.set_weights(dense)
+        scale = max(float(np.max(np.abs(expected[k]))) for k in expected)
+        for kind, copy in built.items():
+            try:
+                got = apply_masks_(copy, loaded).predict(x, verbose=0)
+                diff = max(float(np.max(np.abs(expected[k] - got[k]))) for k in expected)
+                row[f"{kind}_rel"] = diff / max(scale, 1e-12)
+            except Exception as exc:  # noqa: BLE001 - recorded in the row
+                row[f"{kind}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    row["transfer_ok"] = all(row.get(f"{k}_rel", np.inf) <= 1e-4 for k in copies)
+    return row
+
+
+def measure(name: str, build, size: int, transfer: bool = True) -> dict:
+    """One row of the table; ``transfer``: also check that the masks apply to the model's clone and reload."""
     row: dict = {"model": name}
     try:
         keras.utils.set_random_seed(0)
@@ -153,13 +197,15 @@ def measure(name: str, build, size: int) -> dict:
         row.update(_stats(graph))
         rng = np.random.default_rng(0)
         masks = tm.ChannelMasks({g.id: rng.random(g.size) >= 0.5 for g in graph.prunable_groups})
+        x = np.random.default_rng(1).random((2,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+        if transfer:
+            row.update(_transfer(model, graph, masks, x))
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             small, report = tm.strip_channels(model, masks, input_shape=tuple(model.inputs[0].shape[1:]))
         row["strip_s"] = round(time.perf_counter() - t0, 2)
         row["param_ratio"] = round(report.param_ratio, 4)
-        x = np.random.default_rng(1).random((2,) + tuple(model.inputs[0].shape[1:])).astype("float32")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             apply_masks_(model, masks, graph)  # in place: some configs do not round-trip through a clone
@@ -167,12 +213,19 @@ def measure(name: str, build, size: int) -> dict:
         diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
         scale = max(float(np.max(np.abs(a[k]))) for k in a)
         row["parity_rel"] = diff / max(scale, 1e-12)
-        row["ok"] = bool(row["parity_rel"] <= 1e-4)
+        row["ok"] = bool(row["parity_rel"] <= 1e-4) and row.get("transfer_ok", True)
     except Exception as exc:  # noqa: BLE001 - a benchmark row records the failure and goes on
         row["ok"] = False
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         row["trace"] = traceback.format_exc().splitlines()[-16:]
     return row
+
+
+def _transfer_cell(row: dict) -> str:
+    if "transfer_ok" not in row:
+        return "-"
+    return "yes" if row["transfer_ok"] else "NO: " + ", ".join(k for k in ("clone", "reload")
+                                                             if row.get(f"{k}_rel", np.inf) > 1e-4)
 
 
 def builders(size: int, hub: bool = True) -> dict:
@@ -194,6 +247,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--size", type=int, default=64, help="input height/width (default 64)")
     parser.add_argument("--only", default="", help="comma-separated model names (substring match)")
     parser.add_argument("--no-hub", action="store_true", help="keras.applications only")
+    parser.add_argument("--no-transfer", action="store_true",
+                        help="skip applying the masks to the clone_model copy and the .keras reload")
     parser.add_argument("--out", default="saved_models/coverage.json")
     args = parser.parse_args(argv)
     todo = builders(args.size, hub=not args.no_hub)
@@ -202,16 +257,17 @@ def main(argv=None) -> list[dict]:
         todo = {n: b for n, b in todo.items() if any(k in n for k in keys)}
     rows = []
     print(f"{'model':22s} {'ok':3s} {'prunable':>9s} {'heads':>5s} {'mlp':>5s} {'params':>7s} "
-          f"{'parity':>8s} {'graph s':>7s} {'strip s':>7s}")
+          f"{'parity':>8s} {'graph s':>7s} {'strip s':>7s} {'masks on clone/reload':>21s}")
     for name, build in todo.items():
-        row = measure(name, build, args.size)
+        row = measure(name, build, args.size, transfer=not args.no_transfer)
         rows.append(row)
         if "error" in row:
-            print(f"{name:22s} ERR {row['error'][:120]}")
+            print(f"{name:22s} ERR {row['error'][:120]} (masks on clone/reload: {_transfer_cell(row)})")
         else:
             print(f"{name:22s} {'yes' if row['ok'] else 'NO':3s} {row['prunable_share']:9.1%} "
                   f"{row['prunable_heads']:5d} {row['prunable_mlp_units']:5d} {row['param_ratio']:7.3f} "
-                  f"{row['parity_rel']:8.1e} {row['graph_s']:7.2f} {row['strip_s']:7.2f}", flush=True)
+                  f"{row['parity_rel']:8.1e} {row['graph_s']:7.2f} {row['strip_s']:7.2f} "
+                  f"{_transfer_cell(row):>21s}", flush=True)
         keras.backend.clear_session()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

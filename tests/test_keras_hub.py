@@ -18,11 +18,34 @@ def test_keras_hub_backbone_strips_with_parity(name):
     row = cov.measure(name, cov._hub_builders(32)[name], 32)
     assert "error" not in row, row
     assert row["parity_rel"] <= 1e-4, row
+    assert row["transfer_ok"], row  # the masks apply to the clone_model copy and the .keras reload
     if name in CONV:
         assert row["prunable_share"] >= 0.8, row
         assert row["param_ratio"] < 0.8, row
     if name in ATTENTION:
         assert row["prunable_heads"] > 0 and row["prunable_mlp_units"] > 0, row
+
+
+@pytest.mark.parametrize("name", ["hub.HGNetV2", "hub.DeepLabV3"])
+def test_masks_apply_to_the_clone_and_the_keras_reload_whose_layer_names_differ(name):
+    """keras-hub rebuilds these from their arguments: auto-numbered composite layers get new numbers
+    (DeepLabV3) and layer names gain the backbone's name as a prefix (HGNetV2)."""
+    import keras
+    import numpy as np
+
+    import tfmot_mtl as tm
+
+    keras.utils.set_random_seed(0)
+    model = cov._two_heads(cov._hub_builders(32)[name](), name.replace(".", "_"), 32)
+    cov._randomize(model)
+    graph = tm.ChannelGraph.from_model(model)
+    clone_graph = tm.ChannelGraph.from_model(keras.models.clone_model(model))
+    assert set(clone_graph.groups) != set(graph.groups) and clone_graph.fingerprint == graph.fingerprint
+    rng = np.random.default_rng(0)
+    masks = tm.ChannelMasks({g.id: rng.random(g.size) >= 0.5 for g in graph.prunable_groups})
+    x = np.random.default_rng(1).random((2, 32, 32, 3)).astype("float32")
+    row = cov._transfer(model, graph, masks, x)
+    assert row["transfer_ok"], row
 
 
 @pytest.mark.slow

@@ -2,13 +2,16 @@
 
 Every writer goes through a temporary file in the destination folder, flushed to disk and
 then renamed over the destination (``os.replace`` is atomic on POSIX and Windows), so a
-reader sees either the old complete file or the new complete file.
+reader sees either the old complete file or the new complete file. The file gets the
+permissions a plain ``open(path, "w")`` gives a new file (the umask; see
+:func:`replace_via_temp`), never the 0600 of a ``tempfile.mkstemp`` file.
 """
 from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
+import stat
 from typing import Any, Callable
 
 
@@ -31,20 +34,46 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _create_temp(folder: str, prefix: str, suffix: str) -> tuple[str, int]:
+    """Creates a new empty file in `folder` as ``open(name, "w")`` would: mode 0o666 less the
+    process umask (and less what a default ACL of the folder masks). Returns its path and mode.
+
+    The kernel applies the umask at creation, so the umask is never read or changed here
+    (changing it, even briefly, would race with other threads creating files).
+    """
+    for _ in range(100):
+        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return tmp, stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+    raise FileExistsError(f"could not create a temporary file in {folder!r}: every name tried exists")
+
+
 def replace_via_temp(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> str:
     """Calls ``write(tmp)`` on a temporary file next to `path`, then renames it over `path`.
 
     If ``write`` raises (or the process dies), `path` is untouched and the temporary file is
     removed (after a hard kill it stays behind as a hidden ``.name.*`` file). ``suffix``
     must be the extension writers infer the format from (``.keras``, ``.png``, ...).
+
+    Permissions are those ``open(path, "w")`` gives a new file: 0o666 less the process umask
+    (0644 under umask 022, 0600 under 077). `path` is always a new file, also where one
+    existed (the rename replaces it), so it gets this mode rather than the old file's (a file
+    left 0600 by an earlier writer gets the umask mode when it is rewritten). The mode is set
+    after ``write`` ran, so writers that recreate the temporary file do not change it.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
-    os.close(fd)
+    tmp, mode = _create_temp(folder, f".{os.path.basename(path)}.", suffix)
     try:
         write(tmp)
+        _chmod(tmp, mode)
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(folder)
@@ -52,6 +81,13 @@ def replace_via_temp(path: str | os.PathLike, write: Callable[[str], None], suff
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _chmod(path: str, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except NotImplementedError:  # platforms without chmod
+        pass
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> str:

@@ -10,7 +10,9 @@ done on the Keras functional graph.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -19,13 +21,37 @@ from tfmot_mtl import layers as rules
 from tfmot_mtl.groups import Axis, ChannelGroup, FoldSite, Slice
 from tfmot_mtl.walk import FlatGraph, FlatNode, flatten
 
-__all__ = ["ChannelGraph", "ChannelGroup", "Slice", "Axis", "FoldSite"]
+__all__ = ["ChannelGraph", "ChannelGroup", "GroupId", "Slice", "Axis", "FoldSite"]
+
+
+class GroupId(str):
+    """A channel group id: the readable name (a ``str``, equal to it) that also knows its place.
+
+    ``graph`` is the :attr:`ChannelGraph.fingerprint` of the graph it comes from and ``position``
+    the group's index in that graph's ``groups``. Layer names are not stable (``clone_model`` and
+    a ``.keras`` reload renumber auto-named layers; keras-hub renames layers it rebuilds from
+    its arguments): masks keyed by these ids match any graph of the same fingerprint by position.
+    """
+
+    graph: str | None
+    position: int | None
+
+    def __new__(cls, name: str, graph: str | None = None, position: int | None = None) -> "GroupId":
+        self = super().__new__(cls, name)
+        self.graph, self.position = graph, position
+        return self
+
+    def __reduce__(self):
+        return GroupId, (str(self), self.graph, self.position)
 
 
 class ChannelGraph:
     """Channel groups of a Keras 3 functional (or Sequential) model.
 
-    Build with :meth:`from_model`. ``groups`` maps group id -> :class:`ChannelGroup`.
+    Build with :meth:`from_model`. ``groups`` maps group id -> :class:`ChannelGroup`; the ids
+    are :class:`GroupId` strings (the producer layer's flattened name) that also record the
+    group's place in the graph, and ``fingerprint`` identifies the graph's channel structure
+    (equal for a model, its ``clone_model`` copy and its ``.keras`` reload).
     """
 
     def __init__(self, flat: FlatGraph):
@@ -45,6 +71,7 @@ class ChannelGraph:
         self.calls: dict[str, int] = {}
         self.frozen_layers: set[str] = set()
         self.groups: dict[str, ChannelGroup] = {}
+        self.fingerprint: str = ""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -214,15 +241,43 @@ class ChannelGraph:
             for ax in axes:
                 self._split_axis(layer, ax, slices)
 
+        records = []
         for c, gid in group_ids.items():
             reasons = []
             for r in members[c]:
                 reasons.extend(x for x in self._frozen.get(int(r), []) if x not in reasons)
-            self.groups[gid] = ChannelGroup(
+            records.append(ChannelGroup(
                 id=gid, size=len(members[c]), producers=tuple(producers[c]),
                 slices=slices[gid], tasks=frozenset(tasks[gid]),
                 prunable=not reasons, reasons=tuple(reasons),
-            )
+            ))
+        self._key_groups(records)
+
+    def _key_groups(self, records: list[ChannelGroup]) -> None:
+        """Fills ``groups`` (and ``atom_group``) with :class:`GroupId` ids: each group's name plus
+        its position in this graph and the graph's :attr:`fingerprint`."""
+        self.fingerprint = _fingerprint([self._structure_of(g) for g in records])
+        ids = {g.id: GroupId(g.id, self.fingerprint, i) for i, g in enumerate(records)}
+        for g in records:
+            g.id = ids[g.id]
+            self.groups[g.id] = g
+        for a, gid in enumerate(self.atom_group):
+            self.atom_group[a] = ids[gid]
+
+    def _structure_of(self, group: ChannelGroup) -> list:
+        """What a group is, without any layer name: size, producer kinds, prunable, tasks."""
+        kinds = [self._origin_kind(origin) for origin in group.producers]
+        return [group.size, kinds, group.prunable, sorted(group.tasks)]
+
+    def _origin_kind(self, origin: str) -> str:
+        """The class of the layer an atom origin names (``"<layer>"``, ``"<layer>:<tag>"``), or "Input"."""
+        layers = self.flat.layers
+        if origin in layers:
+            return type(layers[origin]).__name__
+        base, sep, tag = origin.rpartition(":")
+        if sep and base in layers:
+            return f"{type(layers[base]).__name__}:{tag}"
+        return "Input"
 
     def _split_axis(self, layer, ax: Axis, slices: dict[str, list[Slice]]) -> None:
         weight = layer.weights[ax.weight]
@@ -278,6 +333,10 @@ class ChannelGraph:
         console.print(table)
         (print_fn or print)(text := console.file.getvalue())
         return text
+
+
+def _fingerprint(structure: list) -> str:
+    return hashlib.sha256(json.dumps(structure).encode()).hexdigest()[:16]
 
 
 def _width(tensor) -> int:

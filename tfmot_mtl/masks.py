@@ -20,13 +20,19 @@ import numpy as np
 
 from tfmot_mtl import layers as rules
 from tfmot_mtl.atomic import atomic_write
-from tfmot_mtl.graph import ChannelGraph
+from tfmot_mtl.graph import ChannelGraph, GroupId
 
 FORMAT = "tfmot_mtl.ChannelMasks"
 
 
 class ChannelMasks(Mapping):
     """Group id -> boolean keep-array. Immutable mapping; validated against a graph.
+
+    Ids taken from a :class:`~tfmot_mtl.graph.ChannelGraph` (``group.id``, the keys of
+    ``graph.groups``) are :class:`~tfmot_mtl.graph.GroupId` strings that also record the
+    group's place in the graph's structure; the masks keep them (and :meth:`to_json` writes
+    them), so :meth:`validate` can match the masks to a ``keras.models.clone_model`` copy or a
+    ``.keras`` reload of the model even where its layer names changed (see :meth:`match`).
 
     Args:
         masks: mapping of group id to a boolean sequence (True = keep the channel).
@@ -42,7 +48,7 @@ class ChannelMasks(Mapping):
         self.min_channels = _check_min_channels(min_channels)
         self._masks: dict[str, np.ndarray] = {}
         for gid, mask in (masks or {}).items():
-            self._masks[str(gid)] = self._enforce_min(str(gid), _as_bool(gid, mask))
+            self._masks[_key(gid)] = self._enforce_min(_key(gid), _as_bool(gid, mask))
 
     def _enforce_min(self, gid: str, mask: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
         need = min(self.min_channels, len(mask))
@@ -96,13 +102,33 @@ class ChannelMasks(Mapping):
         return ChannelMasks({**self._masks, gid: mask}, self.min_channels)
 
     # ---------------------------------------------------------------- validation
-    def validate(self, graph: ChannelGraph) -> "ChannelMasks":
-        """Checks ids, lengths and frozen groups against `graph`; returns self."""
+    def match(self, graph: ChannelGraph) -> "ChannelMasks":
+        """These masks keyed by `graph`'s group ids.
+
+        A mask whose id comes from a graph with the same structure as `graph` (the same
+        :attr:`~tfmot_mtl.graph.ChannelGraph.fingerprint`: the model itself, a
+        ``clone_model`` copy, a ``.keras`` reload, in this process or another) goes to the
+        group at the same position, whatever the layer names are now; any other mask keeps
+        its id (matched by name, as masks written before ids carried structure are). Where
+        two masks land on one group, the later one wins, as in a dict merge
+        (``{**ChannelMasks.all_kept(graph), **masks}``). Returns self when no id changes.
+        Does not check the masks: :meth:`validate` does.
+        """
+        ids = list(graph.groups)
+        out: dict[str, np.ndarray] = {}
         for gid, mask in self._masks.items():
+            out[_matched(gid, graph.fingerprint, ids)] = mask
+        if len(out) == len(self._masks) and all(a is b for a, b in zip(out, self._masks)):
+            return self
+        return ChannelMasks(out, self.min_channels)
+
+    def validate(self, graph: ChannelGraph) -> "ChannelMasks":
+        """Checks ids, lengths and frozen groups against `graph`; returns the masks keyed by
+        `graph`'s ids (:meth:`match`: self when every id is already one of them)."""
+        masks = self.match(graph)
+        for gid, mask in masks._masks.items():
             if gid not in graph.groups:
-                known = ", ".join(list(graph.groups)[:8])
-                raise ValueError(f"mask for unknown channel group '{gid}' (groups include: {known} ...); "
-                                 "were the masks made for another model?")
+                raise ValueError(_unknown_group(gid, graph))
             group = graph.groups[gid]
             if len(mask) != group.size:
                 raise ValueError(f"mask for group '{gid}' has {len(mask)} entries; the group has "
@@ -110,7 +136,7 @@ class ChannelMasks(Mapping):
             if not group.prunable and not mask.all():
                 raise ValueError(f"group '{gid}' is frozen ({group.reason}); its mask must keep "
                                  "every channel")
-        return self
+        return masks
 
     def sparsity(self, graph: ChannelGraph | None = None, groups=None) -> float:
         """Fraction of channels removed, over the given groups (default: all masked groups)."""
@@ -126,10 +152,15 @@ class ChannelMasks(Mapping):
 
     # ---------------------------------------------------------------------- JSON
     def to_json(self) -> str:
-        return json.dumps({
-            "format": FORMAT, "version": 1, "min_channels": self.min_channels,
-            "masks": {gid: m.astype(int).tolist() for gid, m in self._masks.items()},
-        })
+        """The masks as JSON text (what :meth:`save` writes). Masks keyed by ids of one graph
+        also store that graph's fingerprint and each group's position (``"structure"``), so
+        the file applies to the model's clone or reload whose layer names differ."""
+        data = {"format": FORMAT, "version": 1, "min_channels": self.min_channels,
+                "masks": {gid: m.astype(int).tolist() for gid, m in self._masks.items()}}
+        structure = _structure(self._masks)
+        if structure:
+            data["structure"] = structure
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> "ChannelMasks":
@@ -146,11 +177,12 @@ class ChannelMasks(Mapping):
         if not isinstance(data["masks"], dict):
             raise ValueError("channel masks JSON: \"masks\" must be an object {group id: [0/1, ...]}, "
                              f"got {type(data['masks']).__name__}")
+        ids = _ids_from_structure(data.get("structure"), data["masks"])
         masks = {}
         for gid, bits in data["masks"].items():
             if not isinstance(bits, list) or any(b not in (0, 1, True, False) for b in bits):
                 raise ValueError(f"channel masks JSON: group '{gid}' must be a list of 0/1")
-            masks[gid] = np.asarray(bits, dtype=bool)
+            masks[ids.get(gid, gid)] = np.asarray(bits, dtype=bool)
         try:
             min_channels = _check_min_channels(data.get("min_channels", 1))
         except ValueError as err:
@@ -182,6 +214,55 @@ def as_channel_masks(masks: Any) -> "ChannelMasks":
         return ChannelMasks(masks)
     raise ValueError(f"masks must be a ChannelMasks or a dict {{group id: boolean array}}, "
                      f"got {type(masks).__name__}")
+
+
+def _key(gid: Any) -> str:
+    """A mask's key: a :class:`GroupId` as it is (it keeps its structure), anything else as ``str``."""
+    return gid if isinstance(gid, GroupId) else str(gid)
+
+
+def _matched(gid: str, fingerprint: str, ids: list[str]) -> str:
+    """The id in a graph (`fingerprint`, group `ids` in order) of the group a mask id names."""
+    if isinstance(gid, GroupId) and gid.graph == fingerprint and gid.position is not None \
+            and gid.position < len(ids):
+        return ids[gid.position]
+    return gid
+
+
+def _unknown_group(gid: str, graph: ChannelGraph) -> str:
+    known = ", ".join(list(graph.groups)[:8])
+    text = (f"mask for unknown channel group '{gid}' (groups include: {known} ...); "
+            "were the masks made for another model?")
+    if isinstance(gid, GroupId) and gid.graph and gid.graph != graph.fingerprint:
+        text += (f" They were made for a model whose channel structure (fingerprint {gid.graph}) differs "
+                 f"from that of '{graph.model.name}' (fingerprint {graph.fingerprint}).")
+    return text
+
+
+def _structure(masks: Mapping) -> dict | None:
+    """``{"graph": fingerprint, "positions": {id: position}}`` of the ids that come from one graph
+    (None when no id does, or when they come from several graphs)."""
+    placed = [gid for gid in masks if isinstance(gid, GroupId) and gid.graph and gid.position is not None]
+    graphs = {gid.graph for gid in placed}
+    if len(graphs) != 1:
+        return None
+    return {"graph": graphs.pop(), "positions": {gid: gid.position for gid in placed}}
+
+
+def _ids_from_structure(structure: Any, masks: Mapping) -> dict[str, GroupId]:
+    """The :class:`GroupId` of each mask id that a JSON ``"structure"`` places (absent: none)."""
+    if structure is None:
+        return {}
+    positions = structure.get("positions") if isinstance(structure, dict) else None
+    if not (isinstance(positions, dict) and isinstance(structure.get("graph"), str)
+            and all(_is_position(p) for p in positions.values())):
+        raise ValueError("channel masks JSON: \"structure\" must be an object {\"graph\": fingerprint, "
+                         "\"positions\": {group id: position >= 0}} (or be left out)")
+    return {gid: GroupId(gid, structure["graph"], pos) for gid, pos in positions.items() if gid in masks}
+
+
+def _is_position(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_min_channels(value: Any) -> int:
@@ -295,9 +376,25 @@ def apply_masks_(model: keras.Model, masks: ChannelMasks, graph: ChannelGraph | 
 
 
 def apply_masks(model: keras.Model, masks: ChannelMasks) -> keras.Model:
-    """A masked copy of `model` (same architecture and names); `model` is not modified."""
-    clone = clone_with_weights(model)
-    return apply_masks_(clone, masks)
+    """A masked copy of `model` (same architecture and names); `model` is not modified.
+
+    The masks are checked against, and applied through, the channel graph of `model` itself
+    (the model they were made for); the copy gets the masked weights by position, so layer
+    names that ``clone_model`` changes do not matter.
+    """
+    graph = ChannelGraph.from_model(model)
+    masks = as_channel_masks(masks).validate(graph)
+    new, changed = mask_weights(graph, read_weights(graph), masks)
+    values = model.get_weights()
+    index = {id(v): i for i, v in enumerate(model.weights)}
+    for name in changed:
+        for var, value in zip(graph.layer(name).weights, new[name]):
+            if id(var) not in index:
+                return apply_masks_(clone_with_weights(model), masks)
+            values[index[id(var)]] = value
+    clone = keras.models.clone_model(model)
+    clone.set_weights(values)
+    return clone
 
 
 def clone_with_weights(model: keras.Model) -> keras.Model:
