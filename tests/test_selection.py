@@ -53,7 +53,8 @@ def test_vocabulary(graph):
         assert picked == [g for g in graph.groups if g in picked]  # always in graph order
         return set(picked)
 
-    assert sel("shared") == sel() == {"stem", "trunk"}  # default: the shared trunk
+    assert sel("shared") == {"stem", "trunk"}
+    assert sel() == sel("all")  # default: every prunable group
     assert sel("all") == {"stem", "trunk", "head_a", "head_b"}
     # names: any producer of a group selects it (group ids are first-producer names)
     assert sel(["res_conv"]) == {"stem"}

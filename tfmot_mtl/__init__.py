@@ -2,7 +2,9 @@
 
 Every method produces channel masks; one surgeon (`strip_channels`) removes the masked
 channels from any functional model; `lite` ships the result to TFLite / LiteRT.
+`compress` runs the whole path on a user's trained model and data in one call.
 """
+from tfmot_mtl.compress import CompressResult, CompressWarning, compress
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros, nonzero_in_removed
 from tfmot_mtl.selection import select_groups
@@ -11,7 +13,7 @@ from tfmot_mtl.strip import StripReport, round_masks, strip_channels
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChannelGraph", "ChannelGroup", "ChannelMasks", "StripReport", "apply_masks", "apply_masks_",
+    "ChannelGraph", "ChannelGroup", "ChannelMasks", "CompressResult", "CompressWarning", "compress", "StripReport", "apply_masks", "apply_masks_",
     "masks_from_zeros", "nonzero_in_removed", "round_masks", "select_groups", "strip_channels", "__version__",
 ]
 

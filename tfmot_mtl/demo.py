@@ -125,7 +125,8 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     print(f"[demo] 2/5 from the parent's weights, {how} of {100 * cfg.target:.0f}% of the shared "
           f"channels, {cfg.find_epochs} epochs")
     sparse, masks, _ = recipes.find_channels(dense, data, cfg.method, cfg.target, cfg.find_epochs,
-                                             lr=cfg.finetune_lr, options=options, verbose=verbose)
+                                             lr=cfg.finetune_lr, groups="shared", options=options,
+                                             verbose=verbose)
     pattern_png = os.path.join(out, "sparsity_pattern.png")
     sparsity = sparsity_report(sparse, layers="shared", plot_path=pattern_png)
 

@@ -20,25 +20,41 @@ Only prunable groups with at least one channel are ever selected; the order is t
 graph's. The methods' argument names:
 
 - structured filter pruning (Garg et al. 2023): ``ChannelPruningCallback(groups=, protect=)``
-  (default ``"all"``) and ``prune_model(groups=, protect=)`` (default ``"shared"``);
+  and ``prune_model(groups=, protect=)``;
 - group sparsity (Upadhyay et al. 2024): ``ProximalGroupLasso(layers=, protect=)``,
-  ``sparsity_report(layers=, protect=)`` and ``apply_group_sparsity(layers=, protect=)``
-  (default ``"shared"``). There ``layers=`` is this vocabulary under its older name, except
+  ``sparsity_report(layers=, protect=)`` and ``apply_group_sparsity(layers=, protect=)``.
+  There ``layers=`` is this vocabulary under its older name, except
   that a callable is called with each producer *layer* (``callable_of="layer"``), and
   ``apply_group_sparsity``, which regularizes kernels, takes any layer with a kernel by name;
 - budget-aware pruning (dos Santos et al. 2023): ``add_domain_switches(groups=, protect=)``;
   its older ``switch_groups="prunable" | "shared"`` (default ``"prunable"``) means
   ``groups="all" | "shared"``.
+
+Every entry point defaults to ``"all"`` (channels that reach an output are never prunable
+anyway, so a task's output width is safe); the paper reproductions pass ``"shared"``.
+
+**The layer floor.** No method takes a group below :func:`layer_floor` channels:
+``max(min_channels, ceil(min_fraction * size))`` (never more than the group), with the same
+defaults :data:`MIN_CHANNELS` = 2 and :data:`MIN_FRACTION` = 0.1 in every entry point. Two
+channels keep a path through every layer; a tenth of the group keeps the wide layers of a
+deep narrow network (MobileNetV2's 1280-channel head conv) from being ranked down to a few
+channels by a global criterion whose scores are larger in the early layers. The CosPrune
+reference code keeps at least 5 filters per layer: pass ``min_channels=5`` to reproduce it.
 """
 from __future__ import annotations
 
 import difflib
+import math
 import warnings
 from typing import Any, Callable, Iterable, Sequence, Union
+
+import numpy as np
 
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 
 Selection = Union[str, Sequence[str], Callable[[Any], bool]]
+MIN_CHANNELS = 2
+MIN_FRACTION = 0.1
 KEYWORDS = ("shared", "all")
 ON_EMPTY = ("raise", "warn", "ignore")
 
@@ -63,6 +79,22 @@ def check_selection(groups: Any, argument: str = "groups", callable_of: str = "g
                        f"{expected}, got a list with non-string items"))
 
 
+def layer_floor(size: int, min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION) -> int:
+    """The fewest channels a group of ``size`` keeps: ``max(min_channels, ceil(min_fraction *
+    size))``, at most ``size``."""
+    return min(int(size), max(int(min_channels), int(math.ceil(float(min_fraction) * int(size) - 1e-9))))
+
+
+def check_floor(min_channels: Any, min_fraction: Any, least: int = 1) -> tuple[int, float]:
+    """Validates the layer floor pair; returns it as ``(int, float)``."""
+    if isinstance(min_channels, bool) or not isinstance(min_channels, (int, np.integer)) or min_channels < least:
+        raise ValueError(f"min_channels must be >= {least} (an integer), got {min_channels!r}")
+    if isinstance(min_fraction, bool) or not isinstance(min_fraction, (int, float)) or \
+            not 0.0 <= float(min_fraction) < 1.0:
+        raise ValueError(f"min_fraction must be a number in [0, 1), got {min_fraction!r}")
+    return int(min_channels), float(min_fraction)
+
+
 def check_protect(protect: Any) -> tuple[str, ...]:
     """``protect`` as a tuple of names (a single string is one name)."""
     if isinstance(protect, str):
@@ -84,7 +116,7 @@ def _names(items: Any, not_a_list: str, not_strings: str) -> tuple[str, ...]:
     return names
 
 
-def select_groups(graph: ChannelGraph, groups: Selection = "shared", protect: Iterable[str] = (), *,
+def select_groups(graph: ChannelGraph, groups: Selection = "all", protect: Iterable[str] = (), *,
                   on_empty: str = "raise", argument: str = "groups", callable_of: str = "group",
                   context: str | None = None) -> list[ChannelGroup]:
     """The prunable, non-empty channel groups of ``graph`` picked by ``groups`` minus ``protect``.

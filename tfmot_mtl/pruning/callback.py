@@ -36,11 +36,12 @@ from tfmot_mtl.masks import ChannelMasks, apply_masks_, removed_slices
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
-from tfmot_mtl.pruning.choose import SCOPES, remove_lowest
+from tfmot_mtl.pruning.choose import SCOPES, min_keep, remove_lowest, remove_to_cost
+from tfmot_mtl.pruning.cost import CostGoal, check_cost_target
 from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
 from tfmot_mtl.resume import check_groups, jsonable
-from tfmot_mtl.selection import check_protect, select_groups
+from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION, check_floor, check_protect, select_groups
 from tfmot_mtl.strip import check_round_to, round_masks
 
 
@@ -59,7 +60,16 @@ class ChannelPruningCallback(ResumableCallback):
             shared by the three methods: ``"all"`` prunable groups, ``"shared"`` (the shared
             trunk: groups feeding > 1 task), a callable ``ChannelGroup -> bool``, or a list of
             group ids / producer layer names.
-        min_channels: no group keeps fewer channels.
+        min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
+            no group keeps fewer than ``max(min_channels, ceil(min_fraction * size))`` channels.
+        target_macs, target_params: prune to a cost instead of a share of channels: a fraction
+            of the dense model's MACs / parameters (e.g. 0.33) or, above 1, an absolute count,
+            counted on the model as it will be stripped (:class:`tfmot_mtl.profile.MaskedCost`,
+            heads included when selected). The schedule's sparsity then reads as progress:
+            at scheduled sparsity ``s`` of a schedule ending at ``S`` the cost is brought to
+            ``1 - (s / S) * (1 - target)`` of the dense cost, so the last event lands the
+            target. A target below what the selected groups can reach (all at their floor)
+            raises a ValueError at set-up with the reachable range.
         round_to: kept counts are rounded to a multiple (hardware-friendly widths) by
             :func:`tfmot_mtl.strip.round_masks` (ranked by the criterion's scores, never
             bringing back a channel pruned earlier).
@@ -90,17 +100,18 @@ class ChannelPruningCallback(ResumableCallback):
     """
 
     def __init__(self, importance: Importance, schedule: Any, scope: str = "global",
-                 groups: str | Callable | Iterable[str] = "all", min_channels: int = 1,
+                 groups: str | Callable | Iterable[str] = "all", min_channels: int = MIN_CHANNELS,
                  round_to: int | None = None, round_mode: str = "nearest", protect: Iterable[str] = (),
-                 data=None,
+                 data=None, min_fraction: float = MIN_FRACTION, target_macs: float | None = None,
+                 target_params: float | None = None,
                  score_batches: int = 4, accumulate_every: int | None = None,
                  log_dir: str | None = None, verbose: int = 1, masks: ChannelMasks | None = None,
                  pruned_model: keras.Model | None = None):
         super().__init__()
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-        if int(min_channels) < 1:
-            raise ValueError(f"min_channels must be >= 1, got {min_channels}")
+        min_channels, min_fraction = check_floor(min_channels, min_fraction)
+        self.cost_kind, self.cost_target = check_cost_target(target_macs, target_params)
         if int(score_batches) < 1:
             raise ValueError(f"score_batches must be >= 1, got {score_batches}")
         groups = check_arguments(importance, groups, accumulate_every)
@@ -109,7 +120,8 @@ class ChannelPruningCallback(ResumableCallback):
                              "or iterable of (x, y) batches) to draw scoring batches from")
         self.importance, self.schedule = importance, check_schedule(schedule)
         self.scope, self.group_spec = scope, groups
-        self.min_channels = int(min_channels)
+        self.min_channels, self.min_fraction = min_channels, min_fraction
+        self.cost: CostGoal | None = None  # with a cost target, once set up
         self.round_to = check_round_to(round_to)
         if round_mode not in ("nearest", "total"):
             raise ValueError(f"round_mode must be 'nearest' or 'total', got {round_mode!r}")
@@ -155,6 +167,8 @@ class ChannelPruningCallback(ResumableCallback):
         if self._initial_masks is not None:
             masks.update(self._initial_masks)
         self.masks = ChannelMasks(masks, self.min_channels).validate(self.graph)
+        if self.cost_kind is not None:
+            self._setup_cost()
         total = sum(g.size for g in self.selected)
         if getattr(self.schedule, "count", None) is not None and \
                 getattr(self.schedule, "total_channels", 0) is None:
@@ -240,7 +254,12 @@ class ChannelPruningCallback(ResumableCallback):
         scores = self._scores()
         warn_if_unscored(scores, self.selected, self.importance)
         keep = {g.id: self.masks[g.id].copy() for g in self.selected}
-        remove_lowest(keep, scores, self.selected, sparsity, self.scope, self.min_channels, self.round_to)
+        if self.cost_kind is None:
+            remove_lowest(keep, scores, self.selected, sparsity, self.scope, self.min_channels, self.round_to,
+                          self.min_fraction)
+        else:
+            remove_to_cost(keep, scores, self.selected, self._cost_share, self.cost_goal(sparsity), self.scope,
+                           self.min_channels, self.round_to, self.min_fraction)
         if self.round_to:  # never brings back a channel pruned before this step
             keep = dict(round_masks(self.graph, ChannelMasks(keep, self.min_channels), self.round_to,
                                     mode=self.round_mode, scores=scores, previous=self.masks))
@@ -251,6 +270,35 @@ class ChannelPruningCallback(ResumableCallback):
         self._set_variable_masks()
         self._report(sparsity, step)
         return self.masks
+
+    # ------------------------------------------------------------------ cost target
+    def _setup_cost(self) -> None:
+        self.cost = CostGoal(self.graph, self.selected, self.cost_kind, self.cost_target, self.min_channels,
+                             self.min_fraction, self.round_to, self.group_spec)
+
+    def _cost_share(self, keep) -> float:
+        return self.cost.share({**dict(self.masks), **keep})
+
+    def cost_goal(self, sparsity: float) -> float:
+        """The cost share to prune to at scheduled ``sparsity`` (see ``target_macs``)."""
+        return self.cost.goal(sparsity, self.schedule)
+
+    def reached(self) -> dict:
+        """Params and MACs of the model as it would be stripped now, as counts and shares of
+        the dense model's (a :class:`~tfmot_mtl.profile.MaskedCost` of the current masks)."""
+        from tfmot_mtl.profile import MaskedCost
+
+        cost = self.cost.model if self.cost is not None else MaskedCost(self.graph)
+        params, macs = cost(self.masks)
+        return {"params": params, "macs": macs, "params_share": params / max(1, cost.dense_params),
+                "macs_share": macs / max(1, cost.dense_macs)}
+
+    def groups_at_floor(self) -> list[str]:
+        """Selected groups pruned down to their layer floor."""
+        return [g.id for g in self.selected if g.size > min_keep(g.size, self.min_channels, self.round_to,
+                                                                 self.min_fraction)
+                and int(self.masks[g.id].sum()) <= min_keep(g.size, self.min_channels, self.round_to,
+                                                            self.min_fraction)]
 
     def _scores(self) -> dict[str, np.ndarray]:
         imp = self.importance
@@ -350,7 +398,7 @@ class ChannelPruningCallback(ResumableCallback):
         if state["masks"] is not None:
             masks = ChannelMasks.from_json(json.dumps(state["masks"]))
             try:
-                masks.validate(self.graph)
+                masks = masks.validate(self.graph)
             except ValueError as err:
                 raise ValueError(f"ChannelPruningCallback state does not fit this model: {err}") from None
             self.masks = ChannelMasks({**ChannelMasks.all_kept(self.graph, self.min_channels), **masks},

@@ -24,6 +24,7 @@ from tfmot_mtl.pruning.gradient_criteria import CosPrune, Taylor
 from tfmot_mtl.pruning.importance import BNScale, Importance, Magnitude, Random
 from tfmot_mtl.pruning.reinit import reinitialize
 from tfmot_mtl.pruning.schedules import IterativeSchedule, evaluate_schedule
+from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
 
 CRITERIA = ("taylor", "cosprune", "magnitude", "bnscale", "random")
 
@@ -117,24 +118,29 @@ class _SnapshotCallback(keras.callbacks.Callback):
 
 def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor", target: float = 0.7,
                 frequency: int = 20, step: float | None = None, count: int | None = None,
-                fine_tune_steps: int | None = None, groups: Any = "shared", min_channels: int = 2,
+                fine_tune_steps: int | None = None, groups: Any = "all", min_channels: int = MIN_CHANNELS,
                 lr: float = 5e-4, score_batches: int = 2, round_to: int | None = None,
                 protect: Iterable[str] = (), snapshots: Iterable[float] = (), seed: int = 0,
-                verbose: int = 0, compile: bool = True,
-                run_eagerly: bool = False) -> tuple[keras.Model, ChannelMasks, dict]:
+                verbose: int = 0, compile: bool = True, run_eagerly: bool = False,
+                min_fraction: float = MIN_FRACTION, target_macs: float | None = None,
+                target_params: float | None = None, callbacks: Iterable = ()) -> tuple[keras.Model, ChannelMasks, dict]:
     """Iteratively prunes ``model`` IN PLACE, fine-tuning on ``data.train`` in between.
 
     Args:
         model: a trained multi-task model with dict outputs named like ``data.tasks``.
         data: :class:`tfmot_mtl.experiment.Data` (``train`` batches and ``tasks``).
         criterion: a name from :data:`CRITERIA` or an :class:`Importance` instance.
-        target: final fraction of the selected channels removed, in (0, 1).
+        target: final fraction of the selected channels removed, in (0, 1); with
+            ``target_macs`` / ``target_params`` the schedule's progress (see
+            :class:`ChannelPruningCallback`).
         frequency: training steps between pruning events.
         step / count: sparsity or channels removed per event; default ``step = 0.05``.
         fine_tune_steps: training steps after the last event (default ``frequency``).
-        groups: "shared" (the shared trunk: groups feeding > 1 task), "all", a list of group
-            ids / layer names or a callable (:func:`tfmot_mtl.selection.select_groups`).
-        min_channels: no group keeps fewer channels.
+        groups: "all" (default), "shared" (the shared trunk: groups feeding > 1 task), a list of
+            group ids / layer names or a callable (:func:`tfmot_mtl.selection.select_groups`).
+        min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`).
+        target_macs, target_params: prune to a cost (:class:`ChannelPruningCallback`).
+        callbacks: more Keras callbacks for the fits (e.g. a task monitor).
         lr: Adam learning rate of the fine-tuning.
         score_batches: batches of ``data.train`` scored at each event (Taylor, CosPrune).
         round_to, protect: as in :class:`ChannelPruningCallback`.
@@ -163,7 +169,9 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
     train = data.train.repeat()
     pruner = ChannelPruningCallback(importance, schedule, groups=groups, min_channels=min_channels,
                                     round_to=round_to, protect=protect, data=train,
-                                    score_batches=score_batches, verbose=int(verbose > 0))
+                                    score_batches=score_batches, verbose=int(verbose > 0),
+                                    min_fraction=min_fraction, target_macs=target_macs,
+                                    target_params=target_params)
     if compile:
         compile_for_pruning(model, data.tasks, lr, run_eagerly)
     else:
@@ -177,9 +185,9 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
     t0 = time.perf_counter()
     if events > 1:  # every event but the last, each followed by `frequency` steps
         model.fit(train, epochs=events - 1, steps_per_epoch=int(frequency),
-                  callbacks=[shots, pruner], verbose=verbose)
+                  callbacks=[shots, pruner, *callbacks], verbose=verbose)
     if fine_tune_steps:  # the last event happens at this fit's first step
-        model.fit(train, epochs=1, steps_per_epoch=fine_tune_steps, callbacks=[shots, pruner],
+        model.fit(train, epochs=1, steps_per_epoch=fine_tune_steps, callbacks=[shots, pruner, *callbacks],
                   verbose=verbose)
     else:
         last = int(model.optimizer.iterations.numpy())
@@ -189,7 +197,8 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
     history = {"criterion": type(importance).__name__, "target": float(target),
                "events": pruner.history, "snapshots": shots.taken,
                "steps": int(model.optimizer.iterations.numpy()), "sparsity": pruner.sparsity(),
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "reached": pruner.reached(),
+               "at_floor": pruner.groups_at_floor()}
     return model, pruner.masks, history
 
 

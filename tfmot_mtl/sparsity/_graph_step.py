@@ -54,6 +54,7 @@ class ProxStep:
         self.zero = new_variable(model, np.zeros(n, bool), "bool", "prox_zero")
         self.sparsity = new_variable(model, 0.0, "float32", "prox_sparsity")
         self.enabled = new_variable(model, True, "bool", "prox_enabled")
+        self.ramp_start = new_variable(model, -1, "int64", "prox_ramp_start")
         self._compiled = None  # the XLA-compiled step, made on first use
         self.moments = None
         if cb.mode == "adam":
@@ -82,6 +83,18 @@ class ProxStep:
             rank = tf.reduce_sum(tf.cast(ahead, tf.int32), axis=1)  # channels stronger than each
             keep = tf.tensor_scatter_nd_update(keep, idx[:, None], rank < k)
         return keep
+
+    def _ahead_of_ramp(self, sq, step):
+        """Per channel, True for the strongest ``(1 - ramp target)`` share of all the selected
+        channels (strength ``||w_g|| / tau_g``, what the step compares): at most the ramp's share
+        of the channels can be dead after this step, so a lambda that grew too far cannot kill
+        many channels at once. A sort, so only with ``ramp_steps`` (see :meth:`_protected`)."""
+        strength = tf.sqrt(sq) / tf.maximum(self.base_tau, 1e-30)
+        spare = tf.cast(tf.math.ceil((1.0 - self._ramp_target(step)) * float(self.n) - 1e-9), tf.int32)
+        spare = tf.clip_by_value(spare, 0, self.n)
+        ranked = tf.sort(strength, direction="DESCENDING")
+        threshold = tf.gather(ranked, tf.maximum(spare - 1, 0))
+        return tf.logical_and(spare > 0, strength >= threshold)
 
     def __call__(self) -> None:
         """Graph ops of one (possibly skipped) proximal step.
@@ -137,14 +150,18 @@ class ProxStep:
             return self._plain(w, sq, tf.where(self.locked.value, tf.constant(np.inf, F64), tf.zeros([self.n], F64)))
 
         def when_free():
-            t = tf.where(self._protected(sq), tf.zeros_like(tau), tau)
+            protected = self._protected(sq)
+            if self.cb.ramp_steps and self.cb.target is not None:
+                protected = tf.logical_or(protected, self._ahead_of_ramp(sq, step))
+            t = tf.where(protected, tf.zeros_like(tau), tau)
             if self.moments is None:
                 return self._plain(w, sq, t)
             return self._adam(w, sq, t, step)
 
         new, alive = tf.cond(locked, when_locked, when_free)
         finite = tf.reduce_all(tf.math.is_finite(sums))  # NaN/Inf anywhere in the weights -> in a sum
-        return tf.cond(finite, lambda: self._write(new, tf.logical_not(alive), locked), lambda: tf.constant(False))
+        return tf.cond(finite, lambda: self._write(new, tf.logical_not(alive), locked, step),
+                       lambda: tf.constant(False))
 
     def _plain(self, w, sq, tau):
         """Group soft-thresholding (:func:`prox_ops.prox_plain`), per piece in its shape (float64,
@@ -258,21 +275,38 @@ class ProxStep:
                                      maximum_iterations=max_iter)
         return theta
 
-    def _write(self, new, zero, locked):
+    def _write(self, new, zero, locked, step):
         """Stores the new weights and the step's state; ``zero`` marks the channels the step
         zeroed (the others keep a non-zero weight)."""
         self.zero.assign(zero)
         fraction = tf.reduce_mean(tf.cast(zero, F64)) if self.n else tf.constant(0.0, F64)
         self.sparsity.assign(tf.cast(fraction, tf.float32))
         if self.cb.target is not None:
-            reached = tf.logical_and(tf.logical_not(locked), fraction >= self.cb.target)
+            free = tf.logical_not(locked)
+            reached = tf.logical_and(free, fraction >= self.cb.target)
             self.locked.assign(tf.where(reached, zero, self.locked.value))
             self.locked_flag.assign(tf.logical_or(locked, reached))
-            grow = tf.logical_and(tf.logical_not(locked), tf.logical_not(reached))
-            self.gain.assign(tf.where(grow, self.gain.value * (1 + self.cb.adapt_rate), self.gain.value))
+            below = fraction < self._ramp_target(step)
+            rate = self.cb.adapt_rate
+            grow = tf.logical_and(free, tf.logical_and(tf.logical_not(reached), below))
+            ease = tf.logical_and(free, tf.logical_and(tf.logical_not(reached), tf.logical_not(below)))
+            self.gain.assign(tf.where(grow, self.gain.value * (1 + rate),
+                                      tf.where(ease, self.gain.value * (1 - rate), self.gain.value)))
         for p, value in zip(self.pieces, new):
             p.write(value)
         return tf.constant(True)
+
+
+    def _ramp_target(self, step):
+        """The sparsity the controller aims at now: ``target`` or, with ``ramp_steps``, a
+        linear ramp from 0 at the first proximal step of training to ``target``."""
+        target = tf.constant(float(self.cb.target), F64)
+        if not self.cb.ramp_steps:
+            return target
+        step = tf.cast(step, tf.int64)
+        self.ramp_start.assign(tf.where(self.ramp_start.value < 0, step, self.ramp_start.value))
+        done = tf.cast(step - self.ramp_start.value + 1, F64) / float(self.cb.ramp_steps)
+        return target * tf.clip_by_value(done, 0.0, 1.0)
 
 
 class GraphState:

@@ -28,7 +28,8 @@ from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity._graph_step import GraphState, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
 from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
-from tfmot_mtl.selection import Selection, check_protect, check_selection, select_groups
+from tfmot_mtl.selection import (MIN_CHANNELS, MIN_FRACTION, Selection, check_protect, check_selection,
+                                 select_groups)
 
 MODES = ("plain", "adam")
 SCALES = ("sqrt_group_size", "sqrt_num_groups", "none")
@@ -99,9 +100,24 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             fixed lambda tends to kill nothing or almost everything, while the growing
             gain stops at the level that gives the target.
         adapt_rate: relative growth of the gain per step while below ``target``.
-        min_channels, min_fraction: the strongest ``max(min_channels, ceil(min_fraction *
-            size))`` channels of every group are never shrunk, so no layer loses all (or
-            nearly all) of its channels.
+        gain: the starting multiplier of ``l1``; ``"auto"`` picks the one at which the weakest
+            5% of the channels would die within a quarter of ``ramp_steps`` (at most 10 steps),
+            so that ``l1`` needs no tuning.
+        ramp_steps: with ``target``, aim at a target that grows linearly from 0 to ``target``
+            over this many optimizer steps (from the first step of training) instead of at
+            ``target`` from the start: the gain grows while the sparsity is below the ramp and
+            shrinks by ``adapt_rate`` while it is above, so channels die at the pace of the
+            ramp rather than in one cliff when lambda crosses the level at which many channels
+            die at once. The pattern is locked when ``target`` itself is reached.
+        target_macs, target_params: aim at a cost instead of a share of channels: a fraction
+            of the dense model's MACs / parameters (e.g. 0.33) or, above 1, an absolute count,
+            counted on the model as it will be stripped (:mod:`tfmot_mtl.sparsity.cost_target`):
+            ``target`` becomes 85% of the channel share a magnitude ranking says the cost needs,
+            and at the end of training the lowest-magnitude live channels are zeroed until the
+            cost is reached (or zeroed channels kept back when the step overshot): ``trimmed``.
+        min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
+            the strongest ``max(min_channels, ceil(min_fraction * size))`` channels of every
+            group are never shrunk, so no layer loses all (or nearly all) of its channels.
         sparse_model: the model whose channels are shrunk when it is not the model being
             fitted but a part of it: the model inside a
             :class:`~tfmot_mtl.distill.TaskWeightedModel` (learned task weighting) or the
@@ -115,11 +131,12 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
     """
 
     def __init__(self, l1: Strength = None, schedule: Strength = None,
-                 layers: Selection = "shared", mode: str = "plain", update_every: int = 1,
+                 layers: Selection = "all", mode: str = "plain", update_every: int = 1,
                  scale: str = "sqrt_group_size", log_key: str = "group_sparsity",
-                 target: float | None = None, adapt_rate: float = 0.02, gain: float = 1.0,
-                 min_channels: int = 0, min_fraction: float = 0.0, protect=(),
-                 sparse_model: keras.Model | None = None):
+                 target: float | None = None, adapt_rate: float = 0.02, gain: float | str = 1.0,
+                 min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION, protect=(),
+                 sparse_model: keras.Model | None = None, ramp_steps: int | None = None,
+                 target_macs: float | None = None, target_params: float | None = None):
         super().__init__()
         self._sparse_model = sparse_model
         if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
@@ -131,7 +148,14 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         if not 0.0 < float(adapt_rate) < 1.0:
             raise ValueError(f"adapt_rate must be in (0, 1), got {adapt_rate}")
         self.target = None if target is None else float(target)
-        self.adapt_rate, self._gain0 = float(adapt_rate), float(gain)
+        if ramp_steps is not None and (isinstance(ramp_steps, bool) or int(ramp_steps) < 1):
+            raise ValueError(f"ramp_steps must be a positive number of steps or None, got {ramp_steps!r}")
+        self.ramp_steps = None if ramp_steps is None else int(ramp_steps)
+        self.cost_kind, self.cost_value = _cost_target(target_macs, target_params, target)
+        self.cost_target = None  # a CostTarget, once built
+        self.trimmed = 0  # channels the landing on the cost target removed (negative: kept back)
+        self.auto_gain = isinstance(gain, str)
+        self.adapt_rate, self._gain0 = float(adapt_rate), 1.0 if self.auto_gain else float(gain)
         self._step_graph: ProxStep | None = None
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -173,6 +197,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         graph = self._step_graph
         if graph is None or graph.optimizer is not optimizer or graph.model is not self.model:
             previous = None if graph is None else (graph.gain.numpy(), self._zero, self.locked)
+            if previous is None and self.auto_gain:
+                self._gain0 = self._starting_gain(optimizer)
             self._step_graph = ProxStep(self, self.model, optimizer)
             self._step_graph.model = self.model
             self._zero = self._zero_from_weights() if previous is None else previous[1]
@@ -182,6 +208,24 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         anchor = ingraph.pick_anchor(self.variables, self.model)
         if anchor is not None and ingraph.add_post_update_hook(anchor, f"prox_{id(self)}", self._step_graph):
             ingraph.refresh_train_function(self.model)
+
+    def _starting_gain(self, optimizer) -> float:
+        """``gain="auto"``: the gain at which the weakest 5% of the channels (by ``||w_g|| /
+        c_g``, what the step compares) would die within a quarter of ``ramp_steps`` (at most 10
+        steps) at the first learning rate."""
+        sq = np.zeros(self.num_channels)
+        for e in self.entries:
+            block = self._gather(np.asarray(keras.ops.convert_to_numpy(self.variables[e.var])), e)
+            sq += np.bincount(e.elements, weights=np.square(block.reshape(-1), dtype=np.float64),
+                              minlength=self.num_channels)
+        base = self._lambda * self._scale
+        live = (sq > 0) & (base > 0)
+        if not live.any():
+            return 1.0
+        _, lam = self.strength(1)
+        step = self.learning_rate(optimizer, 1) * max(float(lam), 1e-12)
+        within = min(10.0, max(1.0, (self.ramp_steps or 40) / 4.0))
+        return float(max(np.quantile(np.sqrt(sq[live]) / base[live], 0.05) / (within * step), 1e-6))
 
     def build(self, model: keras.Model) -> "ProximalGroupLasso":
         """Precomputes, per weight, the gather indices of the selected channels."""
@@ -224,6 +268,12 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                        if sizes else np.zeros(0),
                        "none": np.ones(offset)}[self.scale]
         self._plan_model = model
+        if self.cost_kind is not None and self.cost_target is None:
+            from tfmot_mtl.sparsity.cost_target import AIM, CostTarget
+
+            self.cost_target = CostTarget(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
+                                          self.min_fraction)
+            self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
         if groups and not self.groups:
             warnings.warn("ProximalGroupLasso selected no channel group; it will do nothing",
                           stacklevel=2)
@@ -271,6 +321,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
 
     def on_train_end(self, logs=None):
         self._flush()
+        if self.cost_target is not None and self.nonfinite is None:
+            self._land()
         super().on_train_end(logs)
         if self._step_graph is not None:  # the hook stays in the traced step, switched off
             self._step_graph.enabled.assign(False)
@@ -328,6 +380,15 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             v_hat = np.asarray(keras.ops.convert_to_numpy(v), np.float64) / correction
             out.append(np.sqrt(v_hat) + float(optimizer.epsilon))
         return out
+
+    def _land(self) -> None:
+        """Zeroes (or keeps back) channels so that the cost target is met exactly."""
+        from tfmot_mtl.masks import apply_masks_, masks_from_zeros
+
+        graph = self.cost_target.graph
+        masks, self.trimmed = self.cost_target.land(self.net, masks_from_zeros(self.net, graph=graph))
+        apply_masks_(self.net, masks, graph)
+        self._zero = self._zero_from_weights()
 
     # ------------------------------------------------------------------ queries
     def sparsity(self) -> float:
@@ -393,9 +454,10 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         return {"l1": serialize_strength(self.l1, "l1"), "schedule": serialize_strength(self.schedule, "schedule"),
                 "layers": self.layers if isinstance(self.layers, str) else list(self.layers),
                 "mode": self.mode, "update_every": self.update_every, "scale": self.scale,
-                "log_key": self.log_key, "target": self.target, "adapt_rate": self.adapt_rate,
-                "gain": self.gain, "min_channels": self.min_channels,
-                "min_fraction": self.min_fraction, "protect": list(self.protect)}
+                "log_key": self.log_key, "target": None if self.cost_kind else self.target, "adapt_rate": self.adapt_rate,
+                "gain": "auto" if self.auto_gain and self._step_graph is None else self.gain, "min_channels": self.min_channels,
+                "min_fraction": self.min_fraction, "protect": list(self.protect), "ramp_steps": self.ramp_steps,
+                **({f"target_{self.cost_kind}": self.cost_value} if self.cost_kind else {})}
 
     @classmethod
     def from_config(cls, config: dict) -> "ProximalGroupLasso":
@@ -404,3 +466,12 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _cost_target(target_macs, target_params, target) -> tuple[str | None, float | None]:
+    from tfmot_mtl.pruning.cost import check_cost_target
+
+    kind, value = check_cost_target(target_macs, target_params)
+    if kind is not None and target is not None:
+        raise ValueError("give one of target, target_macs and target_params")
+    return kind, value

@@ -121,7 +121,7 @@ def _regularizer_for(layer, key: str, l1: float, l2: float, axis: str, scale: st
 
 
 def apply_group_sparsity(model: keras.Model, l1: float, l2: float = 0.0,
-                         layers: Selection = "shared", axis: str = "output",
+                         layers: Selection = "all", axis: str = "output",
                          scale: str = "sqrt_group_size", protect=()) -> keras.Model:
     """A clone of ``model`` with :class:`ChannelGroupLasso` on the selected kernels.
 

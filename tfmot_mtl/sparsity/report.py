@@ -13,7 +13,7 @@ from tfmot_mtl.masks import masks_from_zeros
 from tfmot_mtl.selection import Selection, select_groups
 
 
-def sparsity_report(model: keras.Model, layers: Selection = "shared",
+def sparsity_report(model: keras.Model, layers: Selection = "all",
                     plot_path: str | os.PathLike | None = None, protect=()) -> dict[str, Any]:
     """How many of the selected channel groups' channels (and parameters) are exactly zero.
 

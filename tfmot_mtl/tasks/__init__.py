@@ -10,7 +10,8 @@ Modules, each importing only the ones above it:
 - ``losses``: the masked training losses of the kinds;
 - ``metrics``: exact dataset-wide metric accumulators;
 - ``specs``: :class:`Task` and its constructors (``segmentation``, ``depth``, ...);
-- ``evaluation``: :func:`evaluate`, :func:`delta_m` and result tables.
+- ``evaluation``: :func:`evaluate`, :func:`delta_m` and result tables;
+- ``infer``: :func:`infer_tasks`, the tasks of a user's model from its compiled losses.
 """
 from tfmot_mtl.tasks.evaluation import (
     delta_m,
@@ -20,6 +21,8 @@ from tfmot_mtl.tasks.evaluation import (
     format_results,
     print_results,
 )
+from tfmot_mtl.tasks.files import load_tasks
+from tfmot_mtl.tasks.infer import infer_tasks
 from tfmot_mtl.tasks.losses import (
     MaskedBinaryCrossEntropy,
     MaskedCosineDistance,

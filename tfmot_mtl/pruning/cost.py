@@ -1,0 +1,95 @@
+"""Pruning to a cost: MACs or parameters of the model as it will be stripped.
+
+:class:`CostGoal` turns a ``target_macs`` / ``target_params`` into the cost share each pruning
+event prunes to (the schedule's sparsity read as progress) and refuses, before training, a
+target that the selected groups cannot reach with every group at its layer floor.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tfmot_mtl.pruning.choose import min_keep
+
+
+def check_cost_target(target_macs: Any, target_params: Any) -> tuple[str | None, float | None]:
+    """``(kind, value)`` of the one cost target given, ``(None, None)`` for none."""
+    given = [(k, v) for k, v in (("macs", target_macs), ("params", target_params)) if v is not None]
+    if len(given) > 1:
+        raise ValueError("give one of target_macs and target_params, not both")
+    if not given:
+        return None, None
+    kind, value = given[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or value <= 0:
+        raise ValueError(f"target_{kind} must be a fraction of the dense model's {kind} in (0, 1] or an "
+                         f"absolute count > 1, got {value!r}")
+    return kind, float(value)
+
+
+class CostGoal:
+    """A cost target over the ``selected`` groups of ``graph``, as a share of the dense cost.
+
+    Raises:
+        ValueError: the target is below what the selected groups reach at their floor (the
+            message gives the reachable range and, when other groups hold more of the MACs,
+            suggests ``groups='all'``).
+    """
+
+    def __init__(self, graph, selected: Sequence, kind: str, value: float, min_channels: int,
+                 min_fraction: float, round_to: int | None = None, group_spec: Any = None):
+        from tfmot_mtl.profile import MaskedCost
+
+        self.kind, self.value = kind, float(value)
+        self.model = MaskedCost(graph)
+        dense = self.model.dense_macs if kind == "macs" else self.model.dense_params
+        self.target = self.value if self.value <= 1.0 else self.value / max(1, dense)
+        floor = {g.id: _first(g.size, min_keep(g.size, min_channels, round_to, min_fraction)) for g in selected}
+        lowest = self.share(floor)
+        if self.target < lowest - 1e-9:
+            raise ValueError(
+                f"target_{kind}={self.value:g} cannot be reached: with groups={_short(group_spec)} and the layer "
+                f"floor (min_channels={min_channels}, min_fraction={min_fraction:g}) the pruned model keeps at "
+                f"least {lowest:.3f} of the dense {kind} (reachable: {lowest:.3f} to 1.0)"
+                f"{_hint(graph, selected, self.model)}")
+
+    def share(self, masks: Mapping) -> float:
+        """The cost of ``masks`` as a share of the dense model's."""
+        params, macs = self.model.share(masks)
+        return macs if self.kind == "macs" else params
+
+    def goal(self, sparsity: float, schedule: Any) -> float:
+        """The share to prune to at a scheduled ``sparsity``: ``1 - (s / S) * (1 - target)``
+        for a schedule ending at ``S``, so its last event lands the target."""
+        final = _final_sparsity(schedule)
+        progress = 1.0 if not final else min(1.0, max(0.0, float(sparsity) / final))
+        return 1.0 - progress * (1.0 - self.target)
+
+
+def _first(size: int, keep: int) -> np.ndarray:
+    mask = np.zeros(size, bool)
+    mask[:keep] = True
+    return mask
+
+
+def _final_sparsity(schedule) -> float | None:
+    """The sparsity a schedule ends at (IterativeSchedule.target, tfmot's final / target sparsity)."""
+    for attr in ("target", "final_sparsity", "target_sparsity"):
+        value = getattr(schedule, attr, None)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return None
+
+
+def _short(spec) -> str:
+    return repr(spec) if isinstance(spec, str) or spec is None else type(spec).__name__
+
+
+def _hint(graph, selected, cost) -> str:
+    """Which share of the MACs the selected groups touch, and what to widen."""
+    touched = 1.0 - cost.share({g.id: _first(g.size, 0) for g in selected})[1]
+    possible = 1.0 - cost.share({g.id: _first(g.size, 0) for g in graph.prunable_groups})[1]
+    if possible > touched + 0.05:
+        return (f"; the selected groups hold only {100 * touched:.0f}% of the MACs, every prunable group "
+                f"{100 * possible:.0f}%: use groups='all'")
+    return "; lower min_channels / min_fraction, or aim higher"

@@ -1,0 +1,122 @@
+"""Group sparsity aimed at a cost: the MACs or parameters of the model as it will be stripped.
+
+The proximal step kills channels by their group norm, which knows nothing about what a
+channel costs, so a cost target is reached in two moves (:class:`CostTarget`):
+
+1. before training, a magnitude ranking says which share of the selected channels the cost
+   needs (:meth:`CostTarget.channel_share`); the step's ramped target aims at :data:`AIM` of
+   it, a little short, because the step does not kill exactly the ranking's channels;
+2. after training, :meth:`CostTarget.land` trims the lowest-magnitude live channels until the
+   cost is at the target, or, when the step overshot, keeps as many of the zeroed channels
+   as still fit (they are stripped in at zero, and the fine-tuning trains them again).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+# Share of the channels a cost needs that the proximal step aims at; the trim does the rest.
+AIM = 0.85
+# At most this many single channels are tried when filling up to the cost target.
+MAX_FILL = 256
+
+
+class CostTarget:
+    """A MAC or parameter target for the channel groups ``groups`` of ``graph``.
+
+    ``value`` is a fraction of the dense model's cost (<= 1) or an absolute count (> 1).
+    """
+
+    def __init__(self, graph, groups: Sequence, kind: str, value: float, min_channels: int,
+                 min_fraction: float):
+        from tfmot_mtl.profile import MaskedCost
+
+        if kind not in ("macs", "params"):
+            raise ValueError(f"cost kind must be 'macs' or 'params', got {kind!r}")
+        self.graph, self.groups, self.kind = graph, list(groups), kind
+        self.min_channels, self.min_fraction = min_channels, min_fraction
+        self.cost = MaskedCost(graph)
+        dense = self.cost.dense_macs if kind == "macs" else self.cost.dense_params
+        self.goal = float(value) if value <= 1.0 else float(value) / max(1, dense)
+
+    def share(self, masks: Mapping) -> float:
+        """The cost of ``masks`` as a share of the dense model's."""
+        params, macs = self.cost.share(masks)
+        return macs if self.kind == "macs" else params
+
+    def channel_share(self, model) -> float:
+        """The share of the selected channels a magnitude ranking removes to reach the goal."""
+        from tfmot_mtl.pruning.choose import remove_to_cost
+        from tfmot_mtl.pruning.importance import Magnitude
+
+        keep = {g.id: np.ones(g.size, bool) for g in self.groups}
+        remove_to_cost(keep, Magnitude()(model, self.graph), self.groups, self.share, self.goal, "global",
+                       self.min_channels, None, self.min_fraction)
+        total = sum(g.size for g in self.groups)
+        return sum(int((~keep[g.id]).sum()) for g in self.groups) / max(1, total)
+
+    def land(self, model, masks) -> tuple[Any, int]:
+        """``masks`` (True = keep) brought to the goal: the lowest-magnitude live channels
+        trimmed, or zeroed channels kept when below it. Returns the new ChannelMasks and the
+        channels removed (negative: kept back)."""
+        from tfmot_mtl.masks import ChannelMasks
+        from tfmot_mtl.pruning.choose import remove_to_cost
+        from tfmot_mtl.pruning.importance import Magnitude
+
+        keep = {g.id: np.asarray(masks[g.id], bool).copy() for g in self.groups}
+        before = sum(int(m.sum()) for m in keep.values())
+
+        def share(k):
+            return self.share({**dict(masks), **k})
+
+        remove_to_cost(keep, Magnitude()(model, self.graph), self.groups, share, self.goal, "global",
+                       self.min_channels, None, self.min_fraction)
+        _restore(keep, self.groups, share, self.goal)
+        after = sum(int(m.sum()) for m in keep.values())
+        return ChannelMasks({**dict(masks), **keep}, masks.min_channels), before - after
+
+
+def _restore(keep: dict, groups, share, goal: float) -> None:
+    """Below ``goal``: keeps zeroed channels back, spread evenly over the groups, as many as fit,
+    then, cheapest first, any single one that still fits (a small model's channels are coarse)."""
+    if share(keep) >= goal * (1 - 1e-3):
+        return
+    dead = []
+    for g in groups:
+        idx = np.flatnonzero(~keep[g.id])
+        dead += [((i + 0.5) / len(idx), g.id, int(c)) for i, c in enumerate(idx)]
+    dead.sort()
+
+    def revived(n: int) -> dict:
+        out = {gid: m.copy() for gid, m in keep.items()}
+        for _, gid, c in dead[:n]:
+            out[gid][c] = True
+        return out
+
+    lo, hi = 0, len(dead)  # the longest prefix whose cost stays within the goal
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if share(revived(mid)) <= goal:
+            lo = mid
+        else:
+            hi = mid - 1
+    keep.update(revived(lo))
+    for _ in range(MAX_FILL):  # the cost depends on each group's count: one trial per group
+        fits = []
+        for g in groups:
+            dead_here = np.flatnonzero(~keep[g.id])
+            if len(dead_here):
+                trial = {**keep, g.id: _with(keep[g.id], int(dead_here[0]))}
+                if share(trial) <= goal:
+                    fits.append((share(trial), g.id, trial[g.id]))
+        if not fits:
+            return
+        _, gid, mask = max(fits, key=lambda f: f[0])
+        keep[gid] = mask
+
+
+def _with(mask: np.ndarray, channel: int) -> np.ndarray:
+    out = mask.copy()
+    out[channel] = True
+    return out
