@@ -44,7 +44,8 @@ def trained_path(tmp_path_factory, data):
 def test_prune_model_iterates_snapshots_and_keeps_zeros(data):
     model = _tiny_model(data)
     _, masks, history = prune_model(model, data, "magnitude", target=0.5, frequency=2, step=0.25,
-                                    fine_tune_steps=1, snapshots=(0.25, 0.5), run_eagerly=True)
+                                    fine_tune_steps=1, snapshots=(0.25, 0.5), run_eagerly=True,
+                                    groups="shared", min_fraction=0.0)
     # events at steps 0 and 2 (0.25 each), then 1 fine-tuning step: 2 + 1 = 3 steps
     assert [e["step"] for e in history["events"]] == [0, 2]
     assert [round(e["target"], 6) for e in history["events"]] == [0.25, 0.5]
@@ -117,7 +118,8 @@ def test_cli_prune_end_to_end(trained_path, tmp_path, capsys, eager_fits):
     out = tmp_path / "pruned"
     rc = cli.main(["prune", str(trained_path), "--criterion", "taylor", "--target", "0.5",
                    "--step", "0.25", "--frequency", "1", "--epochs", "1", "--data", "synthetic_scenes",
-                   "--n-train", "8", "--n-test", "8", "--batch-size", "8", "--out", str(out)])
+                   "--n-train", "8", "--n-test", "8", "--batch-size", "8", "--out", str(out),
+                   "--groups", "shared", "--min-fraction", "0"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "strip_channels report" in printed and "Δm" in printed

@@ -1,15 +1,17 @@
-"""`tfmot-mtl` command line: data, train, prune, sparsify, budget, strip, convert, bench, demo."""
+"""`tfmot-mtl` command line: data, train, prune, sparsify, budget, compress, strip, convert, bench, demo."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfmot_mtl.cli_compress import DEFAULT_OUT, add_compress_commands, load_keras as _load_keras  # noqa: E402
-from tfmot_mtl.cli_compress import round_to_arg  # noqa: E402
+from tfmot_mtl.cli_compress import (add_data_spec_args, data_error, data_spec, load_model_data,  # noqa: E402
+                                    round_to_arg, task_file)
 
 
 def _cmd_data(args) -> int:
@@ -25,18 +27,61 @@ def _cmd_train(args) -> int:
     from tfmot_mtl import experiment as ex
     from tfmot_mtl.tasks import print_results
 
-    data = ex.load_data(args.data, n_train=args.n_train, n_test=args.n_test,
-                        batch_size=args.batch_size, resolution=args.resolution, seed=args.seed)
+    data = _training_data(args)
     model = ex.build_model(args.model, data.tasks, data.input_shape, width=args.width, seed=args.seed)
+    data = _fitted(args, data, model)
     ex.fit(model, data, epochs=args.epochs, lr=args.lr)
     results = ex.evaluate(model, data)
-    print_results(results, title=f"{args.model} on {args.data}")
-    folder = os.path.join(args.out, args.name or f"{args.model}_{args.data}")
+    print_results(results, title=f"{args.model} on {data.name}")
+    folder = os.path.join(args.out, args.name or f"{args.model}_{_file_name(data.name)}")
     path = ex.save_model(model, os.path.join(folder, "model.keras"))
-    ex.write_json(os.path.join(folder, "metrics.json"), {"model": args.model, "data": args.data,
+    ex.write_json(os.path.join(folder, "metrics.json"), {"model": args.model, "data": data.name,
                                                          "epochs": args.epochs, "metrics": results})
     print(f"saved {path} and metrics.json")
     return 0
+
+
+def _file_name(text: str) -> str:
+    """``text`` usable as a folder name (a data spec may hold ':' and '/')."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "data"
+
+
+def _training_data(args):
+    """--data for a reference model built from the data's tasks (or --tasks) and input shape."""
+    from tfmot_mtl import experiment as ex
+    from tfmot_mtl import model_data as md
+    from tfmot_mtl.datasets.spec import load_spec
+
+    tasks, spec = task_file(args), data_spec(args)
+    shape = None if args.resolution is None else (args.resolution, args.resolution, 3)
+    try:
+        train, test, data_tasks = load_spec(spec, data_dir=args.data_dir, input_shape=shape,
+                                            batch_size=args.batch_size, n_train=args.n_train,
+                                            n_test=args.n_test, seed=args.seed)
+        input_shape = md.data_input_shape(train)
+    except ValueError as err:
+        raise data_error(args, err) from None
+    tasks = tasks if tasks is not None else data_tasks
+    if not tasks:
+        raise SystemExit(f"error: --tasks: --data {spec} names no tasks and `train` builds the model's "
+                         f"outputs from them: give --tasks FILE.json")
+    return ex.Data(spec, train, test, list(tasks), input_shape)
+
+
+def _fitted(args, data, model):
+    """``data`` with the built model's input names, its targets checked against the tasks."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from tfmot_mtl import model_data as md
+
+    try:
+        train, test = (md.fit_targets(md.adapt_inputs(ds, model), data.tasks, model)
+                       for ds in (data.train, data.test))
+    except (ValueError, tf.errors.OpError) as err:
+        raise data_error(args, err) from None
+    return dataclasses.replace(data, train=train, test=test)
 
 
 def _cmd_strip(args) -> int:
@@ -59,25 +104,161 @@ def _cmd_strip(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from tfmot_mtl import experiment as ex
-    from tfmot_mtl.lite import convert
+    from tfmot_mtl import model_data as md
     from tfmot_mtl.lite import save_bundle
 
     if args.quantization in ("int8", "int16x8") and not args.data:
         raise SystemExit(f"error: --quantization {args.quantization} calibrates activation ranges on data: "
-                         f"add --data synthetic_scenes (or multi_digits)")
+                         f"add --data SPEC (the model's training data: package.module:function, nyuv2:PATH, "
+                         f"a TFDS name with --data-dir, or the embedded synthetic_scenes / multi_digits)")
     model = _load_keras(args.model)
-    tasks, representative = None, None
+    given, data_tasks, representative = task_file(args), None, None
     if args.data:
-        res = model.inputs[0].shape[1]
-        data = ex.load_data(args.data, n_train=args.calibration, n_test=8, batch_size=1, resolution=res)
-        tasks, representative = data.tasks, data.representative(args.calibration)
-    tfl = convert(model, quantization=args.quantization, representative_data=representative,
-                  num_calibration_steps=args.calibration)
+        representative, data_tasks = _calibration_data(args, model)
+    try:
+        tasks = md.bundle_tasks(model, given, data_tasks)
+    except ValueError as err:
+        raise data_error(args, err) from None
+    tfl = _convert(model, args.quantization, representative, args.calibration)
     folder = args.output or os.path.splitext(args.model)[0] + f"_{args.quantization or 'float32'}"
     save_bundle(model, tfl, folder, tasks=tasks)
     print(f"wrote {folder}/model.tflite ({len(tfl):,} bytes) and {folder}/model.json")
     return 0
+
+
+def _calibration_data(args, model):
+    """(input batches of --data for calibration, the data's tasks or None)."""
+    import tensorflow as tf
+
+    from tfmot_mtl import model_data as md
+    from tfmot_mtl.datasets.spec import load_spec
+
+    try:
+        train, _, tasks = load_spec(args.data, data_dir=args.data_dir, input_shape=md.model_input_shape(model),
+                                    batch_size=1, n_train=args.calibration, n_test=1)
+        train = md.adapt_inputs(train, model)
+    except (ValueError, tf.errors.OpError) as err:
+        raise data_error(args, err) from None
+    return train.map(lambda x, *rest: x), tasks
+
+
+def _convert(model, quantization, representative, steps: int) -> bytes:
+    from tfmot_mtl.lite import convert
+
+    try:
+        return convert(model, quantization=quantization, representative_data=representative,
+                       num_calibration_steps=steps)
+    except (ValueError, RuntimeError) as err:
+        text = " ".join(str(err).split())
+        raise SystemExit(f"error: --quantization {quantization or 'float32'}: {text[:2000]}") from None
+
+
+QUANTIZATIONS = ("float32", "dynamic", "float16", "int8", "int16x8")
+TARGETS = {"macs": "MACs to keep: a fraction of the dense model's (0.33) or a count (> 1)",
+           "params": "parameters to keep: a fraction of the dense model's (0.33) or a count (> 1)",
+           "channels": "share of the selected channels to remove, in (0, 1)"}
+
+
+def _cmd_compress(args) -> int:
+    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.tasks import print_results
+
+    options = _compress_options(args)
+    compress = _compress_function()
+    model = _load_keras(args.model)
+    data = load_model_data(args, model)
+    dense = ex.evaluate(model, data)
+    try:
+        result = compress(model, data.train, validation=None, tasks=data.tasks, verbose=1, **options)
+    except ValueError as err:
+        raise SystemExit(f"error: compress: {_as_flags(' '.join(str(err).split()))}") from None
+    compressed = ex.evaluate(result.model, data)
+    folder = args.out or os.path.splitext(args.model)[0] + "_compressed"
+    path = ex.save_model(result.model, os.path.join(folder, "model.keras"))
+    result.masks.save(os.path.join(folder, "masks.json"))
+    bundles = {q: _compressed_bundle(result.model, data, q, args.calibration, folder) for q in args.quantization}
+    ex.write_json(os.path.join(folder, "report.json"), {
+        **result.to_dict(), "model": args.model, "data": data.name, "options": options,
+        "test_metrics": {"dense": dense, "compressed": compressed}, "bundles": bundles})
+    print_results(compressed, title="compressed vs dense (test split)", baseline=dense, tasks=data.tasks)
+    print(f"saved {path}, masks.json, report.json" + "".join(f", {b['folder']}" for b in bundles.values()))
+    return 0
+
+
+def _as_flags(text: str) -> str:
+    """A message of `compress` with its keyword arguments named as the command's flags."""
+    for name in (*(f"target_{t}" for t in TARGETS), "find_epochs", "finetune_epochs", "round_to"):
+        text = re.sub(rf"(?<![\w-]){name}\b", "--" + name.replace("_", "-"), text)
+    return text
+
+
+def _compress_function():
+    try:
+        from tfmot_mtl.compress import compress
+    except ImportError as err:
+        raise SystemExit(f"error: compress: tfmot_mtl.compress is not available ({err})") from None
+    return compress
+
+
+def _compress_options(args) -> dict:
+    """The keyword arguments of `tfmot_mtl.compress.compress` the flags set (others keep its defaults)."""
+    options = {}
+    for name in TARGETS:
+        value = getattr(args, f"target_{name}")
+        if value is not None:
+            if not value > 0:
+                raise SystemExit(f"error: --target-{name} must be > 0 ({TARGETS[name]}), got {value}")
+            count = name != "channels" and value > 1
+            options[f"target_{name}"] = int(round(value)) if count else value
+    for flag in ("find_epochs", "finetune_epochs"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 0, got {value}")
+    if args.calibration < 1:
+        raise SystemExit(f"error: --calibration must be >= 1 batch, got {args.calibration}")
+    for name in ("method", "groups", "find_epochs", "finetune_epochs", "distill", "round_to"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    return options
+
+
+def _compressed_bundle(model, data, quantization: str, calibration: int, folder: str) -> dict:
+    """Converts ``model`` and writes ``folder/<quantization>/`` (calibrated on training inputs)."""
+    from tfmot_mtl.lite import save_bundle
+
+    representative = data.representative(calibration) if quantization in ("int8", "int16x8") else None
+    tfl = _convert(model, None if quantization == "float32" else quantization, representative, calibration)
+    out = os.path.join(folder, quantization)
+    save_bundle(model, tfl, out, tasks=data.tasks)
+    return {"folder": out, "tflite_size_bytes": len(tfl)}
+
+
+def add_compress_command(sub) -> None:
+    """The `compress` sub-command: a user's trained model + data -> small model, masks, report, bundles."""
+    p = sub.add_parser("compress", help="compress a trained model to a MACs / params / channels target "
+                                        "(find channels, strip, fine-tune), then convert to TFLite")
+    p.add_argument("model", help="a trained .keras model (dict outputs named by task)")
+    add_data_spec_args(p)
+    target = p.add_mutually_exclusive_group()
+    for name, text in TARGETS.items():
+        target.add_argument(f"--target-{name}", type=float, default=None, help=text)
+    p.add_argument("--method", default=None, choices=["prune", "sparsity"])
+    p.add_argument("--groups", default=None, choices=["all", "shared"])
+    p.add_argument("--find-epochs", type=int, default=None, help="epochs finding the channels")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="epochs fine-tuning the stripped model")
+    p.add_argument("--distill", default=None, action=argparse.BooleanOptionalAction,
+                   help="fine-tune distilled from the dense model")
+    p.add_argument("--round-to", type=round_to_arg, default=None,
+                   help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
+    p.add_argument("--quantization", nargs="*", default=["float32", "int8"], choices=QUANTIZATIONS,
+                   help="TFLite bundles to write, one folder each (default: float32 int8; none: no bundle)")
+    p.add_argument("--calibration", type=int, default=64, help="training batches calibrating int8")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: next to the model, <name>_compressed)")
+    p.set_defaults(fn=_cmd_compress)
 
 
 def _cmd_bench(args) -> int:
@@ -127,16 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT)
     p.set_defaults(fn=_cmd_data)
 
-    p = sub.add_parser("train", help="train a reference model on an embedded dataset")
+    p = sub.add_parser("train", help="train a reference model (mtl_resnet / mtl_vgg) on --data")
     p.add_argument("--model", default="mtl_resnet", choices=["mtl_resnet", "mtl_vgg"])
-    p.add_argument("--data", default="synthetic_scenes", choices=["synthetic_scenes", "multi_digits"])
+    add_data_spec_args(p)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None)
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=None,
+                   help="image side for the embedded (default 64) and local-folder datasets; passed as "
+                        "input_shape to a module:function")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="output folder name under --out")
     p.add_argument("--out", default=DEFAULT_OUT)
@@ -157,8 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--quantization", default=None,
                    choices=[None, "dynamic", "float16", "int8", "int16x8"])
-    p.add_argument("--data", default=None, choices=["synthetic_scenes", "multi_digits"],
-                   help="embedded dataset for int8 calibration and task descriptions")
+    add_data_spec_args(p, default=None)
     p.add_argument("--calibration", type=int, default=64, help="calibration examples")
     p.add_argument("--output", default=None, help="bundle folder")
     p.set_defaults(fn=_cmd_convert)
@@ -172,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_bench)
 
     add_compress_commands(sub)
+    add_compress_command(sub)
 
     p = sub.add_parser("demo", help="end-to-end demo on synthetic_scenes (dense vs compressed: pruned, stripped, fine-tuned)")
     p.add_argument("--full", action="store_true", help="longer, more faithful setting")

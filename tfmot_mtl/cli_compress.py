@@ -7,6 +7,7 @@ import json
 import os
 
 DEFAULT_OUT = "saved_models"
+DEFAULT_DATA = "synthetic_scenes"
 
 
 def load_keras(path: str):
@@ -51,24 +52,82 @@ def _check_recovery(args) -> None:
         raise SystemExit("error: --anneal fades the distillation terms out: it needs --distill")
 
 
-def _task_data(args, model):
-    """The dataset at the model's input resolution (+ a validation split for --patience)."""
-    from tfmot_mtl import datasets
-    from tfmot_mtl import experiment as ex
-    from tfmot_mtl.recipes import validation_size
-    from tfmot_mtl.walk import output_names
+def add_data_spec_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
+    """--data SPEC, --data-dir and --tasks FILE.json of every command that reads data."""
+    from tfmot_mtl.datasets.spec import FORMS
 
-    n_val = 0
+    shown = f" (default {default})" if default else ""
+    p.add_argument("--data", default=None, metavar="SPEC", help=f"the data{shown}: {FORMS}")
+    p.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory (a TFDS name in --data)")
+    p.add_argument("--tasks", default=None, metavar="FILE.json",
+                   help='task specs, a JSON list of Task configs or {output: config}, e.g. '
+                        '[{"name": "seg", "kind": "segmentation", "output_channels": 13}] '
+                        "(default: the data's, else inferred from the model's compiled losses)")
+    p.set_defaults(data_default=default)
+
+
+def data_spec(args) -> str:
+    """The --data value, or the command's default."""
+    return args.data or args.data_default
+
+
+def task_file(args):
+    """The tasks of --tasks FILE.json (None without one), or exit naming the file and entry."""
+    if not getattr(args, "tasks", None):
+        return None
+    from tfmot_mtl.tasks.files import load_tasks
+
+    try:
+        return load_tasks(args.tasks)
+    except ValueError as err:
+        raise SystemExit(f"error: --tasks: {err}")
+
+
+def data_error(args, err: Exception) -> SystemExit:
+    """One ``error: --flag VALUE: message`` line for a DataMismatch (or a loading error)."""
+    from tfmot_mtl.datasets.spec import FORMS
+
+    argument = getattr(err, "argument", "data")
+    if argument == "data":
+        shown = args.data or f"(default {args.data_default})"
+        flag = f"--data {shown}"
+    else:
+        flag = f"--{argument}" + (f" {args.tasks}" if argument == "tasks" and args.tasks else "")
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    text = " ".join(lines) if isinstance(err, ValueError) else lines[0]
+    if argument == "data" and text.startswith(f"{data_spec(args)}: "):
+        text = text[len(data_spec(args)) + 2:]
+    if argument == "data" and "not outputs of the model" in text:
+        text += f" as --data SPEC: {FORMS}"
+    return SystemExit(f"error: {flag}: {text}")
+
+
+def _task_data(args, model):
+    """The --data for the model (+ a validation split for --patience), inputs, tasks and targets checked."""
+    from tfmot_mtl import datasets
+    from tfmot_mtl.datasets.spec import EMBEDDED
+    from tfmot_mtl.recipes import validation_size
+
+    n_val, spec = 0, data_spec(args)
     if args.patience is not None:
-        n_val = validation_size(args.n_train, getattr(datasets, args.data).DEFAULT_SIZES["train"])
-    data = ex.load_data(args.data, n_train=args.n_train, n_test=args.n_test, batch_size=args.batch_size,
-                        resolution=model.inputs[0].shape[1], seed=args.seed, n_val=n_val)
-    outputs = output_names(model)  # dict keys, which need not be the output layers' names
-    missing = sorted({t.name for t in data.tasks} - set(outputs))
-    if missing:
-        raise SystemExit(f"error: {args.model} has outputs {sorted(outputs)} but "
-                         f"{args.data} has tasks {missing} it does not predict")
-    return data
+        default = getattr(datasets, spec).DEFAULT_SIZES["train"] if spec in EMBEDDED else 0
+        n_val = validation_size(args.n_train, default)
+    return load_model_data(args, model, n_val=n_val)
+
+
+def load_model_data(args, model, n_val: int = 0):
+    """:func:`tfmot_mtl.model_data.load_for_model` of the command's flags, or exit with one line."""
+    import tensorflow as tf
+
+    from tfmot_mtl import model_data as md
+
+    tasks = task_file(args)
+    try:
+        return md.load_for_model(data_spec(args), model, tasks=tasks, data_dir=args.data_dir,
+                                 batch_size=args.batch_size, n_train=args.n_train, n_test=args.n_test,
+                                 seed=args.seed, n_val=n_val)
+    except (ValueError, OSError, tf.errors.OpError) as err:
+        raise data_error(args, err) from None
 
 
 def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report, find_epochs, folder,
@@ -88,7 +147,7 @@ def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report
     os.makedirs(folder, exist_ok=True)
     path = ex.save_model(small, os.path.join(folder, filename))
     masks.save(os.path.join(folder, "masks.json"))
-    report = {"model": args.model, "data": args.data, "target": args.target, "training_budget": budget,
+    report = {"model": args.model, "data": data.name, "target": args.target, "training_budget": budget,
               "metrics": {"dense": dense, "stripped": stripped or results, "compressed": results},
               **extra, "strip": strip_report.to_dict(), "finetune": phase}
     if legacy:
@@ -134,7 +193,8 @@ def _cmd_prune(args) -> int:
         model, data, args.criterion, target=args.target, frequency=args.frequency or per_epoch,
         step=None if args.count else args.step, count=args.count,
         fine_tune_steps=args.epochs * per_epoch, groups=args.groups, min_channels=args.min_channels,
-        lr=args.lr, round_to=args.round_to, seed=args.seed, verbose=2)
+        min_fraction=args.min_fraction, lr=args.lr, round_to=args.round_to, seed=args.seed, verbose=2,
+        **_cost_targets(args))
     small, report = strip_channels(model, masks)
     history.pop("snapshots")
     folder = args.out or os.path.splitext(args.model)[0] + f"_pruned_{args.criterion}"
@@ -158,7 +218,9 @@ def _cmd_sparsify(args) -> int:
     data = _task_data(args, model)
     dense = ex.evaluate(model, data)
     found, masks, info = find_channels(model, data, "sparsity", args.target, args.epochs, lr=args.lr,
-                                       groups=args.groups, options={"l1": args.l1}, verbose=2)
+                                       groups=args.groups, options={"l1": args.l1}, verbose=2,
+                                       min_channels=args.min_channels, min_fraction=args.min_fraction,
+                                       **_cost_targets(args))
     try:
         small, report = strip_channels(found, masks)
     except ValueError as err:
@@ -176,6 +238,10 @@ def _cmd_budget(args) -> int:
     from tfmot_mtl import recipes
     from tfmot_mtl.budget import pipeline
 
+    if args.data not in (None, "multi_domain"):
+        raise SystemExit(f"error: --data {args.data}: budget trains its own mdl_resnet26 on the embedded "
+                         f"multi_domain dataset (the only --data it takes); for your own model and data use "
+                         f"prune, sparsify or compress")
     if not 0.0 < args.budget <= 1.0:
         raise SystemExit(f"error: --budget must be the fraction of channels each domain may use, in (0, 1], "
                          f"got {args.budget}")
@@ -243,6 +309,41 @@ def _add_recovery_args(p: argparse.ArgumentParser, same_budget: bool = True) -> 
                             "one trained after loading, and compare with it (the fair baseline)")
 
 
+def _add_selection_args(p) -> None:
+    """Which groups, the layer floor and a cost target: the same flags on prune and sparsify."""
+    from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
+
+    p.add_argument("--groups", default="all", choices=["all", "shared"],
+                   help="all: every prunable group (default); shared: the shared trunk only")
+    p.add_argument("--min-channels", type=int, default=MIN_CHANNELS, help="layer floor: channels kept per group")
+    p.add_argument("--min-fraction", type=float, default=MIN_FRACTION,
+                   help="layer floor: share of each group kept")
+    cost = p.add_mutually_exclusive_group()
+    cost.add_argument("--target-macs", type=float, default=None,
+                      help="aim at this fraction of the dense MACs (or, > 1, this many MACs) instead of --target")
+    cost.add_argument("--target-params", type=float, default=None,
+                      help="aim at this fraction of the dense parameters (or, > 1, a count) instead of --target")
+
+
+def _cost_targets(args) -> dict:
+    """``target_macs`` / ``target_params`` from the flags (checked), for the method's call."""
+    from tfmot_mtl.selection import check_floor
+
+    try:
+        check_floor(args.min_channels, args.min_fraction)
+    except ValueError as err:
+        raise SystemExit(f"error: --{str(err).replace('_', '-')}") from None
+    out = {}
+    for name in ("macs", "params"):
+        value = getattr(args, f"target_{name}")
+        if value is not None:
+            if not value > 0:
+                raise SystemExit(f"error: --target-{name} must be > 0 (a fraction of the dense model's, or a "
+                                 f"count above 1), got {value}")
+            out[f"target_{name}"] = value
+    return out
+
+
 def add_compress_commands(sub) -> None:
     """Adds the prune, sparsify and budget sub-commands to the `tfmot-mtl` parser."""
     p = sub.add_parser("prune", help="iterative importance pruning with fine-tuning, then strip")
@@ -250,13 +351,12 @@ def add_compress_commands(sub) -> None:
     p.add_argument("--criterion", default="taylor",
                    help="taylor | cosprune | magnitude | bnscale | random")
     p.add_argument("--target", type=float, default=0.7, help="fraction of the channels to remove")
-    p.add_argument("--data", default="synthetic_scenes", choices=["synthetic_scenes", "multi_digits"])
+    add_data_spec_args(p)
     p.add_argument("--frequency", type=int, default=None, help="steps between pruning events (default: one epoch)")
     p.add_argument("--step", type=float, default=0.05, help="fraction removed per event")
     p.add_argument("--count", type=int, default=None, help="channels removed per event (instead of --step)")
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after the last event")
-    p.add_argument("--groups", default="shared", choices=["shared", "all"])
-    p.add_argument("--min-channels", type=int, default=2)
+    _add_selection_args(p)
     p.add_argument("--round-to", type=round_to_arg, default=None,
                    help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -267,10 +367,10 @@ def add_compress_commands(sub) -> None:
     p = sub.add_parser("sparsify", help="group-sparsity training (proximal group lasso) to a target, then strip")
     p.add_argument("model", help="a trained multi-task .keras model")
     p.add_argument("--target", type=float, default=0.7, help="fraction of the channels to remove")
-    p.add_argument("--data", default="synthetic_scenes", choices=["synthetic_scenes", "multi_digits"])
+    add_data_spec_args(p)
     p.add_argument("--epochs", type=int, default=4, help="group-sparsity training epochs")
     p.add_argument("--l1", type=float, default=0.3, help="initial proximal strength (adapted toward the target)")
-    p.add_argument("--groups", default="shared", choices=["shared", "all"])
+    _add_selection_args(p)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (sparsity training and fine-tuning)")
     _add_data_args(p)
     _add_recovery_args(p)
@@ -278,6 +378,8 @@ def add_compress_commands(sub) -> None:
 
     p = sub.add_parser("budget", help="budget-aware multi-domain pruning of mdl_resnet26 on multi_domain")
     p.add_argument("--budget", type=float, default=0.5, help="fraction of channels each domain may use, (0, 1]")
+    p.add_argument("--data", default=None, metavar="multi_domain",
+                   help="the data: the embedded multi_domain dataset (budget builds and trains its own model)")
     p.add_argument("--sharing", default="jaccard", choices=["none", "jaccard", "intersection", "union"])
     p.add_argument("--sharing-weight", type=float, default=1.0)
     p.add_argument("--measure", default="channels", choices=["channels", "macs"])

@@ -1,7 +1,7 @@
 """Shared experiment plumbing: embedded datasets by name, reference models, fit, atomic saving.
 
 Used by the CLI, the demo, the examples and the benchmarks so that each runs the same
-recipe.
+recipe. A user's data for a user's model: :mod:`tfmot_mtl.model_data`.
 """
 from __future__ import annotations
 
@@ -79,6 +79,9 @@ def steps_per_epoch(dataset) -> int:
     return max(1, n)
 
 
+# --------------------------------------------------------------------------- a user's data
+
+
 def build_model(name: str, tasks: Sequence, input_shape: tuple, width: float = 1.0,
                 seed: int = 0, **kwargs) -> keras.Model:
     """A reference model by name with deterministic initial weights."""
@@ -138,3 +141,4 @@ def _jsonable(x):
     if isinstance(x, (set, frozenset, tuple)):
         return list(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+

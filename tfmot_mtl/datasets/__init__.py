@@ -18,6 +18,7 @@ from tfmot_mtl.datasets import multi_digits, multi_domain, synthetic_scenes
 from tfmot_mtl.datasets import tfds_builders
 from tfmot_mtl.datasets.celebamask_hq import celebamask_hq_tasks, load_celebamask_hq
 from tfmot_mtl.datasets.nyuv2 import load_nyuv2, nyuv2_tasks
+from tfmot_mtl.datasets.spec import load_spec
 from tfmot_mtl.datasets.visual_decathlon import (
     load_visual_decathlon, load_visual_decathlon_mixed, visual_decathlon_domains,
     visual_decathlon_tasks)
@@ -26,5 +27,5 @@ __all__ = [
     "synthetic_scenes", "multi_digits", "multi_domain", "tfds_builders",
     "load_nyuv2", "nyuv2_tasks", "load_celebamask_hq", "celebamask_hq_tasks",
     "load_visual_decathlon", "load_visual_decathlon_mixed", "visual_decathlon_domains",
-    "visual_decathlon_tasks",
+    "visual_decathlon_tasks", "load_spec",
 ]
