@@ -132,7 +132,7 @@ def resnet() -> keras.Model:
 
     backbone = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64, 128],
-        stackwise_num_blocks=[2, 2, 2], stackwise_num_strides=[1, 2, 2], block_type="basic_block",
+        stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block",
         use_pre_activation=False, image_shape=(RES, RES, 3))
     image = keras.Input((RES, RES, 3), name="image")
     pyramid = backbone(image)
@@ -166,14 +166,14 @@ def unet() -> keras.Model:
         short = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False)(x)
         return keras.layers.Activation("relu")(keras.layers.Add()([y, short]))
 
-    x = keras.layers.Conv2D(24, 3, strides=2, padding="same", activation="relu")(image)
-    e1 = block(x, 48, 1)
-    e2 = block(e1, 96, 2)
-    e3 = block(e2, 128, 2)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(image)
+    e1 = block(x, 32, 1)
+    e2 = block(e1, 64, 2)
+    e3 = block(e2, 96, 2)
     u = keras.layers.UpSampling2D(2)(e3)
-    u = block(keras.layers.Concatenate()([u, e2]), 64, 1)
+    u = block(keras.layers.Concatenate()([u, e2]), 48, 1)
     u = keras.layers.UpSampling2D(2)(u)
-    u = block(keras.layers.Concatenate()([u, e1]), 48, 1)
+    u = block(keras.layers.Concatenate()([u, e1]), 32, 1)
     seg = keras.layers.Resizing(RES, RES, interpolation="bilinear", name="seg")(keras.layers.Conv2D(4, 1)(u))
     depth = keras.layers.Resizing(RES, RES, interpolation="bilinear", name="depth")(keras.layers.Conv2D(1, 1)(u))
     return keras.Model(image, {"seg": seg, "depth": depth, "cls": _cls_head(e3, 3, "cls")})

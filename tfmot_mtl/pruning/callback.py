@@ -68,8 +68,10 @@ class ChannelPruningCallback(ResumableCallback):
             heads included when selected). The schedule's sparsity then reads as progress:
             at scheduled sparsity ``s`` of a schedule ending at ``S`` the cost is brought to
             ``1 - (s / S) * (1 - target)`` of the dense cost, so the last event lands the
-            target. A target below what the selected groups can reach (all at their floor)
-            raises a ValueError at set-up with the reachable range.
+            target. Channels are then ranked by importance per unit of cost (each group's
+            scores divided by the cost one of its channels saves), so the target is met by
+            removing the least importance per MAC. A target below what the selected groups
+            can reach (all at their floor) raises a ValueError at set-up with the reachable range.
         round_to: kept counts are rounded to a multiple (hardware-friendly widths) by
             :func:`tfmot_mtl.strip.round_masks` (ranked by the criterion's scores, never
             bringing back a channel pruned earlier).
@@ -258,8 +260,8 @@ class ChannelPruningCallback(ResumableCallback):
             remove_lowest(keep, scores, self.selected, sparsity, self.scope, self.min_channels, self.round_to,
                           self.min_fraction)
         else:
-            remove_to_cost(keep, scores, self.selected, self._cost_share, self.cost_goal(sparsity), self.scope,
-                           self.min_channels, self.round_to, self.min_fraction)
+            remove_to_cost(keep, self._per_cost(scores), self.selected, self._cost_share, self.cost_goal(sparsity),
+                           self.scope, self.min_channels, self.round_to, self.min_fraction)
         if self.round_to:  # never brings back a channel pruned before this step
             keep = dict(round_masks(self.graph, ChannelMasks(keep, self.min_channels), self.round_to,
                                     mode=self.round_mode, scores=scores, previous=self.masks))
@@ -278,6 +280,22 @@ class ChannelPruningCallback(ResumableCallback):
 
     def _cost_share(self, keep) -> float:
         return self.cost.share({**dict(self.masks), **keep})
+
+    def _per_cost(self, scores: dict) -> dict:
+        """Scores per unit of cost: each group's scores divided by the cost share one of its
+        channels saves now, so a cost target is met by removing the least importance per MAC
+        (or parameter), not the least importance; within a group the order is unchanged."""
+        base = self._cost_share({})
+        out = dict(scores)
+        for g in self.selected:
+            live = np.flatnonzero(self.masks[g.id])
+            if g.id not in scores or not len(live):
+                continue
+            trial = self.masks[g.id].copy()
+            trial[live[0]] = False
+            saved = base - self._cost_share({g.id: trial})
+            out[g.id] = np.asarray(scores[g.id], np.float64) / max(saved, 1e-12)
+        return out
 
     def cost_goal(self, sparsity: float) -> float:
         """The cost share to prune to at scheduled ``sparsity`` (see ``target_macs``)."""

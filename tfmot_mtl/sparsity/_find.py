@@ -42,7 +42,7 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
                   **compile_args(data.tasks))
     history = model.fit(data.train, epochs=max(1, epochs), callbacks=[prox, *callbacks], verbose=verbose)
     graph = ChannelGraph.from_model(model)
-    masks = masks_from_zeros(model, graph=graph)
+    masks = prox.masks if prox.masks is not None else masks_from_zeros(model, graph=graph)
     report = sparsity_report(model, layers=groups)
     params, macs = (cost_model := MaskedCost(graph))(masks)
     floor = {g.id: layer_floor(g.size, min_channels, min_fraction) for g in prox.groups}

@@ -114,7 +114,9 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             counted on the model as it will be stripped (:mod:`tfmot_mtl.sparsity.cost_target`):
             ``target`` becomes 85% of the channel share a magnitude ranking says the cost needs,
             and at the end of training the lowest-magnitude live channels are zeroed until the
-            cost is reached (or zeroed channels kept back when the step overshot): ``trimmed``.
+            cost is reached (or zeroed channels kept back when the step overshot): ``trimmed``;
+            the landed masks are then ``masks`` (use them rather than ``masks_from_zeros``,
+            which drops the kept-back channels: they are zero until fine-tuned).
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
             the strongest ``max(min_channels, ceil(min_fraction * size))`` channels of every
             group are never shrunk, so no layer loses all (or nearly all) of its channels.
@@ -154,6 +156,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         self.cost_kind, self.cost_value = _cost_target(target_macs, target_params, target)
         self.cost_target = None  # a CostTarget, once built
         self.trimmed = 0  # channels the landing on the cost target removed (negative: kept back)
+        self.masks = None  # with a cost target: the landed ChannelMasks, at the end of training
         self.auto_gain = isinstance(gain, str)
         self.adapt_rate, self._gain0 = float(adapt_rate), 1.0 if self.auto_gain else float(gain)
         self._step_graph: ProxStep | None = None
@@ -388,6 +391,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         graph = self.cost_target.graph
         masks, self.trimmed = self.cost_target.land(self.net, masks_from_zeros(self.net, graph=graph))
         apply_masks_(self.net, masks, graph)
+        self.masks = masks  # zeroed channels kept back are all-zero: the zeros alone would drop them
         self._zero = self._zero_from_weights()
 
     # ------------------------------------------------------------------ queries
