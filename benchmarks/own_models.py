@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 import tfmot_mtl as tm  # noqa: E402
 from tfmot_mtl import experiment as ex  # noqa: E402
 from tfmot_mtl import recipes  # noqa: E402
-from tfmot_mtl.tasks import delta_m, evaluate, infer_tasks  # noqa: E402
+from tfmot_mtl.compress import defined_delta_m  # noqa: E402
+from tfmot_mtl.tasks import evaluate, infer_tasks  # noqa: E402
 from tfmot_mtl.tasks.data import as_dataset  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -237,7 +238,7 @@ def run_model(name: str, methods, cfg: dict, log=print) -> dict:
         metrics = evaluate(result.model, test, tasks)
         prof = tm.profile.profile(result.model)
         row = {"macs": prof.total_macs, "params": prof.total_params, "mac_share": prof.total_macs / dense_prof.total_macs,
-               "metrics": metrics, "delta_m": delta_m(metrics, reference, tasks), "epochs": budget.total,
+               "metrics": metrics, "delta_m": defined_delta_m(metrics, reference, tasks), "epochs": budget.total,
                "seconds": round(dense_seconds + seconds, 1), "warnings": result.warnings,
                "trimmed": result.trimmed, "at_floor": len(result.at_floor), "worst": _worst(metrics, reference, tasks)}
         rows[method] = row
@@ -293,7 +294,10 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     cfg = PRESETS["quick" if args.quick else "default"]
     start = time.time()
-    results = {name: run_model(name, args.methods, cfg) for name in args.models}
+    results = {}
+    for name in args.models:  # the JSON is rewritten after every model: a late failure keeps the rest
+        results[name] = run_model(name, args.methods, cfg)
+        ex.write_json(args.out, {"config": cfg, "results": results, "partial": True})
     verdict = check_targets(results, cfg["target"])
     out = {"config": cfg, "results": results, "verdict": verdict, "seconds": round(time.time() - start, 1)}
     print_table(results)

@@ -293,3 +293,35 @@ def test_compress_own_model_example(tmp_path):
         in proc.stdout
     assert "saved" in proc.stdout and (tmp_path / "small.keras").exists()
     keras.saving.load_model(tmp_path / "small.keras")
+
+
+@pytest.mark.slow  # a benchmark's smoke run (~3 min): four trainings of a MobileNetV2 two-head model
+def test_own_models_benchmark_runs(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "own.json"
+    proc = subprocess.run([sys.executable, "benchmarks/own_models.py", "--quick", "--models", "mobilenetv2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=1200,
+                          cwd=__file__.rsplit("/tests/", 1)[0], env={**__import__("os").environ,
+                                                                      "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    rows = saved["results"]["mobilenetv2"]["rows"]
+    assert set(rows) == {"dense, same budget", "prune", "sparsity"}
+    for method in ("prune", "sparsity"):
+        assert abs(rows[method]["mac_share"] / 0.33 - 1) <= 0.02, rows[method]
+        assert rows[method]["epochs"] == rows["dense, same budget"]["epochs"] == 3
+    assert set(saved["verdict"]) == {"prune", "sparsity"}
+
+
+def test_delta_m_leaves_out_metrics_whose_baseline_is_zero():
+    from tfmot_mtl.compress import defined_delta_m
+
+    tasks = [tm.tasks.binary("attrs", 3), tm.tasks.classification("cls", 3)]
+    base = {"attrs": {"accuracy": 80.0, "f1": 0.0}, "cls": {"accuracy": 50.0, "f1": 40.0}}
+    new = {"attrs": {"accuracy": 88.0, "f1": 30.0}, "cls": {"accuracy": 55.0, "f1": 44.0}}
+    assert defined_delta_m(new, base, tasks) == pytest.approx((10.0 + 10.0) / 2)
+    assert np.isnan(defined_delta_m(new, {"attrs": {"accuracy": 0.0, "f1": 0.0}, "cls": {"accuracy": 0.0,
+                                                                                        "f1": 0.0}}, tasks))

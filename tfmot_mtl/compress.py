@@ -69,10 +69,9 @@ class CompressResult:
     seconds: dict = field(default_factory=dict)
 
     def delta_m(self) -> float:
-        """Δm (%) of the small model against the dense one it came from."""
-        from tfmot_mtl.tasks import delta_m
-
-        return delta_m(self.after, self.before, self.tasks)
+        """Δm (%) of the small model against the dense one it came from, over the metrics whose
+        dense value is not 0 (a relative change from 0 is undefined; NaN when no metric is left)."""
+        return defined_delta_m(self.after, self.before, self.tasks)
 
     def to_dict(self) -> dict:
         """Plain JSON-able numbers (the model and masks left out)."""
@@ -211,6 +210,16 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
                             {k: round(v, 1) for k, v in seconds.items()})
     say(result.table())
     return result
+
+
+def defined_delta_m(results: Mapping, baseline: Mapping, tasks) -> float:
+    """:func:`tfmot_mtl.tasks.delta_m` over each task's metrics whose baseline is not 0 (e.g. the
+    F1 of attributes a model never predicts positive); NaN when no metric is left."""
+    from tfmot_mtl.tasks import delta_m
+
+    metrics = {t.name: [m for m in t.metrics if baseline[t.name][m] != 0] for t in tasks}
+    kept = [t for t in tasks if metrics[t.name]]
+    return delta_m(results, baseline, kept, {t.name: metrics[t.name] for t in kept}) if kept else float("nan")
 
 
 def _target(target_macs, target_params, target_channels) -> tuple[str, float]:
