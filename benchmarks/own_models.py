@@ -233,7 +233,7 @@ def run_model(name: str, methods, cfg: dict, log=print) -> dict:
             warnings.simplefilter("ignore", tm.CompressWarning)
             result = tm.compress(model, (x, y), target_macs=cfg["target"], method=method,
                                  find_epochs=cfg["find_epochs"], finetune_epochs=cfg["finetune_epochs"],
-                                 batch_size=cfg["batch_size"], distill=cfg.get("distill", True), verbose=0)
+                                 batch_size=cfg["batch_size"], distill=cfg.get("distill", False), verbose=0)
         seconds = time.time() - t0
         metrics = evaluate(result.model, test, tasks)
         prof = tm.profile.profile(result.model)
@@ -290,10 +290,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--methods", nargs="+", default=["prune", "sparsity"], choices=["prune", "sparsity"])
     ap.add_argument("--quick", action="store_true", help="smoke-test setting")
-    ap.add_argument("--no-distill", action="store_true", help="fine-tune on labels only (default: distilled)")
+    ap.add_argument("--distill", action="store_true",
+                    help="fine-tune distilled from the dense parent (default: on labels only, as compress does)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "own_models.json"))
     args = ap.parse_args(argv)
-    cfg = {**PRESETS["quick" if args.quick else "default"], "distill": not args.no_distill}
+    cfg = {**PRESETS["quick" if args.quick else "default"], "distill": args.distill}
     start = time.time()
     results = {}
     for name in args.models:  # the JSON is rewritten after every model: a late failure keeps the rest

@@ -4,7 +4,7 @@ The model is built the way users build them: a keras.applications MobileNetV2 (r
 weights) nested as a feature extractor, a segmentation head with a skip connection and a
 classification head, dict outputs, compiled with ordinary Keras losses. Its tasks are
 inferred from those losses; ``tm.compress`` prunes it to a third of its MACs, strips the
-channels and fine-tunes the small model distilled from the dense one.
+channels and fine-tunes the small model on the labels.
 
     python examples/compress_own_model.py                      # Taylor pruning to 0.33x MACs
     python examples/compress_own_model.py --method sparsity    # group sparsity instead

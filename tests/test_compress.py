@@ -135,6 +135,41 @@ def test_remove_to_cost_lands_just_below_the_goal_and_respects_the_floor():
     assert not remove_to_cost(keep, scores, groups, share, 0.01, "global", 2, None, 0.25)  # floor wins
 
 
+def test_channel_costs_and_per_cost_ranking():
+    """A channel's price is the cost its removal saves now; scores divide by it per group and keep
+    their order inside a group; the proximal step scales its thresholds by the same prices."""
+    from tfmot_mtl.pruning.cost import channel_costs, per_cost
+    from tfmot_mtl.sparsity.cost_target import CostTarget
+
+    model = nested_two_heads()
+    graph = ChannelGraph.from_model(model)
+    cost = MaskedCost(graph)
+    share = lambda k: cost.share(k)[1]  # noqa: E731
+    groups = graph.prunable_groups
+    dense = {g.id: np.ones(g.size, bool) for g in groups}
+    saved = channel_costs(groups, share, dense)
+    for g in groups:
+        trial = {**dense, g.id: np.r_[False, np.ones(g.size - 1, bool)]}
+        assert saved[g.id] == pytest.approx(1.0 - share(trial))
+    by_id = {g.id: g for g in groups}
+    # a "fuse" channel (3x3 at 16x16 over a 32-channel concat) saves about twice a "lateral" one
+    # (1x1 at 8x8, plus its 3x3 slice of "fuse"'s input after the concat)
+    assert 1.5 < saved["fuse"] / saved["lateral"] < 2.5
+    scores = {g.id: np.arange(1.0, g.size + 1) for g in groups}
+    ranked = per_cost(scores, groups, share, dense)
+    for gid, values in ranked.items():
+        np.testing.assert_allclose(values, scores[gid] / saved[gid])
+    weights = CostTarget(graph, groups, "macs", 0.5, 2, 0.1).channel_weights()
+    mean = sum(weights[g] * by_id[g].size for g in weights) / sum(by_id[g].size for g in weights)
+    assert mean == pytest.approx(1.0) and weights["fuse"] / weights["lateral"] == pytest.approx(
+        saved["fuse"] / saved["lateral"])
+    plain = tm.sparsity.ProximalGroupLasso(l1=0.1).build(model)
+    priced = tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.5).build(model)
+    for i, g in enumerate(priced.groups):
+        rows = priced._channel_group == i
+        np.testing.assert_allclose(priced._scale[rows], plain._scale[rows] * weights[g.id])
+
+
 def test_layer_floor():
     assert layer_floor(64) == 7 and layer_floor(8) == 2 and layer_floor(1) == 1
     assert layer_floor(100, min_channels=5, min_fraction=0.0) == 5

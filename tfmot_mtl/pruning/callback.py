@@ -37,7 +37,7 @@ from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_non
 from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
 from tfmot_mtl.pruning.choose import SCOPES, min_keep, remove_lowest, remove_to_cost
-from tfmot_mtl.pruning.cost import CostGoal, check_cost_target
+from tfmot_mtl.pruning.cost import CostGoal, check_cost_target, per_cost
 from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
 from tfmot_mtl.resume import check_groups, jsonable
@@ -282,20 +282,8 @@ class ChannelPruningCallback(ResumableCallback):
         return self.cost.share({**dict(self.masks), **keep})
 
     def _per_cost(self, scores: dict) -> dict:
-        """Scores per unit of cost: each group's scores divided by the cost share one of its
-        channels saves now, so a cost target is met by removing the least importance per MAC
-        (or parameter), not the least importance; within a group the order is unchanged."""
-        base = self._cost_share({})
-        out = dict(scores)
-        for g in self.selected:
-            live = np.flatnonzero(self.masks[g.id])
-            if g.id not in scores or not len(live):
-                continue
-            trial = self.masks[g.id].copy()
-            trial[live[0]] = False
-            saved = base - self._cost_share({g.id: trial})
-            out[g.id] = np.asarray(scores[g.id], np.float64) / max(saved, 1e-12)
-        return out
+        """Scores per unit of cost (:func:`tfmot_mtl.pruning.cost.per_cost`)."""
+        return per_cost(scores, self.selected, self.cost.share, self.masks)
 
     def cost_goal(self, sparsity: float) -> float:
         """The cost share to prune to at scheduled ``sparsity`` (see ``target_macs``)."""

@@ -27,6 +27,32 @@ def check_cost_target(target_macs: Any, target_params: Any) -> tuple[str | None,
     return kind, float(value)
 
 
+def channel_costs(groups: Sequence, share, masks: Mapping) -> dict[str, float]:
+    """Per group, the cost share that removing one more of its live channels saves now
+    (``share(masks) -> float`` prices a ``{group_id: keep}`` dict, e.g. ``CostGoal.share``)."""
+    base = share(dict(masks))
+    out = {}
+    for g in groups:
+        live = np.flatnonzero(masks[g.id])
+        if not len(live):
+            continue
+        trial = np.asarray(masks[g.id], bool).copy()
+        trial[live[0]] = False
+        out[g.id] = max(base - share({**dict(masks), g.id: trial}), 1e-12)
+    return out
+
+
+def per_cost(scores: Mapping, groups: Sequence, share, masks: Mapping) -> dict:
+    """Scores per unit of cost: each group's scores divided by the cost share one of its
+    channels saves (:func:`channel_costs`), so a cost target is met by removing the least
+    importance per MAC (or parameter), not the least importance; within a group the order
+    is unchanged."""
+    out = dict(scores)
+    for gid, saved in channel_costs([g for g in groups if g.id in scores], share, masks).items():
+        out[gid] = np.asarray(scores[gid], np.float64) / saved
+    return out
+
+
 class CostGoal:
     """A cost target over the ``selected`` groups of ``graph``, as a share of the dense cost.
 

@@ -3,12 +3,20 @@
 The proximal step kills channels by their group norm, which knows nothing about what a
 channel costs, so a cost target is reached in two moves (:class:`CostTarget`):
 
-1. before training, a magnitude ranking says which share of the selected channels the cost
-   needs (:meth:`CostTarget.channel_share`); the step's ramped target aims at :data:`AIM` of
-   it, a little short, because the step does not kill exactly the ranking's channels;
-2. after training, :meth:`CostTarget.land` trims the lowest-magnitude live channels until the
+1. before training, a ranking says which share of the selected channels the cost needs
+   (:meth:`CostTarget.channel_share`); the step's ramped target aims at :data:`AIM` of it, a
+   little short, because the step does not kill exactly the ranking's channels;
+2. after training, :meth:`CostTarget.land` trims the lowest-ranked live channels until the
    cost is at the target, or, when the step overshot, keeps as many of the zeroed channels
    as still fit (they are stripped in at zero, and the fine-tuning trains them again).
+
+The ranking is the one the proximal step applies when it aims at a cost
+(:meth:`CostTarget.channel_weights`): a channel's L2 norm per unit of the cost it saves. L2,
+not L1: with fan-in-scaled weights the L2 norm of a channel is about the same in every layer,
+while its L1 norm grows with the fan-in, so an L1 ranking empties the layers with few inputs
+(a stem convolution) first. Per unit of cost, so that the channels removed are the ones that
+bring the cost down for the least weight, as the pruning callback ranks them
+(:func:`tfmot_mtl.pruning.cost.per_cost`).
 """
 from __future__ import annotations
 
@@ -45,24 +53,39 @@ class CostTarget:
         params, macs = self.cost.share(masks)
         return macs if self.kind == "macs" else params
 
-    def channel_share(self, model) -> float:
-        """The share of the selected channels a magnitude ranking removes to reach the goal."""
-        from tfmot_mtl.pruning.choose import remove_to_cost
+    def channel_weights(self) -> dict[str, float]:
+        """Per group, the cost one of its channels saves in the dense model, over the mean of
+        that over all selected channels (1 = an average channel)."""
+        from tfmot_mtl.pruning.cost import channel_costs
+
+        saved = channel_costs(self.groups, self.share, {g.id: np.ones(g.size, bool) for g in self.groups})
+        total = sum(g.size for g in self.groups if g.id in saved)
+        mean = sum(saved[g.id] * g.size for g in self.groups if g.id in saved) / max(1, total)
+        return {gid: value / max(mean, 1e-12) for gid, value in saved.items()}
+
+    def ranking(self, model, masks: Mapping) -> dict[str, np.ndarray]:
+        """Channel scores (higher = kept longer): L2 norm per unit of the cost saved."""
+        from tfmot_mtl.pruning.cost import per_cost
         from tfmot_mtl.pruning.importance import Magnitude
 
+        return per_cost(Magnitude(p=2)(model, self.graph), self.groups, self.share, masks)
+
+    def channel_share(self, model) -> float:
+        """The share of the selected channels the ranking removes to reach the goal."""
+        from tfmot_mtl.pruning.choose import remove_to_cost
+
         keep = {g.id: np.ones(g.size, bool) for g in self.groups}
-        remove_to_cost(keep, Magnitude()(model, self.graph), self.groups, self.share, self.goal, "global",
+        remove_to_cost(keep, self.ranking(model, keep), self.groups, self.share, self.goal, "global",
                        self.min_channels, None, self.min_fraction)
         total = sum(g.size for g in self.groups)
         return sum(int((~keep[g.id]).sum()) for g in self.groups) / max(1, total)
 
     def land(self, model, masks) -> tuple[Any, int]:
-        """``masks`` (True = keep) brought to the goal: the lowest-magnitude live channels
+        """``masks`` (True = keep) brought to the goal: the lowest-ranked live channels
         trimmed, or zeroed channels kept when below it. Returns the new ChannelMasks and the
         channels removed (negative: kept back)."""
         from tfmot_mtl.masks import ChannelMasks
         from tfmot_mtl.pruning.choose import remove_to_cost
-        from tfmot_mtl.pruning.importance import Magnitude
 
         keep = {g.id: np.asarray(masks[g.id], bool).copy() for g in self.groups}
         before = sum(int(m.sum()) for m in keep.values())
@@ -70,8 +93,8 @@ class CostTarget:
         def share(k):
             return self.share({**dict(masks), **k})
 
-        remove_to_cost(keep, Magnitude()(model, self.graph), self.groups, share, self.goal, "global",
-                       self.min_channels, None, self.min_fraction)
+        remove_to_cost(keep, self.ranking(model, {**dict(masks), **keep}), self.groups, share, self.goal,
+                       "global", self.min_channels, None, self.min_fraction)
         _restore(keep, self.groups, share, self.goal)
         after = sum(int(m.sum()) for m in keep.values())
         return ChannelMasks({**dict(masks), **keep}, masks.min_channels), before - after

@@ -112,9 +112,10 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         target_macs, target_params: aim at a cost instead of a share of channels: a fraction
             of the dense model's MACs / parameters (e.g. 0.33) or, above 1, an absolute count,
             counted on the model as it will be stripped (:mod:`tfmot_mtl.sparsity.cost_target`):
-            ``target`` becomes 85% of the channel share a magnitude ranking says the cost needs,
-            and at the end of training the lowest-magnitude live channels are zeroed until the
-            cost is reached (or zeroed channels kept back when the step overshot): ``trimmed``;
+            each channel's threshold is scaled by the cost it saves (relative to the average
+            channel), ``target`` becomes 85% of the channel share that a ranking by L2 norm per
+            unit of cost says the cost needs, and at the end of training the lowest-ranked live
+            channels are zeroed until the cost is reached (or zeroed channels kept back when the step overshot): ``trimmed``;
             the landed masks are then ``masks`` (use them rather than ``masks_from_zeros``,
             which drops the kept-back channels: they are zero until fine-tuned).
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
@@ -277,6 +278,10 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             self.cost_target = CostTarget(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
                                           self.min_fraction)
             self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
+            # Thresholds per unit of cost: a channel that saves k times the average cost dies
+            # at k times the average threshold (the ranking the trim and channel_share use).
+            weights = self.cost_target.channel_weights()
+            self._scale = self._scale * np.asarray([weights.get(g.id, 1.0) for g in self.groups])[self._channel_group]
         if groups and not self.groups:
             warnings.warn("ProximalGroupLasso selected no channel group; it will do nothing",
                           stacklevel=2)
