@@ -159,6 +159,9 @@ def test_channel_costs_and_per_cost_ranking():
     ranked = per_cost(scores, groups, share, dense)
     for gid, values in ranked.items():
         np.testing.assert_allclose(values, scores[gid] / saved[gid])
+    tempered = per_cost(scores, groups, share, dense, exponent=0.5)
+    for gid, values in tempered.items():
+        np.testing.assert_allclose(values, scores[gid] / np.sqrt(saved[gid]))
     weights = CostTarget(graph, groups, "macs", 0.5, 2, 0.1).channel_weights()
     mean = sum(weights[g] * by_id[g].size for g in weights) / sum(by_id[g].size for g in weights)
     assert mean == pytest.approx(1.0) and weights["fuse"] / weights["lateral"] == pytest.approx(
@@ -300,6 +303,9 @@ def test_pruning_callback_aims_at_macs_and_reports_the_floor():
     with pytest.raises(ValueError, match="one of target_macs and target_params"):
         ChannelPruningCallback(Magnitude(), IterativeSchedule(target=0.5, frequency=2, step=0.25),
                                target_macs=0.5, target_params=0.5)
+    with pytest.raises(ValueError, match="cost_exponent must be in"):
+        ChannelPruningCallback(Magnitude(), IterativeSchedule(target=0.5, frequency=2, step=0.25),
+                               target_macs=0.5, cost_exponent=-1)
 
 
 def test_proximal_group_lasso_lands_a_parameter_target():

@@ -423,3 +423,30 @@ def test_update_every_leaves_exact_zeros_at_every_epoch_end_validation_and_the_e
     assert np.all(model.get_layer("c1").kernel.numpy()[..., zero] == 0)
     model.evaluate(x, y, verbose=0, callbacks=[prox])  # outside fit the step stays off
     assert int(prox.last_step) == int(model.optimizer.iterations.numpy())
+
+
+def test_relative_thresholds_compare_channels_within_their_layer():
+    """With ``relative=True`` a channel dies when it is weak against its own layer: scaling one
+    layer's weights by 1000 (free under BatchNorm) changes nothing about which of its channels
+    die, where one absolute threshold kills the whole small-scale layer and spares the other."""
+    def killed(relative: bool) -> dict:
+        keras.utils.set_random_seed(0)
+        model = two_task_model(bn=False)
+        norms = np.arange(1.0, 9.0)  # channel k of c1 and c2 has norm proportional to k + 1
+        for name, scale in (("c1", 1.0), ("c2", 1000.0)):
+            layer = model.get_layer(name)
+            k = np.ones(layer.kernel.shape, np.float32)
+            k *= (scale * norms / np.sqrt(k[..., 0].size))[None, None, None, :]
+            layer.kernel.assign(k)
+            layer.bias.assign(np.zeros(8, np.float32))
+        model.compile(keras.optimizers.SGD(1e-9), loss={"seg": zero_loss, "cls": zero_loss})
+        lam = (0.6 if relative else 3.5) / 1e-9  # threshold: 0.6 x the layer's mean norm, or 3.5
+        cb = ProximalGroupLasso(l1=lam, layers=["c1", "c2"], scale="none", relative=relative,
+                                min_channels=0, min_fraction=0.0)
+        model.fit(*data(8), batch_size=8, epochs=1, callbacks=[cb], verbose=0)
+        return {gid: np.flatnonzero(zero).tolist() for gid, zero in cb.zero_channels().items()}
+
+    # mean norm 4.5: channels with norm <= 0.6 * 4.5 = 2.7 die in each layer, whatever its scale
+    assert killed(relative=True) == {"c1": [0, 1], "c2": [0, 1]}
+    assert killed(relative=False) == {"c1": [0, 1, 2], "c2": []}
+    assert ProximalGroupLasso(l1=0.1, relative=True).get_config()["relative"] is True

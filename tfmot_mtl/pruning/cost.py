@@ -42,14 +42,14 @@ def channel_costs(groups: Sequence, share, masks: Mapping) -> dict[str, float]:
     return out
 
 
-def per_cost(scores: Mapping, groups: Sequence, share, masks: Mapping) -> dict:
+def per_cost(scores: Mapping, groups: Sequence, share, masks: Mapping, exponent: float = 1.0) -> dict:
     """Scores per unit of cost: each group's scores divided by the cost share one of its
-    channels saves (:func:`channel_costs`), so a cost target is met by removing the least
-    importance per MAC (or parameter), not the least importance; within a group the order
-    is unchanged."""
+    channels saves (:func:`channel_costs`) to the power ``exponent``, so a cost target is met by
+    removing the least importance per MAC (or parameter), not the least importance; within a
+    group the order is unchanged."""
     out = dict(scores)
     for gid, saved in channel_costs([g for g in groups if g.id in scores], share, masks).items():
-        out[gid] = np.asarray(scores[gid], np.float64) / saved
+        out[gid] = np.asarray(scores[gid], np.float64) / saved ** exponent
     return out
 
 

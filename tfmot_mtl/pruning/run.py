@@ -123,7 +123,8 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
                 protect: Iterable[str] = (), snapshots: Iterable[float] = (), seed: int = 0,
                 verbose: int = 0, compile: bool = True, run_eagerly: bool = False,
                 min_fraction: float = MIN_FRACTION, target_macs: float | None = None,
-                target_params: float | None = None, callbacks: Iterable = ()) -> tuple[keras.Model, ChannelMasks, dict]:
+                target_params: float | None = None, cost_exponent: float = 1.0,
+                callbacks: Iterable = ()) -> tuple[keras.Model, ChannelMasks, dict]:
     """Iteratively prunes ``model`` IN PLACE, fine-tuning on ``data.train`` in between.
 
     Args:
@@ -139,7 +140,7 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
         groups: "all" (default), "shared" (the shared trunk: groups feeding > 1 task), a list of
             group ids / layer names or a callable (:func:`tfmot_mtl.selection.select_groups`).
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`).
-        target_macs, target_params: prune to a cost (:class:`ChannelPruningCallback`).
+        target_macs, target_params, cost_exponent: prune to a cost (:class:`ChannelPruningCallback`).
         callbacks: more Keras callbacks for the fits (e.g. a task monitor).
         lr: Adam learning rate of the fine-tuning.
         score_batches: batches of ``data.train`` scored at each event (Taylor, CosPrune).
@@ -171,7 +172,7 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
                                     round_to=round_to, protect=protect, data=train,
                                     score_batches=score_batches, verbose=int(verbose > 0),
                                     min_fraction=min_fraction, target_macs=target_macs,
-                                    target_params=target_params)
+                                    target_params=target_params, cost_exponent=cost_exponent)
     if compile:
         compile_for_pruning(model, data.tasks, lr, run_eagerly)
     else:

@@ -26,15 +26,17 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
 
     ``method="sparsity"`` (Upadhyay et al. 2024): group lasso on the selected groups and the
     proximal step; lambda's gain follows a target that ramps up linearly over the first
-    three quarters of the ``epochs`` (no cliff), then the zero pattern is locked. With a cost
-    target the ramp aims at 85% of the channels a magnitude ranking says the cost needs,
-    and a magnitude trim at the end removes the rest (``info["trimmed"]`` channels), so the
-    cost lands. The gain starts where the weakest channels begin to die (``gain="auto"``) and
-    the ramp caps the dead share, so no lambda needs tuning. ``options`` may set ``l1`` (0.3),
-    ``l1_loss`` (1e-5), ``adapt_rate`` (0.2), ``gain``, ``mode``.
+    three quarters of the ``epochs`` (no cliff), then the zero pattern is locked. Thresholds are
+    relative to each layer's mean channel norm (``relative``). With a cost target the ramp aims
+    at 85% of the channels a ranking by norm per unit of cost says the cost needs, and a trim
+    by that ranking at the end removes the rest (``info["trimmed"]`` channels), so the cost
+    lands. The gain starts where the weakest channels begin to die (``gain="auto"``) and the
+    ramp caps the dead share, so no lambda needs tuning. ``options`` may set ``l1`` (0.3),
+    ``l1_loss`` (1e-5), ``adapt_rate`` (0.2), ``gain``, ``mode``, ``relative`` (True).
 
     ``method="prune"`` (Garg et al. 2023): iterative pruning with ``options["criterion"]``
-    ("taylor" by default) in equal steps spread over ``epochs``, fine-tuning in between.
+    ("taylor" by default) in equal steps spread over ``epochs``, fine-tuning in between;
+    ``options`` may set ``events`` (7), ``score_batches``, ``cost_exponent`` (1), ``round_to``.
 
     Both end with the BatchNorm statistics re-estimated on ``data.train``. ``callbacks`` go
     to the training (e.g. a task monitor). Returns ``(model, masks, info)``: the copy with

@@ -37,7 +37,7 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
                               adapt_rate=opts.pop("adapt_rate", 0.2), gain=opts.pop("gain", "auto"),
                               min_channels=min_channels,
                               min_fraction=min_fraction, ramp_steps=max(1, int(RAMP * max(1, epochs) * steps)),
-                              **cost, **opts)
+                              relative=opts.pop("relative", True), **cost, **opts)
     model.compile(cosine_adam(lr, epochs, steps), jit_compile=False, run_eagerly=eager,
                   **compile_args(data.tasks))
     history = model.fit(data.train, epochs=max(1, epochs), callbacks=[prox, *callbacks], verbose=verbose)

@@ -84,12 +84,24 @@ class ProxStep:
             keep = tf.tensor_scatter_nd_update(keep, idx[:, None], rank < k)
         return keep
 
+    def _base(self, sq):
+        """Per channel, the threshold before the learning rate and strength: ``base_tau``, times
+        the mean norm of the live channels of its group with ``relative`` thresholds."""
+        if not self.cb.relative:
+            return self.base_tau
+        norm = tf.sqrt(sq)
+        group = tf.constant(self.cb._channel_group.astype(np.int32))
+        count = len(self.cb.groups)
+        total = tf.math.unsorted_segment_sum(norm, group, count)
+        live = tf.math.unsorted_segment_sum(tf.cast(norm > 0, F64), group, count)
+        return self.base_tau * tf.gather(total / tf.maximum(live, 1.0), group)
+
     def _ahead_of_ramp(self, sq, step):
         """Per channel, True for the strongest ``(1 - ramp target)`` share of all the selected
         channels (strength ``||w_g|| / tau_g``, what the step compares): at most the ramp's share
         of the channels can be dead after this step, so a lambda that grew too far cannot kill
         many channels at once. A sort, so only with ``ramp_steps`` (see :meth:`_protected`)."""
-        strength = tf.sqrt(sq) / tf.maximum(self.base_tau, 1e-30)
+        strength = tf.sqrt(sq) / tf.maximum(self._base(sq), 1e-30)
         spare = tf.cast(tf.math.ceil((1.0 - self._ramp_target(step)) * float(self.n) - 1e-9), tf.int32)
         spare = tf.clip_by_value(spare, 0, self.n)
         ranked = tf.sort(strength, direction="DESCENDING")
@@ -143,7 +155,7 @@ class ProxStep:
         sums = self._channel_sums(w, squares=True, spare=True)
         sq = sums[:self.n]
         lr = tf.cast(opt.learning_rate, F64)
-        tau = lr * self.lam.value * self.gain.value * tf.cast(elapsed, F64) * self.base_tau
+        tau = lr * self.lam.value * self.gain.value * tf.cast(elapsed, F64) * self._base(sq)
         locked = self.locked_flag.value
 
         def when_locked():

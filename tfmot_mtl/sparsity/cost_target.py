@@ -37,13 +37,14 @@ class CostTarget:
     """
 
     def __init__(self, graph, groups: Sequence, kind: str, value: float, min_channels: int,
-                 min_fraction: float):
+                 min_fraction: float, relative: bool = False):
         from tfmot_mtl.profile import MaskedCost
 
         if kind not in ("macs", "params"):
             raise ValueError(f"cost kind must be 'macs' or 'params', got {kind!r}")
         self.graph, self.groups, self.kind = graph, list(groups), kind
         self.min_channels, self.min_fraction = min_channels, min_fraction
+        self.relative = relative
         self.cost = MaskedCost(graph)
         dense = self.cost.dense_macs if kind == "macs" else self.cost.dense_params
         self.goal = float(value) if value <= 1.0 else float(value) / max(1, dense)
@@ -64,11 +65,18 @@ class CostTarget:
         return {gid: value / max(mean, 1e-12) for gid, value in saved.items()}
 
     def ranking(self, model, masks: Mapping) -> dict[str, np.ndarray]:
-        """Channel scores (higher = kept longer): L2 norm per unit of the cost saved."""
+        """Channel scores (higher = kept longer): L2 norm per unit of the cost saved; with
+        ``relative``, the norm over the mean norm of the group's live channels."""
         from tfmot_mtl.pruning.cost import per_cost
         from tfmot_mtl.pruning.importance import Magnitude
 
-        return per_cost(Magnitude(p=2)(model, self.graph), self.groups, self.share, masks)
+        scores = Magnitude(p=2)(model, self.graph)
+        if self.relative:
+            for g in self.groups:
+                live = np.asarray(masks[g.id], bool) & (scores[g.id] > 0)
+                if g.id in scores and live.any():
+                    scores[g.id] = scores[g.id] / scores[g.id][live].mean()
+        return per_cost(scores, self.groups, self.share, masks)
 
     def channel_share(self, model) -> float:
         """The share of the selected channels the ranking removes to reach the goal."""

@@ -118,6 +118,12 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             channels are zeroed until the cost is reached (or zeroed channels kept back when the step overshot): ``trimmed``;
             the landed masks are then ``masks`` (use them rather than ``masks_from_zeros``,
             which drops the kept-back channels: they are zero until fine-tuned).
+        relative: thresholds relative to the layer: each channel's ``tau_g`` is also multiplied
+            by the mean norm of the live channels of its group, so a channel dies when it is
+            weak against the other channels of its layer rather than against one threshold for
+            every layer. The scale of a kernel followed by BatchNormalization is free (the
+            normalisation undoes it), so absolute norms of different layers are not
+            comparable and an absolute threshold empties whole layers at once.
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
             the strongest ``max(min_channels, ceil(min_fraction * size))`` channels of every
             group are never shrunk, so no layer loses all (or nearly all) of its channels.
@@ -139,9 +145,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                  target: float | None = None, adapt_rate: float = 0.02, gain: float | str = 1.0,
                  min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION, protect=(),
                  sparse_model: keras.Model | None = None, ramp_steps: int | None = None,
-                 target_macs: float | None = None, target_params: float | None = None):
+                 target_macs: float | None = None, target_params: float | None = None,
+                 relative: bool = False):
         super().__init__()
         self._sparse_model = sparse_model
+        self.relative = bool(relative)
         if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
             raise ValueError(f"min_channels must be >= 0 and min_fraction in [0, 1), got "
                              f"{min_channels}, {min_fraction}")
@@ -222,7 +230,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             block = self._gather(np.asarray(keras.ops.convert_to_numpy(self.variables[e.var])), e)
             sq += np.bincount(e.elements, weights=np.square(block.reshape(-1), dtype=np.float64),
                               minlength=self.num_channels)
-        base = self._lambda * self._scale
+        base = self._lambda * self._scale * (self._group_mean_norm(sq) if self.relative else 1.0)
         live = (sq > 0) & (base > 0)
         if not live.any():
             return 1.0
@@ -276,7 +284,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             from tfmot_mtl.sparsity.cost_target import AIM, CostTarget
 
             self.cost_target = CostTarget(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
-                                          self.min_fraction)
+                                          self.min_fraction, self.relative)
             self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
             # Thresholds per unit of cost: a channel that saves k times the average cost dies
             # at k times the average threshold (the ranking the trim and channel_share use).
@@ -374,6 +382,13 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             self._attach(optimizer)
         self._step_graph()
 
+    def _group_mean_norm(self, sq: np.ndarray) -> np.ndarray:
+        """Per channel, the mean norm of the live channels of its group (``relative``)."""
+        norm = np.sqrt(sq)
+        total = np.bincount(self._channel_group, weights=norm, minlength=len(self.groups))
+        live = np.bincount(self._channel_group, weights=(norm > 0).astype(float), minlength=len(self.groups))
+        return (total / np.maximum(live, 1.0))[self._channel_group]
+
     @staticmethod
     def _gather(value: np.ndarray, e: _Entry) -> np.ndarray:
         return np.moveaxis(value, e.axis, 0)[e.positions]
@@ -466,6 +481,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                 "log_key": self.log_key, "target": None if self.cost_kind else self.target, "adapt_rate": self.adapt_rate,
                 "gain": "auto" if self.auto_gain and self._step_graph is None else self.gain, "min_channels": self.min_channels,
                 "min_fraction": self.min_fraction, "protect": list(self.protect), "ramp_steps": self.ramp_steps,
+                "relative": self.relative,
                 **({f"target_{self.cost_kind}": self.cost_value} if self.cost_kind else {})}
 
     @classmethod
