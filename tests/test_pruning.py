@@ -133,20 +133,27 @@ def _linear_hand(model, x, ya, yb):
     return w, grad_a, grad_b
 
 
-def test_taylor_hand_computed_with_loss_weights():
+def weighted_linear_case():
+    """The linear model compiled with loss weights a: 2, b: 1, two batches, and per batch the
+    hand-computed weights and total-loss gradient of layer h: ``(model, graph, data, [(w, g)])``."""
     model = linear_model(u=(1.0, 2.0), v=(0.5, -1.0))
     model.compile("sgd", loss={"a": "mse", "b": "mse"}, loss_weights={"a": 2.0, "b": 1.0})
     graph = ChannelGraph.from_model(model)
     rng = np.random.default_rng(1)
     batches = [(rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32),
                 rng.standard_normal(5).astype(np.float32)) for _ in range(2)]
-    expect = np.zeros(2)
+    hand = []
     for x, ya, yb in batches:
         w, ga, gb = _linear_hand(model, x.astype(np.float64), ya, yb)
-        expect += ((2.0 * ga + gb) * w).sum(axis=0) ** 2
-    expect /= len(batches)
-    crit = Taylor()
+        hand.append((w, 2.0 * ga + gb))
     data = [({"image": x}, {"a": ya[:, None], "b": yb[:, None]}) for x, ya, yb in batches]
+    return model, graph, data, hand
+
+
+def test_taylor_hand_computed_with_loss_weights():
+    model, graph, data, hand = weighted_linear_case()
+    expect = np.mean([(g * w).sum(axis=0) ** 2 for w, g in hand], axis=0)
+    crit = Taylor()
     scores = crit(model, graph, data)
     np.testing.assert_allclose(scores["h"], expect, rtol=1e-4)
     assert crit.batches == 2

@@ -349,7 +349,7 @@ def add_compress_commands(sub) -> None:
     p = sub.add_parser("prune", help="iterative importance pruning with fine-tuning, then strip")
     p.add_argument("model", help="a trained multi-task .keras model")
     p.add_argument("--criterion", default="taylor",
-                   help="taylor | cosprune | magnitude | bnscale | random")
+                   help="taylor | cosprune | second_order | magnitude | bnscale | lamp | fpgm | random")
     p.add_argument("--target", type=float, default=0.7, help="fraction of the channels to remove")
     add_data_spec_args(p)
     p.add_argument("--frequency", type=int, default=None, help="steps between pruning events (default: one epoch)")

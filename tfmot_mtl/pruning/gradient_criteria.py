@@ -1,5 +1,5 @@
-"""Gradient criteria: first-order Taylor (Molchanov et al. 2019) and CosPrune, the task-gradient
-agreement of Garg et al. 2023.
+"""Gradient criteria: first-order Taylor (Molchanov et al. 2019), a second-order (OBD / Fisher)
+saliency and CosPrune, the task-gradient agreement of Garg et al. 2023.
 
 They average over mini-batches: ``accumulate(model, graph, x, y)`` adds one batch, ``scores()``
 returns the average since the last ``reset()``; calling ``criterion(model, graph, data)`` resets,
@@ -199,19 +199,41 @@ class Taylor(_GradientImportance):
                 loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
             return [loss]
 
-        def scores_of(grads):  # graph ops: z_c per unit, squared, reduced over the units
-            def z(p, size):
-                return channel_sum(grads[id(p.var)][0] * tf.cast(p.var.value, tf.float64), p, size)
-            return {gid: reduce_units([tf.add_n([z(p, graph.groups[gid].size) for p in unit]) ** 2
-                                       for unit in units], self.reduction)
+        def scores_of(grads):  # graph ops: one score per unit and channel, reduced over the units
+            return {gid: reduce_units([self._unit_score(grads, unit, graph.groups[gid].size) for unit in units],
+                                      self.reduction)
                     for gid, units in plan.items() if units}
 
-        tag = ("taylor", id(graph), tuple(fns), tuple(sorted(weights.items())), self.reduction)
+        tag = (type(self).__name__, id(graph), tuple(fns), tuple(sorted(weights.items())), self.reduction)
         fn = compiled_scores(self, model, variables, total, tag, _outputs, scores_of)
         return fn(x, _targets(y, fns))
 
+    @staticmethod
+    def _unit_score(grads, unit, size):
+        """``z_c**2`` with ``z_c = sum of w * dL/dw`` over the unit's slices of channel c."""
+        return tf.add_n([channel_sum(grads[id(p.var)][0] * tf.cast(p.var.value, tf.float64), p, size)
+                         for p in unit]) ** 2
+
     def get_config(self):
         return {"loss_weights": self.loss_weights, **super().get_config()}
+
+
+class SecondOrder(Taylor):
+    """Second-order saliency (Optimal Brain Damage, LeCun et al. 1990) with the Fisher
+    approximation of the Hessian diagonal: removing weight ``w`` costs about
+    ``0.5 * H_ww * w**2`` at a minimum, with ``H_ww ~ E[(dL/dw)**2]``.
+
+    Per unit and batch ``I_c = 0.5 * sum_{w in channel c} (dL/dw)**2 * w**2`` on the total loss
+    (the squared mini-batch gradient stands in for the per-sample Fisher: one backward pass per
+    batch, like Taylor), averaged over the batches, reduced over the group's units. Unlike
+    Taylor's ``(sum w g)**2`` the terms cannot cancel, so a channel whose weights pull in
+    opposite directions still counts as important.
+    """
+
+    @staticmethod
+    def _unit_score(grads, unit, size):
+        return 0.5 * tf.add_n([channel_sum(tf.square(grads[id(p.var)][0] * tf.cast(p.var.value, tf.float64)), p, size)
+                               for p in unit])
 
 
 class CosPrune(_GradientImportance):
@@ -224,6 +246,17 @@ class CosPrune(_GradientImportance):
     feeds are paired (a head feeding one task has no pair): groups feeding fewer than two
     of ``tasks`` score NaN and are never pruned by this criterion. A channel whose
     gradient for a task is exactly zero gets cos = 0 for that pair.
+
+    The paper's reference code (``gargsid/MTLCosPrune``, ``cosine_pruning_engine.py``) scores
+    the same thing: per filter of each shared convolution, the cosine between two tasks'
+    gradients of the filter's kernel (no bias, no BatchNorm: its VGG-16 has none), averaged
+    over task pairs and summed over the batches since the last pruning step; the lowest
+    cosine is pruned first in one ranking over all layers (cosines share the [-1, 1] scale, so
+    there is no per-layer normalisation and no Taylor term in the cosine ranking), a layer
+    keeping at least 5 filters; only the shared trunk is scored. Differences here: bias
+    slices count unless ``include_bias=False``; a group with several layers (a residual add)
+    averages its layers' cosines; the layer floor is :func:`tfmot_mtl.selection.layer_floor`
+    (``min_channels=5`` reproduces the reference's).
     """
 
     def __init__(self, tasks: Iterable[str] | None = None, losses: Mapping | None = None,

@@ -9,7 +9,8 @@ criterion first scores each *unit* -- the group's trainable "out" slices in ONE 
 (e.g. conv kernel columns + bias, or BN gamma + beta) -- and then combines the units with
 ``reduction`` = "sum" | "mean" | "max" (the DepGraph group importance).
 
-Data-free criteria (:class:`Magnitude`, :class:`BNScale`, :class:`Random`) ignore data.
+Data-free criteria (:class:`Magnitude`, :class:`BNScale`, :class:`LAMP`, :class:`FPGM`,
+:class:`Random`) ignore data.
 Gradient criteria (:class:`Taylor`, :class:`CosPrune`) live in
 :mod:`tfmot_mtl.pruning.gradient_criteria`.
 """
@@ -175,6 +176,79 @@ class BNScale(Importance):
 
     def get_config(self):
         return {"fallback": self.fallback, **super().get_config()}
+
+
+class LAMP(Importance):
+    """Layer-adaptive magnitude (Lee et al. 2021, "Layer-adaptive sparsity for the magnitude-based
+    pruning"), per channel as Torch-Pruning's ``LAMPImportance`` applies it to groups.
+
+    A channel's magnitude ``m_c`` is the sum of squares of its coupled kernel slices (every
+    layer of the group, ``include_bias`` adds 1-D slices); its score is
+    ``m_c / sum(m_j for the group's channels j with m_j >= m_c)``: the share of the group's
+    remaining magnitude it holds if channels are removed weakest first. The strongest channel
+    of every group scores 1, so a global ranking compares layers on a common scale and never
+    ranks a whole layer below another only because its weights are smaller.
+    """
+
+    def __init__(self, include_bias: bool = False):
+        super().__init__("sum")
+        self.include_bias = include_bias
+
+    def score_group(self, graph, group):
+        squares = Magnitude(p=2, include_bias=self.include_bias).score_group(graph, group) ** 2
+        return lamp_scores(squares)
+
+    def get_config(self):
+        return {"include_bias": self.include_bias}
+
+
+def lamp_scores(magnitude: np.ndarray) -> np.ndarray:
+    """``m_c / sum(m_j >= m_c)`` per channel (ties ordered by index); NaN stays NaN."""
+    m = np.asarray(magnitude, np.float64)
+    out = np.full(m.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(m))
+    order = ok[np.argsort(m[ok], kind="stable")]  # weakest first
+    tail = np.cumsum(m[order][::-1])[::-1]  # the magnitude left when each is reached
+    out[order] = m[order] / np.maximum(tail, 1e-300)
+    return out
+
+
+class FPGM(Importance):
+    """Filter pruning via the geometric median (He et al. 2019): a channel whose filter is close
+    to the other filters of its layer is replaceable by them.
+
+    Per layer of the group, each channel's filter (its kernel slices, flattened) scores the sum
+    of its Euclidean distances to the other filters of that layer; the layers' scores combine
+    with ``reduction``. Filters near the geometric median score lowest and go first.
+    """
+
+    def score_group(self, graph, group):
+        per_unit = []
+        for unit in _units(graph, group, _is_kernel):
+            filters = _filters(unit, group.size)
+            if filters is None:
+                continue
+            gram = filters @ filters.T
+            sq = np.diag(gram)
+            dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0))
+            per_unit.append(dist.sum(axis=1))
+        return _reduce(per_unit, group.size, self.reduction)
+
+
+def _filters(unit: list[_Part], size: int) -> np.ndarray | None:
+    """The unit's per-channel filters as rows ``(size, n)``; None when a channel of the group has
+    no slice here or channels own slices of different sizes (the distance is undefined)."""
+    rows: dict[int, list[np.ndarray]] = {}
+    for part in unit:
+        values = np.moveaxis(np.asarray(part.var.numpy(), np.float64), part.axis, 0)
+        for position, channel in zip(part.positions, part.channels):
+            rows.setdefault(int(channel), []).append(values[position].reshape(-1))
+    if len(rows) != size:
+        return None
+    flat = [np.concatenate(rows[c]) for c in range(size)]
+    if len({len(f) for f in flat}) != 1:
+        return None
+    return np.stack(flat)
 
 
 class Random(Importance):

@@ -20,13 +20,13 @@ import keras
 from tfmot_mtl.experiment import steps_per_epoch  # noqa: F401  (re-exported)
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.pruning.callback import ChannelPruningCallback
-from tfmot_mtl.pruning.gradient_criteria import CosPrune, Taylor
-from tfmot_mtl.pruning.importance import BNScale, Importance, Magnitude, Random
+from tfmot_mtl.pruning.gradient_criteria import CosPrune, SecondOrder, Taylor
+from tfmot_mtl.pruning.importance import FPGM, LAMP, BNScale, Importance, Magnitude, Random
 from tfmot_mtl.pruning.reinit import reinitialize
 from tfmot_mtl.pruning.schedules import IterativeSchedule, evaluate_schedule
 from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
 
-CRITERIA = ("taylor", "cosprune", "magnitude", "bnscale", "random")
+CRITERIA = ("taylor", "cosprune", "magnitude", "bnscale", "lamp", "fpgm", "second_order", "random")
 
 
 def make_criterion(name: str, seed: int = 0) -> Importance:
@@ -38,7 +38,8 @@ def make_criterion(name: str, seed: int = 0) -> Importance:
         return Random(seed=seed)
     if key == "magnitude":
         return Magnitude(p=1)
-    return {"taylor": Taylor, "cosprune": CosPrune, "bnscale": BNScale}[key]()
+    return {"taylor": Taylor, "cosprune": CosPrune, "bnscale": BNScale, "lamp": LAMP, "fpgm": FPGM,
+            "second_order": SecondOrder}[key]()
 
 
 def compile_for_pruning(model: keras.Model, tasks: Sequence, lr: float,
