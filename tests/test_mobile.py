@@ -232,6 +232,7 @@ def test_vs_tfmot_quick_runs(tmp_path):
     assert {"delta_m_ours_ge_tfmot_50", "delta_m_ours_ge_tfmot_70", "delta_m_ours_ch70_ge_-5"} <= set(report["targets"])
 
 
+@pytest.mark.slow  # 106 s, the longest default test; the whole benchmark's rows are checked above
 def test_vs_tfmot_ch70_rows_only(tmp_path):
     """--rows ch70: only dense and ours at 70% channels, the same budget for both, its target checked."""
     import importlib.util
