@@ -72,9 +72,9 @@ class CostTarget:
 
         scores = Magnitude(p=2)(model, self.graph)
         if self.relative:
-            for g in self.groups:
+            for g in (g for g in self.groups if g.id in scores):
                 live = np.asarray(masks[g.id], bool) & (scores[g.id] > 0)
-                if g.id in scores and live.any():
+                if live.any():
                     scores[g.id] = scores[g.id] / scores[g.id][live].mean()
         return per_cost(scores, self.groups, self.share, masks)
 

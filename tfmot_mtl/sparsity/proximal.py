@@ -115,7 +115,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             each channel's threshold is scaled by the cost it saves (relative to the average
             channel), ``target`` becomes 85% of the channel share that a ranking by L2 norm per
             unit of cost says the cost needs, and at the end of training the lowest-ranked live
-            channels are zeroed until the cost is reached (or zeroed channels kept back when the step overshot): ``trimmed``;
+            channels are zeroed until the cost is reached (or zeroed channels kept back when the
+            step overshot): ``trimmed``;
             the landed masks are then ``masks`` (use them rather than ``masks_from_zeros``,
             which drops the kept-back channels: they are zero until fine-tuned).
         relative: thresholds relative to the layer: each channel's ``tau_g`` is also multiplied
