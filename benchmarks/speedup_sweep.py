@@ -53,7 +53,8 @@ def measure(name: str, width: float, resolution: int, multiples: list[int], frac
     from tfmot_mtl.masks import read_weights
     from tfmot_mtl.profile import profile
     from tfmot_mtl.strip import strip_channels
-    from vs_tfmot import interleaved_latency, magnitude_masks
+    from tfmot_mtl.lite import interleaved_latency
+    from vs_tfmot import magnitude_masks
 
     dense = build(name, width, resolution)
     graph = ChannelGraph.from_model(dense)

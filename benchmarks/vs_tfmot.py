@@ -240,25 +240,6 @@ def ours(model, data, fraction_or_params, epochs: int, by_params: bool, multiple
                    "train_s": train_s, "param_ratio": report.param_ratio}
 
 
-def interleaved_latency(lites: dict, runs: int, warmup: int = 5) -> dict[str, dict]:
-    """Median / p90 ms per model; each run times every model once, the order rotating per run."""
-    from tfmot_mtl.lite import random_inputs
-
-    names = list(lites)
-    timers = {n: lites[n].invoke_timer(lites[n].feed(random_inputs(lites[n], 1))) for n in names}
-    for _ in range(warmup):
-        for n in names:
-            timers[n]()
-    times = {n: [] for n in names}
-    for r in range(runs):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
-            timers[n]()
-            times[n].append((time.perf_counter() - start) * 1e3)
-    return {n: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": runs}
-            for n, t in times.items()}
-
-
 def plot(rows: list[dict], path: str) -> None:
     import matplotlib
 
@@ -342,7 +323,7 @@ def run(setting: str, out: str, overrides: dict | None = None) -> dict:
         info[name]["macs"] = profile(models[name]).total_macs if name in models else dense_macs
 
     lites = {n: lite.LiteModel(tflites[n], num_threads=1) for n in ["dense", *sorted(set(tflites) - {"dense"})]}
-    latency = interleaved_latency(lites, cfg["runs"])
+    latency = lite.interleaved_latency(lites, cfg["runs"])
     results = {n: evaluate(lambda x, lm=lm: lm.predict(x), data.test, data.tasks) for n, lm in lites.items()}
     rows = []
     for name in lites:

@@ -39,9 +39,27 @@ def test_demo_fast_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "report.json").read_text())
     phases = saved["phase_seconds"]  # each phase's wall time, in the order they ran
     assert list(phases) == ["data", "dense parent", "find channels", "strip", "fine-tune", "same-budget dense",
-                            "evaluate"]
+                            "evaluate", "LiteRT"]
     assert all(t >= 0 for t in phases.values()) and sum(phases.values()) <= saved["seconds"] + 1
     assert set(saved["rows"]["dense parent"]["metrics"]) == {"segmentation", "depth", "normals"}
+    # the demo ends on LiteRT: float32 and int8 files of both models with every task metric
+    lite = saved["lite"]
+    assert [(r["model"], r["quantization"]) for r in lite["rows"]] == [
+        ("dense, same budget", "float32"), ("dense, same budget", "int8"),
+        ("compressed", "float32"), ("compressed", "int8")]
+    for row in lite["rows"]:
+        assert set(row["metrics"]) == set(row["task_cost"]) == {"segmentation", "depth", "normals"}
+        assert row["median_ms"] > 0 and 0 < row["gzip_bytes"] and row["size_bytes"] > 0
+    float_small = next(r for r in lite["rows"] if r == lite["rows"][2])
+    assert float_small["max_abs_error"] < 1e-3
+    # float32 on LiteRT scores what Keras scores: its Δm is the Keras row's
+    assert float_small["delta_m"] == pytest.approx(small["delta_m"], abs=0.05)
+    int8_small = lite["rows"][3]
+    assert int8_small["size_bytes"] < float_small["size_bytes"]
+    assert "than float32 on this CPU" in lite["recommendation"]
+    assert (tmp_path / "mobile_int8" / "model.tflite").exists()
+    bundle = json.loads((tmp_path / "mobile_int8" / "model.json").read_text())
+    assert bundle["quantization"] == "int8"
 
 
 def test_cli_train_writes_model_and_metrics(tmp_path):

@@ -324,3 +324,116 @@ def test_example_runs_fast(tmp_path):
     for word in ("float32", "float16", "int8", "median", "max_rel_error"):
         assert word in result.stdout
     assert (tmp_path / "int8" / "model.json").exists()
+
+
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_compiled_model_api_matches_the_interpreter(converted, quantization):
+    interpreter = lite.LiteModel(converted[quantization])
+    compiled = lite.LiteModel(converted[quantization], api="compiled")
+    assert compiled.api == "compiled" and "api='compiled'" in repr(compiled)
+    for batch in (2, 5, 1):  # the compiled model's input tensors are re-sized for each batch
+        x = np.random.default_rng(batch).random((batch, SIZE, SIZE, 3), dtype=np.float32)
+        feed = interpreter.feed(x)
+        raw_i, raw_c = interpreter.run_raw(feed), compiled.run_raw(feed)
+        for name in raw_i:
+            assert raw_c[name].dtype == raw_i[name].dtype and raw_c[name].shape == raw_i[name].shape
+            np.testing.assert_array_equal(raw_c[name], raw_i[name])
+        out = compiled.predict(x)
+        assert out["seg"].shape == (batch, SIZE, SIZE, 4) and out["seg"].dtype == np.float32
+    timed = lite.benchmark(compiled, runs=3, warmup=1, verbose=False)
+    assert timed["api"] == "compiled" and timed["median_ms"] > 0
+    assert lite.benchmark(converted[None], runs=2, api="compiled", verbose=False)["api"] == "compiled"
+
+
+def test_accelerator_choices_and_errors(converted):
+    with pytest.raises(ValueError, match="api must be one of"):
+        lite.LiteModel(converted[None], api="delegate")
+    with pytest.raises(ValueError, match="accelerator must be one of"):
+        lite.LiteModel(converted[None], api="compiled", accelerator="tpu")
+    with pytest.raises(ValueError, match="needs api='compiled'"):
+        lite.LiteModel(converted[None], accelerator="gpu")
+    # this CI machine has no GPU / NPU: one clear error, never a silent CPU run
+    for accelerator in ("gpu", "npu"):
+        try:
+            lm = lite.LiteModel(converted[None], api="compiled", accelerator=accelerator)
+        except ValueError as err:
+            assert f"on the {accelerator.upper()}" in str(err) and "accelerator='cpu'" in str(err)
+        else:  # a machine with the device: the whole model runs on it
+            assert lm._compiled.is_fully_accelerated()
+
+
+X86_CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n"
+ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd aes asimddp i8mm\nCPU part\t: 0xd0b\n"
+
+
+def test_cpu_features_read_the_simd_flags_litert_uses():
+    x86 = lite.cpu_features(X86_CPUINFO, "x86_64")
+    assert x86 == {"arch": "x86_64", "model": "Some CPU", "features": ["avx2", "fma", "avx512f", "avx512_vnni"],
+                   "int8_dot": True}
+    avx2 = lite.cpu_features("flags : avx2 fma\n", "x86_64")
+    assert avx2["features"] == ["avx2", "fma"] and not avx2["int8_dot"]
+    arm = lite.cpu_features(ARM_CPUINFO, "aarch64")
+    assert arm["arch"] == "arm64" and arm["features"] == ["asimd", "asimddp", "i8mm"] and arm["int8_dot"]
+    assert lite.cpu_features("", "aarch64")["features"] == []
+    here = lite.cpu_features()
+    assert isinstance(here["features"], list) and isinstance(here["int8_dot"], bool)
+
+
+def test_recommendation_says_when_int8_is_slower():
+    avx2 = lite.cpu_features("flags : avx2 fma\n", "x86_64")
+    slow = lite.recommend_quantization(0.52, 0.71, avx2)
+    assert slow.startswith("int8 is 1.37x slower than float32 on this CPU (x86_64 with avx2, fma)")
+    assert "no int8 dot-product instructions" in slow and "ship float32" in slow
+    fast = lite.recommend_quantization(1.0, 0.5, lite.cpu_features(ARM_CPUINFO, "aarch64"))
+    assert fast.startswith("int8 is 2.00x faster") and "ship int8" in fast
+
+
+def test_cli_bench_times_both_apis_and_recommends(converted, tmp_path, capsys):
+    from tfmot_mtl import cli
+
+    paths = []
+    for q in (None, "int8"):
+        path = tmp_path / f"{q or 'float32'}.tflite"
+        path.write_bytes(converted[q])
+        paths.append(str(path))
+    assert cli.main(["bench", *paths, "--api", "both", "--runs", "2", "--warmup", "0",
+                     "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "than float32 on this CPU" in out
+    rows = json.loads((tmp_path / "b.json").read_text())
+    assert [(r["api"], r["quantization"]) for r in rows] == [
+        ("interpreter", "float32"), ("compiled", "float32"), ("interpreter", "int8"), ("compiled", "int8")]
+    with pytest.raises(SystemExit, match="^error: no .tflite file at"):
+        cli.main(["bench", str(tmp_path / "missing.tflite")])
+
+
+def test_keras_export_is_the_same_float_model(model, converted):
+    theirs = lite.convert(model, via="keras")
+    ours, keras_file = lite.LiteModel(converted[None]), lite.LiteModel(theirs)
+    assert keras_file.describe()["op_counts"] == ours.describe()["op_counts"]
+    assert sorted(keras_file.output_names) == sorted(ours.output_names) and keras_file.input_names == ["image"]
+    x = np.random.default_rng(3).random((3, SIZE, SIZE, 3), dtype=np.float32)
+    a, b = ours.predict(x), keras_file.predict(x)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], atol=1e-6)
+    with pytest.raises(ValueError, match="float32 models with a dynamic batch only"):
+        lite.convert(model, "int8", representative_data=make_dataset(), via="keras")
+    with pytest.raises(ValueError, match="via must be one of"):
+        lite.convert(model, via="tflite_converter")
+
+
+def test_convert_all_exports_once_and_matches_convert(model, converted):
+    files = lite.convert_all(model, ["float32", "int8"], representative_data=make_dataset(), num_calibration_steps=3,
+                             verbose=False)
+    assert list(files) == ["float32", "int8"]
+    x = np.random.default_rng(4).random((2, SIZE, SIZE, 3), dtype=np.float32)
+    for label, key in (("float32", None), ("int8", "int8")):
+        got, ref = lite.LiteModel(files[label]), lite.LiteModel(converted[key])
+        assert got.quantization == key
+        a, b = got.predict(x), ref.predict(x)
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], atol=1e-6)
+    with pytest.raises(ValueError, match="representative_data"):
+        lite.convert_all(model, [None, "int8"])
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        lite.convert_all(model, ["int4"])

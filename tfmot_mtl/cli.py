@@ -1,4 +1,5 @@
-"""`tfmot-mtl` command line: data, train, prune, sparsify, budget, compress, strip, convert, bench, demo."""
+"""`tfmot-mtl` command line: data, train, prune, sparsify, budget, compress, strip, convert, bench, check-arm,
+demo."""
 from __future__ import annotations
 
 import argparse
@@ -263,30 +264,64 @@ def add_compress_command(sub) -> None:
 
 def _cmd_bench(args) -> int:
     from tfmot_mtl import experiment as ex
-    from tfmot_mtl.lite import benchmark
+    from tfmot_mtl.lite import benchmark, cpu_features, recommend_quantization
 
-    path = args.model
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.tflite")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: no .tflite file at {path} (give a .tflite file or a bundle folder)")
+    paths = []
+    for path in args.model:
+        path = os.path.join(path, "model.tflite") if os.path.isdir(path) else path
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: no .tflite file at {path} (give .tflite files or bundle folders)")
+        paths.append(path)
+    apis = ["interpreter", "compiled"] if args.api == "both" else [args.api]
     try:
-        result = benchmark(path, runs=args.runs, warmup=args.warmup, num_threads=args.threads)
+        results = [{"model": path, **benchmark(path, runs=args.runs, warmup=args.warmup, num_threads=args.threads,
+                                               api=api, verbose=False)}
+                   for path in paths for api in apis]
     except ValueError as err:
         raise SystemExit(f"error: {err}")
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"LiteRT benchmark: {path}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in result.items():
-        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    cpu = cpu_features()
+    table = Table(title=f"LiteRT benchmark, {args.threads} thread(s), {cpu['arch']} "
+                        f"({', '.join(cpu['features']) or 'no SIMD flags read'})")
+    for col in ("model", "api", "quantization", "size KiB", "median ms", "p90 ms"):
+        table.add_column(col, justify="left" if col in ("model", "api", "quantization") else "right")
+    for r in results:
+        table.add_row(r["model"], r["api"], r["quantization"], f"{r['size_bytes'] / 1024:.0f}",
+                      f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}")
     Console().print(table)
+    by_kind = {r["quantization"]: r["median_ms"] for r in results if r["api"] == apis[0]}
+    if "float32" in by_kind and "int8" in by_kind:
+        print(recommend_quantization(by_kind["float32"], by_kind["int8"], cpu))
     if args.json:
-        ex.write_json(args.json, result)
-    print(json.dumps(result))
+        ex.write_json(args.json, results if len(results) > 1 else results[0])
+    print(json.dumps(results if len(results) > 1 else results[0]))
     return 0
+
+
+def _cmd_check_arm(args) -> int:
+    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.lite import LiteModel, arm, random_inputs
+
+    path = os.path.join(args.model, "model.tflite") if os.path.isdir(args.model) else args.model
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no .tflite file at {path} (give a .tflite file or a bundle folder)")
+    try:
+        lite = LiteModel(path)
+        inputs = random_inputs(lite, args.images, seed=args.seed)
+        keras_model = _load_keras(args.keras) if args.keras else None
+        env = arm.prepare(args.cache, install=args.install_tools)
+        report = arm.check_arm(path, inputs, args.cpu, keras_model=keras_model, env=env)
+    except (ValueError, arm.ArmSetupError) as err:
+        raise SystemExit(f"error: {err}")
+    print(report.table())
+    print("ok: the delegate was created on every CPU and int outputs are within one quantization step of x86"
+          if report.ok else "MISMATCH: see the rows above (no delegate, or int outputs > 1 step from x86)")
+    if args.json:
+        ex.write_json(args.json, report.to_dict())
+    return 0 if report.ok else 1
+
 
 def _cmd_demo(args) -> int:
     from tfmot_mtl.demo import run_demo
@@ -345,13 +380,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="bundle folder")
     p.set_defaults(fn=_cmd_convert)
 
-    p = sub.add_parser("bench", help="LiteRT latency / size / memory of a .tflite (or bundle folder)")
-    p.add_argument("model")
+    p = sub.add_parser("bench", help="LiteRT latency / size / memory of .tflite files (or bundle folders); "
+                                     "with a float32 and an int8 file, which one to ship for this CPU")
+    p.add_argument("model", nargs="+")
+    p.add_argument("--api", default="interpreter", choices=["interpreter", "compiled", "both"],
+                   help="LiteRT's Interpreter, its CompiledModel API, or both")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("check-arm", help="run a .tflite on LiteRT's ARM64 build under qemu emulation and "
+                                         "compare its outputs with x86 LiteRT (and Keras)")
+    p.add_argument("model", help=".tflite file or bundle folder")
+    p.add_argument("--cpu", nargs="+", default=["cortex-a53", "cortex-a76", "max,sme=off"],
+                   help="qemu CPU models, separated by spaces (a comma belongs to one model: max,sme=off)")
+    p.add_argument("--keras", default=None, help="the .keras model the file came from, to compare with too")
+    p.add_argument("--images", type=int, default=2, help="random inputs in [0, 1] to run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, help="folder of prepared aarch64 environments "
+                                                 "(default $TFMOT_MTL_CACHE or ~/.cache/tfmot_mtl)")
+    p.add_argument("--install-tools", action="store_true",
+                   help="apt-get install qemu-user-static and mmdebstrap when missing (root)")
+    p.add_argument("--json", default=None, help="also write the comparison to this JSON file")
+    p.set_defaults(fn=_cmd_check_arm)
 
     add_compress_commands(sub)
     add_compress_command(sub)

@@ -27,7 +27,14 @@ On ``synthetic_scenes`` (segmentation + depth + normals), with one fixed trainin
    trained 24 epochs from scratch (``baseline="scratch"``), so it is the stronger baseline,
    and it does not train the parent's 8 epochs twice (~95 s of the 10-minute budget);
 6. print one table (params, MACs, epochs, shared-channel sparsity, every task metric,
-   delta_m vs the same-budget dense model) and write models, ``report.json`` and plots.
+   delta_m vs the same-budget dense model) and write models, ``report.json`` and plots;
+7. on LiteRT, the runtime Android ships: the same-budget dense and the compressed model in
+   float32 and full int8 (calibrated on training images), every task metric on the first
+   ``lite_batches`` test batches (128 images; the reference's Keras metrics on the same ones),
+   file size, median latency (1 thread, interleaved), Δm against the same-budget dense float
+   Keras model and the max error against Keras; the compressed int8 model is written as a
+   mobile bundle (``mobile_int8/``: ``model.tflite`` + ``model.json``) and ``report.json`` gets
+   a ``lite`` section. A line says whether int8 or float32 is faster on this CPU.
 """
 from __future__ import annotations
 
@@ -45,8 +52,8 @@ from tfmot_mtl.atomic import atomic_savefig
 class DemoConfig:
     """The data and model, the budget of each phase and the channel-finding recipe."""
 
-    n_train: int = 1500
-    n_test: int = 300
+    n_train: int = 768
+    n_test: int = 320
     resolution: int = 64
     width: float = 1.0
     lr: float = 2e-3
@@ -68,6 +75,8 @@ class DemoConfig:
     student_loss_weight: float = 0.5
     weighting: str = "uncertainty"
     baseline: str = "continue"
+    lite: bool = True
+    lite_batches: int | None = 4
 
     @property
     def total_epochs(self) -> int:
@@ -111,7 +120,7 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
         return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg.width, seed=cfg.seed)
 
     clock.end("data")
-    print(f"[demo] 1/5 dense mtl_resnet (the parent), {cfg.dense_epochs} epochs")
+    print(f"[demo] 1/6 dense mtl_resnet (the parent), {cfg.dense_epochs} epochs")
     dense = recipes.train_dense(build(), data, cfg.dense_epochs, cfg.lr, verbose=verbose)
 
     clock.end("dense parent")
@@ -120,24 +129,23 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
         options = {"criterion": cfg.criterion}
     else:
         how = "group sparsity with the proximal step (Upadhyay et al. 2024)"
-        options = {"l1": cfg.l1, "l1_loss": cfg.l1_loss, "adapt_rate": cfg.adapt_rate,
-                   "min_fraction": cfg.min_fraction}
-    print(f"[demo] 2/5 from the parent's weights, {how} of {100 * cfg.target:.0f}% of the shared "
+        options = {"l1": cfg.l1, "l1_loss": cfg.l1_loss, "adapt_rate": cfg.adapt_rate}
+    print(f"[demo] 2/6 from the parent's weights, {how} of {100 * cfg.target:.0f}% of the shared "
           f"channels, {cfg.find_epochs} epochs")
     sparse, masks, _ = recipes.find_channels(dense, data, cfg.method, cfg.target, cfg.find_epochs,
                                              lr=cfg.finetune_lr, groups="shared", options=options,
-                                             verbose=verbose)
+                                             verbose=verbose, min_fraction=cfg.min_fraction)
     pattern_png = os.path.join(out, "sparsity_pattern.png")
     sparsity = sparsity_report(sparse, layers="shared", plot_path=pattern_png)
 
     clock.end("find channels")
-    print("[demo] 3/5 strip the dead channels")
+    print("[demo] 3/6 strip the dead channels")
     small, strip_report = strip_channels(sparse, masks)
     parity = _parity(sparse, small, data)
     before = ex.evaluate(small, data)
 
     clock.end("strip")
-    print(f"[demo] 4/5 fine-tune the stripped model, {cfg.finetune_epochs} epochs"
+    print(f"[demo] 4/6 fine-tune the stripped model, {cfg.finetune_epochs} epochs"
           + (", distilled from the dense parent" if cfg.distill else ", on labels"))
     recipes.finetune(small, data, cfg.finetune_epochs, teacher=dense if cfg.distill else None, lr=cfg.finetune_lr,
                      weighting=cfg.weighting, temperature=cfg.temperature,
@@ -146,7 +154,7 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     clock.end("fine-tune")
     how = (f"the parent trained {cfg.find_epochs + cfg.finetune_epochs} more epochs"
            if cfg.baseline == "continue" else "from scratch")
-    print(f"[demo] 5/5 dense mtl_resnet with the same total budget, {cfg.total_epochs} epochs ({how})")
+    print(f"[demo] 5/6 dense mtl_resnet with the same total budget, {cfg.total_epochs} epochs ({how})")
     budget = recipes.Budget(cfg.dense_epochs, cfg.find_epochs, cfg.finetune_epochs)
     baseline = recipes.train_same_budget(dense, data, budget, cfg.lr, cfg.baseline, build=build,
                                          verbose=verbose)
@@ -181,19 +189,46 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
         "strip_parity_max_rel_err": parity,
     }
     clock.end("evaluate")
-    report["phase_seconds"] = clock.seconds
     ex.save_model(dense, os.path.join(out, "dense.keras"))
     ex.save_model(baseline, os.path.join(out, "dense_same_budget.keras"))
     ex.save_model(small, os.path.join(out, "sparse_stripped.keras"))
-    ex.write_json(os.path.join(out, "report.json"), report)
     _plot_metrics(rows, os.path.join(out, "dense_vs_sparse.png"))
     print_table(rows, data.tasks)
     print(f"[demo] shared-channel sparsity {100 * sparsity['channel_sparsity']:.1f}%, "
           f"{report['macs_reduction']:.1f}x fewer MACs, delta_m vs the dense model trained as long "
           f"({cfg.total_epochs} epochs) {compressed['delta_m']:+.2f}% (before fine-tuning "
-          f"{report['delta_m_before_finetune']:+.2f}%), strip parity {parity:.2e}, "
-          f"{report['seconds']:.0f} s. Wrote {out}/report.json, models and plots.")
+          f"{report['delta_m_before_finetune']:+.2f}%), strip parity {parity:.2e}")
+    if cfg.lite:
+        report["lite"] = _lite_stage(baseline, small, data, out, cfg.lite_batches)
+        clock.end("LiteRT")
+    report["phase_seconds"] = clock.seconds
+    report["seconds"] = round(time.time() - start, 1)
+    ex.write_json(os.path.join(out, "report.json"), report)
+    print(f"[demo] {report['seconds']:.0f} s. Wrote {out}/report.json, models, plots"
+          f"{' and the int8 mobile bundle ' + report['lite']['bundle'] if cfg.lite else ''}.")
     return report
+
+
+def _lite_stage(baseline, small, data, out: str, lite_batches: int | None) -> dict:
+    """Float32 and int8 files of the same-budget dense and the compressed model, measured on
+    LiteRT against the same-budget dense float Keras model (on the same ``lite_batches`` test
+    batches); the compressed int8 bundle saved."""
+    from rich.console import Console
+
+    from tfmot_mtl.lite import save_bundle
+    from tfmot_mtl.lite.deploy import deployment_report
+
+    print("[demo] 6/6 on LiteRT: float32 and int8 (calibrated on training images) files of both models")
+    deployment = deployment_report({"dense, same budget": baseline, "compressed": small}, data.test, data.tasks,
+                                   "dense, same budget", calibration=data.train, metrics=PRIMARY_METRICS,
+                                   max_batches=lite_batches, verbose=False)
+    Console(width=200).print(deployment.table("On LiteRT (1 thread); Δm vs the same-budget dense float Keras model"))
+    print(f"[demo] {deployment.recommendation}")
+    if deployment.over_limit:
+        print(f"[demo] conversion costs more than 1 point / 1% on: {', '.join(deployment.over_limit)}")
+    bundle = os.path.join(out, "mobile_int8")
+    save_bundle(small, deployment.tflite[("compressed", "int8")], bundle, tasks=data.tasks)
+    return {**deployment.to_dict(), "bundle": bundle}
 
 
 class _PhaseClock:

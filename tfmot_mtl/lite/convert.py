@@ -7,12 +7,17 @@ inputs and returns a dict of named outputs; `tf.lite.TFLiteConverter.from_saved_
 and `from_concrete_functions` on a `tf.function`, like `tf.saved_model.save` of a `tf.Module`
 holding the model, keeps the weights as uninitialised resource variables (VAR_HANDLE /
 READ_VARIABLE ops): the file lacks the weights and LiteRT returns NaN.
+
+Keras' own ``model.export(path, format="litert")`` (Keras >= 3.13) is the other float32 route
+(``convert(model, via="keras")``): on the models of the tests it gives the same ops, the same
+named signature and the same outputs (max difference 0). It has no quantization options, so
+every quantized file goes through the SavedModel route above.
 """
 from __future__ import annotations
 
 import tempfile
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +26,7 @@ from tfmot_mtl.lite.model import progress
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int16x8")
 _CALIBRATED = ("int8", "int16x8")
+VIAS = ("saved_model", "keras")
 
 
 def _representative_dataset(data: Any, specs: Mapping, steps: int, verbose: bool):
@@ -126,7 +132,8 @@ def _configure(converter, quantization: str | None, representative) -> None:
 
 
 def convert(model, quantization: str | None = None, representative_data: Any = None,
-            num_calibration_steps: int = 100, batch_size: int | None = None, verbose: bool = True) -> bytes:
+            num_calibration_steps: int = 100, batch_size: int | None = None, verbose: bool = True,
+            via: str = "saved_model") -> bytes:
     """Converts a Keras functional model to a .tflite flatbuffer with a named "serving_default" signature.
 
     The signature keeps the model's input names (e.g. "image", "domain") and names the outputs by
@@ -146,6 +153,8 @@ def convert(model, quantization: str | None = None, representative_data: Any = N
             dilated convolutions (no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND), so the model is
             smaller and faster; LiteModel.predict then runs larger batches in chunks.
         verbose: print a progress line while calibrating.
+        via: ``"saved_model"`` (the route above, every quantization) or ``"keras"`` (Keras'
+            ``model.export(format="litert")``, float32 only).
 
     Returns:
         The .tflite file content (write it to a .tflite file, or pass it to LiteModel / save_bundle).
@@ -154,37 +163,80 @@ def convert(model, quantization: str | None = None, representative_data: Any = N
         ValueError: unknown quantization, missing calibration data, or a model int16x8 cannot handle.
         RuntimeError: when the TFLite converter fails (its message is kept).
     """
-    if quantization == "float32":
-        quantization = None
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS} (or 'float32'), got {quantization!r}.")
+    if via not in VIAS:
+        raise ValueError(f"via must be one of {VIAS}, got {via!r}.")
+    if via == "keras":
+        if _label(quantization) != "float32" or batch_size is not None:
+            raise ValueError("via='keras' (model.export(format='litert')) converts float32 models with a dynamic "
+                             "batch only; use via='saved_model' for quantization or a fixed batch_size.")
+        return _keras_export(model)
+    return convert_all(model, (quantization,), representative_data, num_calibration_steps, batch_size,
+                       verbose)[_label(quantization)]
+
+
+def convert_all(model, quantizations: Sequence[str | None] = (None, "int8"), representative_data: Any = None,
+                num_calibration_steps: int = 100, batch_size: int | None = None,
+                verbose: bool = True) -> dict[str, bytes]:
+    """Several quantizations of one model from a single SavedModel export (each :func:`convert`
+    call exports the model again): ``{"float32" | quantization: .tflite bytes}``. Arguments and
+    errors as in :func:`convert`."""
+    quantizations = [None if q == "float32" else q for q in quantizations]
+    for quantization in quantizations:
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS} (or 'float32'), got {quantization!r}.")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be None (dynamic) or a positive int, got {batch_size!r}.")
     specs = input_specs(model, batch_size)
-    if quantization in _CALIBRATED:
+    calibrated = [q for q in quantizations if q in _CALIBRATED]
+    if calibrated:
         if representative_data is None:
-            raise ValueError(f"quantization={quantization!r} calibrates activation ranges: pass "
+            raise ValueError(f"quantization={calibrated[0]!r} calibrates activation ranges: pass "
                              f"representative_data, a tf.data.Dataset of (inputs, targets) or input batches.")
         if not isinstance(num_calibration_steps, int) or num_calibration_steps < 1:
             raise ValueError(f"num_calibration_steps must be a positive int, got {num_calibration_steps!r}.")
     non_float = [n for n, (_, dtype) in specs.items() if not dtype.startswith("float")]
-    if quantization == "int16x8" and non_float:
+    if "int16x8" in quantizations and non_float:
         raise ValueError(f"quantization='int16x8' cannot calibrate the integer inputs {non_float} (the TFLite "
                          f"16x8 quantizer needs a range for every input); use 'int8' for this model.")
     import tensorflow as tf
 
-    representative = (_representative_dataset(representative_data, specs, num_calibration_steps, verbose)
-                      if quantization in _CALIBRATED else None)
+    out = {}
     with tempfile.TemporaryDirectory(prefix="tfmot_mtl_export_") as folder:
         _export_saved_model(float32_compute(model), folder, specs)
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        _configure(converter, quantization, representative)
+        for quantization in quantizations:
+            representative = (_representative_dataset(representative_data, specs, num_calibration_steps, verbose)
+                              if quantization in _CALIBRATED else None)
+            converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+            _configure(converter, quantization, representative)
+            out[_label(quantization)] = _run_converter(converter, quantization)
+    return out
+
+
+def _label(quantization: str | None) -> str:
+    return "float32" if quantization in (None, "float32") else quantization
+
+
+def _run_converter(converter, quantization: str | None) -> bytes:
+    try:
+        with warnings.catch_warnings():  # calibration runs the deprecated tf.lite.Interpreter internally
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return converter.convert()
+    except Exception as exc:
+        if isinstance(exc, ValueError) and "representative_data" in str(exc):
+            raise  # our own message about the calibration data
+        hint = " Ops without an int8 kernel need quantization='dynamic'." if quantization == "int8" else ""
+        raise RuntimeError(f"TFLite conversion (quantization={quantization!r}) failed: {exc}.{hint}") from exc
+
+
+def _keras_export(model) -> bytes:
+    """Float32 .tflite bytes from Keras' own LiteRT export."""
+    import os
+
+    with tempfile.TemporaryDirectory(prefix="tfmot_mtl_export_") as folder:
+        path = os.path.join(folder, "model.tflite")
         try:
-            with warnings.catch_warnings():  # calibration runs the deprecated tf.lite.Interpreter internally
-                warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-                return converter.convert()
+            float32_compute(model).export(path, format="litert", verbose=False)
         except Exception as exc:
-            if isinstance(exc, ValueError) and "representative_data" in str(exc):
-                raise  # our own message about the calibration data
-            hint = " Ops without an int8 kernel need quantization='dynamic'." if quantization == "int8" else ""
-            raise RuntimeError(f"TFLite conversion (quantization={quantization!r}) failed: {exc}.{hint}") from exc
+            raise RuntimeError(f"Keras' LiteRT export failed: {exc}; use via='saved_model'.") from exc
+        with open(path, "rb") as f:
+            return f.read()

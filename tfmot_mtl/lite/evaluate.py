@@ -12,13 +12,63 @@ from tfmot_mtl.lite.io import iterate_batches, named_outputs, split_inputs, stru
 from tfmot_mtl.lite.model import LiteModel, inspect_tflite, progress, read_tflite_bytes
 
 
-def _as_lite_model(lite_model_or_bytes, num_threads: int | None = None) -> LiteModel:
+def _as_lite_model(lite_model_or_bytes, num_threads: int | None = None, api: str | None = None) -> LiteModel:
     if isinstance(lite_model_or_bytes, LiteModel):
-        if num_threads is None or num_threads == lite_model_or_bytes.num_threads:
-            return lite_model_or_bytes
-        return LiteModel(lite_model_or_bytes.model_content, num_threads=num_threads,
-                         signature_key=lite_model_or_bytes.signature_key)
-    return LiteModel(lite_model_or_bytes, num_threads=num_threads or 1)
+        same = lite_model_or_bytes
+        if (num_threads is None or num_threads == same.num_threads) and (api is None or api == same.api):
+            return same
+        return LiteModel(same.model_content, num_threads=num_threads or same.num_threads,
+                         signature_key=same.signature_key, api=api or same.api, accelerator=same.accelerator)
+    return LiteModel(lite_model_or_bytes, num_threads=num_threads or 1, api=api or "interpreter")
+
+
+# /proc/cpuinfo flags that decide which LiteRT kernels run: wide float SIMD and int8 dot products
+_X86_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+_ARM_FEATURES = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "sme")
+
+
+def cpu_features(cpuinfo: str | None = None, machine: str | None = None) -> dict[str, Any]:
+    """The measuring CPU: architecture, model name and the SIMD features LiteRT's kernels use
+    (AVX2 / AVX-512 / VNNI on x86-64; NEON, dot product (asimddp), i8mm on ARM64).
+
+    ``int8_dot`` says whether the CPU has int8 dot-product instructions (VNNI, asimddp, i8mm):
+    without them int8 convolutions are emulated with wider multiplies and int8 models often run
+    slower than float32 (measured on an AVX2 machine: see the README's deployment table).
+    """
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    machine = machine or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    arm = machine.lower() in ("aarch64", "arm64") or "asimd" in flags
+    wanted = _ARM_FEATURES if arm else _X86_FEATURES
+    present = [f for f in wanted if f in flags]
+    dot = {"asimddp", "i8mm"} if arm else {"avx512_vnni", "avx_vnni", "amx_int8"}
+    return {"arch": "arm64" if arm else machine, "model": fields.get("model name") or fields.get("cpu part", ""),
+            "features": present, "int8_dot": bool(dot & flags)}
+
+
+def recommend_quantization(float_ms: float, int8_ms: float, cpu: Mapping[str, Any] | None = None) -> str:
+    """One line: which of float32 and full int8 to ship for this CPU, from measured latencies."""
+    cpu = cpu if cpu is not None else cpu_features()
+    name = f"{cpu['arch']} with {', '.join(cpu['features']) or 'no SIMD flags read'}"
+    if int8_ms > float_ms:
+        why = ("" if cpu["int8_dot"] else
+               " (no int8 dot-product instructions here: int8 convolutions run on wider multiplies)")
+        return (f"int8 is {int8_ms / float_ms:.2f}x slower than float32 on this CPU ({name}){why}: ship float32 "
+                "(or float16 weights) for x86 CPUs like this one; int8 still pays on ARM64 phones with "
+                "the dot-product extension (Cortex-A76 and later) and saves ~4x of the file size")
+    return (f"int8 is {float_ms / int8_ms:.2f}x faster than float32 on this CPU ({name}): ship int8 "
+            "if its task metrics hold")
 
 
 def parity(keras_model, lite_model, dataset, tasks: Sequence | None = None,
@@ -131,7 +181,8 @@ def peak_rss_bytes() -> int:
 
 
 def benchmark(lite_model_or_bytes, runs: int = 50, warmup: int = 5, num_threads: int | None = 1,
-              batch_size: int = 1, inputs: Mapping | None = None, verbose: bool = True) -> dict[str, Any]:
+              batch_size: int = 1, inputs: Mapping | None = None, verbose: bool = True,
+              api: str | None = None) -> dict[str, Any]:
     """Times the interpreter's invoke (time.perf_counter around each call) on fixed inputs.
 
     Args:
@@ -142,18 +193,21 @@ def benchmark(lite_model_or_bytes, runs: int = 50, warmup: int = 5, num_threads:
         batch_size: batch of the synthetic inputs (floats uniform in [0, 1], integer inputs 0).
         inputs: real inputs to time instead of synthetic ones.
         verbose: print a progress line.
+        api: ``"interpreter"`` or ``"compiled"`` (LiteRT's CompiledModel); None = the
+            LiteModel's own (the Interpreter for bytes).
 
     Inputs are set once; only `invoke` is timed. `peak_rss_bytes` is the whole process's peak
     resident memory (TensorFlow included when it is loaded), an upper bound for the model.
 
     Returns:
         {"median_ms", "p90_ms", "mean_ms", "min_ms", "max_ms", "runs", "warmup", "batch_size",
-         "num_threads", "size_bytes", "peak_rss_bytes", "quantization"}
+         "num_threads", "size_bytes", "peak_rss_bytes", "quantization", "api", "cpu"} where "cpu"
+        is :func:`cpu_features` of the measuring machine.
     """
     for arg, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{arg} must be an int >= {low}, got {value!r}.")
-    lite = _as_lite_model(lite_model_or_bytes, num_threads)
+    lite = _as_lite_model(lite_model_or_bytes, num_threads, api)
     feed = lite.feed(inputs if inputs is not None else random_inputs(lite, batch_size))
     batch_size = int(next(iter(feed.values())).shape[0]) if feed else batch_size
     invoke = lite.invoke_timer(feed)
@@ -169,7 +223,32 @@ def benchmark(lite_model_or_bytes, runs: int = 50, warmup: int = 5, num_threads:
             "mean_ms": float(times.mean()), "min_ms": float(times.min()), "max_ms": float(times.max()),
             "runs": runs, "warmup": warmup, "batch_size": batch_size, "num_threads": lite.num_threads,
             "size_bytes": lite.size_bytes, "peak_rss_bytes": peak_rss_bytes(),
-            "quantization": lite.quantization or "float32"}
+            "quantization": lite.quantization or "float32", "api": lite.api, "cpu": cpu_features()}
+
+
+def interleaved_latency(lites: Mapping[str, LiteModel], runs: int = 100, warmup: int = 5,
+                        batch_size: int = 1) -> dict[str, dict]:
+    """Median / p90 invoke time (ms) of several models timed together: each run times every model
+    once, the order rotating per run, so a slow spell of the machine hits all of them alike.
+
+    Returns:
+        {name: {"median_ms", "p90_ms", "runs"}}
+    """
+    if not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"runs must be an int >= 1, got {runs!r}.")
+    names = list(lites)
+    timers = {n: lites[n].invoke_timer(lites[n].feed(random_inputs(lites[n], batch_size))) for n in names}
+    for _ in range(warmup):
+        for n in names:
+            timers[n]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            timers[n]()
+            times[n].append((time.perf_counter() - start) * 1e3)
+    return {n: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": runs}
+            for n, t in times.items()}
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

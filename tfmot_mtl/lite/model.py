@@ -14,6 +14,8 @@ import numpy as np
 
 TFLITE_IDENTIFIER = b"TFL3"
 _QUANTIZED_IO_DTYPES = (np.int8, np.uint8, np.int16)
+APIS = ("interpreter", "compiled")
+ACCELERATORS = ("cpu", "gpu", "npu")
 
 
 def read_tflite_bytes(path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview) -> bytes:
@@ -180,20 +182,38 @@ class LiteModel:
     Quantized (int8 / int16) inputs and outputs are quantized and dequantized with each tensor's
     own scale and zero point: callers always pass and get real (float) values.
 
+    Two LiteRT APIs run the model: ``api="interpreter"`` (the TFLite Interpreter, LiteRT's
+    compatibility path, XNNPACK on CPU) and ``api="compiled"`` (LiteRT's ``CompiledModel`` with
+    tensor buffers, the current API, which picks a hardware accelerator). On CPU both run the
+    same XNNPACK kernels and give identical outputs. The Interpreter is loaded in both cases:
+    the tensor details (quantization parameters, shape signatures) come from it.
+
     Args:
         path_or_bytes: a .tflite file path or its bytes.
         num_threads: CPU threads LiteRT may use.
         signature_key: which signature to run; None = the only one (or "serving_default").
+        api: ``"interpreter"`` or ``"compiled"``.
+        accelerator: with ``api="compiled"``: ``"cpu"``, ``"gpu"`` or ``"npu"`` (the latter two
+            only where the runtime finds the device and runs every op of the model on it).
 
     Raises:
-        ValueError: for content that is not a TFLite model, or a model without signatures.
+        ValueError: for content that is not a TFLite model, a model without signatures, or an
+            accelerator the runtime does not offer here.
     """
 
-    def __init__(self, path_or_bytes, num_threads: int = 1, signature_key: str | None = None):
+    def __init__(self, path_or_bytes, num_threads: int = 1, signature_key: str | None = None,
+                 api: str = "interpreter", accelerator: str = "cpu"):
         from ai_edge_litert.interpreter import Interpreter
 
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive int, got {num_threads!r}.")
+        if api not in APIS:
+            raise ValueError(f"api must be one of {APIS}, got {api!r}.")
+        if accelerator not in ACCELERATORS:
+            raise ValueError(f"accelerator must be one of {ACCELERATORS}, got {accelerator!r}.")
+        if api == "interpreter" and accelerator != "cpu":
+            raise ValueError(f"accelerator={accelerator!r} needs api='compiled' (the Interpreter runs on CPU).")
+        self.api, self.accelerator = api, accelerator
         self.model_content = read_tflite_bytes(path_or_bytes)
         self.num_threads = num_threads
         try:
@@ -211,6 +231,7 @@ class LiteModel:
         self.signature_key = signature_key
         self._runner = self._interpreter.get_signature_runner(signature_key)
         self._info: dict[str, Any] | None = None
+        self._compiled = _compile(self.model_content, accelerator, num_threads) if api == "compiled" else None
 
     @property
     def input_details(self) -> dict[str, dict]:
@@ -321,12 +342,45 @@ class LiteModel:
         n, fixed = len(next(iter(feed.values()))), self.fixed_batch_size
         if fixed is not None and n < fixed:  # pad the last chunk of a fixed-batch model
             feed = {k: np.concatenate([v, np.repeat(v[-1:], fixed - n, axis=0)]) for k, v in feed.items()}
-        raw = self._runner(**feed)
+        raw = self.run_raw(feed)
         details = self.output_details
         return {name: dequantize(raw[name], details[name])[:n] for name in details}
 
+    def run_raw(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One run on tensors of the model's own dtypes (see :meth:`feed`); raw output tensors."""
+        if self._compiled is None:
+            return self._runner(**feed)
+        run = self._compiled_call(feed)
+        return run()
+
+    def _compiled_call(self, feed: dict[str, np.ndarray]):
+        """Writes ``feed`` into CompiledModel input buffers; returns a function that runs the model
+        and reads the outputs (``.run`` alone runs without reading)."""
+        compiled, key = self._compiled, self.signature_key
+        current = compiled.get_input_tensor_details(key)
+        for name, value in feed.items():
+            if [int(s) for s in current[name]["shape"]] != list(value.shape):
+                compiled.resize_input_tensor_by_name(key, name, list(value.shape))
+        inputs = {}
+        for name, value in feed.items():
+            inputs[name] = compiled.create_input_buffer_by_name(key, name)
+            inputs[name].write(np.ascontiguousarray(value))
+        details = compiled.get_output_tensor_details(key)
+        outputs = {name: compiled.create_output_buffer_by_name(key, name) for name in details}
+
+        def run() -> dict[str, np.ndarray]:
+            compiled.run_by_name(key, inputs, outputs)
+            return {name: outputs[name].read(int(np.prod(d["shape"])), np.dtype(d["dtype"])).reshape(d["shape"])
+                    for name, d in details.items()}
+
+        run.run = lambda: compiled.run_by_name(key, inputs, outputs)
+        return run
+
     def invoke_timer(self, feed: dict[str, np.ndarray]):
-        """Sets the inputs once and returns a function running only the interpreter's invoke."""
+        """Sets the inputs once and returns a function running only the model (no input copy or
+        output read)."""
+        if self._compiled is not None:
+            return self._compiled_call(feed).run
         self._runner(**feed)  # resizes, allocates and fills the input tensors
         # Interpreter.invoke() refuses to run while a signature runner holds the wrapper, so invoke the
         # runner's subgraph through the wrapper; without those attributes, time the whole runner call.
@@ -339,4 +393,24 @@ class LiteModel:
     def __repr__(self) -> str:
         return (f"LiteModel(inputs={self.input_names}, outputs={self.output_names}, "
                 f"size_bytes={self.size_bytes}, quantization={self.quantization or 'float32'}, "
-                f"num_threads={self.num_threads})")
+                f"num_threads={self.num_threads}, api={self.api!r}, accelerator={self.accelerator!r})")
+
+
+def _compile(content: bytes, accelerator: str, num_threads: int):
+    """A LiteRT CompiledModel on ``accelerator``; ValueError when the runtime cannot place the
+    whole model there."""
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import CpuOptions, Options
+
+    target = {"cpu": HardwareAccelerator.CPU, "gpu": HardwareAccelerator.GPU, "npu": HardwareAccelerator.NPU}
+    options = Options(hardware_accelerators=target[accelerator], cpu_options=CpuOptions(num_threads=num_threads))
+    try:
+        compiled = CompiledModel.from_buffer(content, options=options)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[-200:]
+        raise ValueError(f"LiteRT cannot run this model on the {accelerator.upper()} here ({detail}); "
+                         "use accelerator='cpu'") from exc
+    if accelerator != "cpu" and not compiled.is_fully_accelerated():
+        raise ValueError(f"LiteRT runs only part of this model on the {accelerator.upper()}; use accelerator='cpu'")
+    return compiled
