@@ -437,3 +437,27 @@ def test_convert_all_exports_once_and_matches_convert(model, converted):
         lite.convert_all(model, [None, "int8"])
     with pytest.raises(ValueError, match="quantization must be one of"):
         lite.convert_all(model, ["int4"])
+
+
+def test_int8_with_float_outputs_keeps_a_heads_tail_in_float(model, converted):
+    from tfmot_mtl.lite.convert import float_tail
+
+    data = make_dataset()
+    seg_output = lite.LiteModel(converted[None]).output_details["seg"]["name"]
+    assert float_tail(converted[None], {"seg": 1}) == [seg_output]  # the head's last conv writes the output
+    assert len(float_tail(converted[None], {"cls": 2})) == 2  # the dense layer and the pooling before it
+    mixed = lite.LiteModel(lite.convert(model, "int8", representative_data=data, num_calibration_steps=3,
+                                        verbose=False, float_outputs={"seg": 1}))
+    assert mixed.quantization == "int8-mixed"
+    assert mixed.input_details["image"]["dtype"] == np.float32
+    assert mixed.describe()["op_counts"].get("DEQUANTIZE", 0) >= 1
+    full = lite.parity(model, lite.LiteModel(converted["int8"]), data)["errors"]
+    kept = lite.parity(model, mixed, data)["errors"]
+    assert kept["seg"]["max_rel_error"] <= full["seg"]["max_rel_error"] + 1e-6
+    assert kept["cls"]["max_rel_error"] < INT8_REL_TOL
+    with pytest.raises(ValueError, match="not outputs of the model"):
+        lite.convert(model, "int8", representative_data=data, float_outputs={"depth": 1})
+    with pytest.raises(ValueError, match="positive number of operations"):
+        lite.convert(model, "int8", representative_data=data, float_outputs={"seg": 0})
+    with pytest.raises(ValueError, match="keeps parts of an int8 model"):
+        lite.convert(model, "dynamic", float_outputs={"seg": 1})

@@ -133,7 +133,7 @@ def _configure(converter, quantization: str | None, representative) -> None:
 
 def convert(model, quantization: str | None = None, representative_data: Any = None,
             num_calibration_steps: int = 100, batch_size: int | None = None, verbose: bool = True,
-            via: str = "saved_model") -> bytes:
+            via: str = "saved_model", float_outputs: Mapping[str, int] | None = None) -> bytes:
     """Converts a Keras functional model to a .tflite flatbuffer with a named "serving_default" signature.
 
     The signature keeps the model's input names (e.g. "image", "domain") and names the outputs by
@@ -155,6 +155,10 @@ def convert(model, quantization: str | None = None, representative_data: Any = N
         verbose: print a progress line while calibrating.
         via: ``"saved_model"`` (the route above, every quantization) or ``"keras"`` (Keras'
             ``model.export(format="litert")``, float32 only).
+        float_outputs: with ``"int8"``: ``{output name: k}`` keeps the last ``k`` operations
+            on the way to that output in float (the fix for a task that full int8 costs too
+            much, e.g. ``{"depth": 2}``); the model's inputs and outputs are then float32 and
+            the other operations int8 (TensorFlow's quantization debugger, selective mode).
 
     Returns:
         The .tflite file content (write it to a .tflite file, or pass it to LiteModel / save_bundle).
@@ -170,6 +174,11 @@ def convert(model, quantization: str | None = None, representative_data: Any = N
             raise ValueError("via='keras' (model.export(format='litert')) converts float32 models with a dynamic "
                              "batch only; use via='saved_model' for quantization or a fixed batch_size.")
         return _keras_export(model)
+    if float_outputs:
+        if quantization != "int8":
+            raise ValueError(f"float_outputs keeps parts of an int8 model in float; got quantization={quantization!r}")
+        return _selective_int8(model, float_outputs, representative_data, num_calibration_steps, batch_size,
+                               verbose)
     return convert_all(model, (quantization,), representative_data, num_calibration_steps, batch_size,
                        verbose)[_label(quantization)]
 
@@ -210,6 +219,63 @@ def convert_all(model, quantizations: Sequence[str | None] = (None, "int8"), rep
             _configure(converter, quantization, representative)
             out[_label(quantization)] = _run_converter(converter, quantization)
     return out
+
+
+def float_tail(content: bytes, outputs: Mapping[str, int]) -> list[str]:
+    """Names of the output tensors of the last ``k`` operations before each named output of a
+    float .tflite (operations closer than ``k`` steps along any path to the output)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from tfmot_mtl.lite.model import LiteModel
+
+    lite = LiteModel(content)
+    unknown = sorted(set(outputs) - set(lite.output_names))
+    if unknown:
+        raise ValueError(f"float_outputs names {unknown}, not outputs of the model {lite.output_names}")
+    for name, k in outputs.items():
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"float_outputs[{name!r}] must be a positive number of operations, got {k!r}")
+    graph = schema.Model.GetRootAs(content, 0).Subgraphs(0)
+    producer = {}
+    for i in range(graph.OperatorsLength()):
+        for t in graph.Operators(i).OutputsAsNumpy():
+            producer[int(t)] = i
+    keep: set[int] = set()
+    for name, k in outputs.items():
+        frontier = {lite.output_details[name]["index"]}
+        for _ in range(k):
+            ops = {producer[t] for t in frontier if t in producer}
+            keep |= {int(t) for op in ops for t in graph.Operators(op).OutputsAsNumpy()}
+            frontier = {int(t) for op in ops for t in graph.Operators(op).InputsAsNumpy() if t >= 0}
+    return sorted(graph.Tensors(t).Name().decode() for t in keep)
+
+
+def _selective_int8(model, float_outputs, representative_data, steps, batch_size, verbose) -> bytes:
+    """Int8 with the last operations of some outputs left in float (float32 model inputs/outputs)."""
+    import tensorflow as tf
+
+    if representative_data is None:
+        raise ValueError("quantization='int8' calibrates activation ranges: pass representative_data, a "
+                         "tf.data.Dataset of (inputs, targets) or input batches.")
+    specs = input_specs(model, batch_size)
+    tail = float_tail(convert(model, batch_size=batch_size, verbose=False), dict(float_outputs))
+    representative = _representative_dataset(representative_data, specs, steps, verbose)
+
+    def samples():  # the debugger feeds inputs in the signature's order
+        for inputs in representative():
+            yield [inputs[name] for name in specs]
+
+    with tempfile.TemporaryDirectory(prefix="tfmot_mtl_export_") as folder:
+        _export_saved_model(float32_compute(model), folder, specs)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        _configure(converter, "int8", representative)
+        converter.inference_input_type = converter.inference_output_type = tf.float32
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=tail)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=samples,
+                                                                 debug_options=options)
+            return debugger.get_nondebug_quantized_model()
 
 
 def _label(quantization: str | None) -> str:

@@ -55,7 +55,7 @@ class Deployment:
             table.add_row(r["model"], r["quantization"], f"{r['size_bytes'] / 1024:.0f}",
                           f"{r['gzip_bytes'] / 1024:.0f}", f"{r['median_ms']:.3f}",
                           *[f"{r['metrics'][t][m]:.3f}" for t, m in primary],
-                          f"{r['delta_m']:+.2f}%", worst_text, f"{r['max_abs_error']:.2g}")
+                          f"{round(r['delta_m'], 2) or 0.0:+.2f}%", worst_text, f"{r['max_abs_error']:.2g}")
         return table
 
     @property

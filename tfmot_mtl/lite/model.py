@@ -146,7 +146,8 @@ def guess_quantization(info: Mapping[str, Any], input_details: Mapping, output_d
     if info["tensor_types"].get("FLOAT16"):
         return "float16"
     if info["tensor_types"].get("INT8"):
-        return "dynamic"
+        # float inputs and outputs around int8 activations: convert(..., float_outputs=...)
+        return "int8-mixed" if info["op_counts"].get("QUANTIZE") else "dynamic"
     return None
 
 
@@ -258,7 +259,8 @@ class LiteModel:
 
     @property
     def quantization(self) -> str | None:
-        """"int8", "int16x8", "float16", "dynamic" or None (float32), read from the tensor types."""
+        """"int8", "int8-mixed" (float inputs and outputs, some operations kept in float), "int16x8",
+        "float16", "dynamic" or None (float32), read from the tensor types."""
         return guess_quantization(self._inspect(), self.input_details, self.output_details)
 
     def _inspect(self) -> dict[str, Any]:
