@@ -174,7 +174,8 @@ def test_channel_costs_and_per_cost_ranking():
 
 
 def test_layer_floor():
-    assert layer_floor(64) == 7 and layer_floor(8) == 2 and layer_floor(1) == 1
+    assert layer_floor(64) == 16 and layer_floor(8) == 2 and layer_floor(1) == 1 and layer_floor(10) == 3
+    assert layer_floor(64, min_fraction=0.1) == 7
     assert layer_floor(100, min_channels=5, min_fraction=0.0) == 5
 
 
