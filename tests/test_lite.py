@@ -407,6 +407,7 @@ def test_cli_bench_times_both_apis_and_recommends(converted, tmp_path, capsys):
         cli.main(["bench", str(tmp_path / "missing.tflite")])
 
 
+@pytest.mark.slow  # ~15 s
 def test_keras_export_is_the_same_float_model(model, converted):
     theirs = lite.convert(model, via="keras")
     ours, keras_file = lite.LiteModel(converted[None]), lite.LiteModel(theirs)
@@ -422,6 +423,7 @@ def test_keras_export_is_the_same_float_model(model, converted):
         lite.convert(model, via="tflite_converter")
 
 
+@pytest.mark.slow  # ~10-20 s; the demo test converts through convert_all by default
 def test_convert_all_exports_once_and_matches_convert(model, converted):
     files = lite.convert_all(model, ["float32", "int8"], representative_data=make_dataset(), num_calibration_steps=3,
                              verbose=False)
@@ -439,6 +441,7 @@ def test_convert_all_exports_once_and_matches_convert(model, converted):
         lite.convert_all(model, ["int4"])
 
 
+@pytest.mark.slow  # ~15 s
 def test_int8_with_float_outputs_keeps_a_heads_tail_in_float(model, converted):
     from tfmot_mtl.lite.convert import float_tail
 

@@ -52,6 +52,9 @@ from tfmot_mtl.atomic import atomic_savefig
 class DemoConfig:
     """The data and model, the budget of each phase and the channel-finding recipe."""
 
+    # 768 / 320 images are whole batches of 32 (a partial last batch is traced again): with the
+    # LiteRT stage the demo takes 0.7x the time it took on 1500 / 300 images without it, and
+    # the compressed model keeps Δm >= 0 against the same-budget dense one.
     n_train: int = 768
     n_test: int = 320
     resolution: int = 64
