@@ -289,12 +289,10 @@ def _fmt(results: dict, tasks) -> str:
 
 def _worst(metrics: dict, reference: dict, tasks) -> dict:
     """Per task, the change of its main metric: points for percentages, relative for errors."""
-    out = {}
-    for t in tasks:
-        m = t.metrics[0]
-        a, b = metrics[t.name][m], reference[t.name][m]
-        out[t.name] = (a - b) if t.higher_is_better[m] else -(a - b) / max(abs(b), 1e-12) * 100
-    return out
+    from tfmot_mtl.lite.deploy import task_cost
+
+    cost = task_cost(metrics, reference, tasks, {t.name: t.metrics[0] for t in tasks})
+    return {name: c.get("points", c.get("relative")) for name, c in cost.items()}
 
 
 def check_targets(results: dict, target: float) -> dict:
