@@ -171,6 +171,17 @@ def test_channel_costs_and_per_cost_ranking():
     for i, g in enumerate(priced.groups):
         rows = priced._channel_group == i
         np.testing.assert_allclose(priced._scale[rows], plain._scale[rows] * weights[g.id])
+    # the exponent tempers the price: 0 gives every channel the same threshold, 0.5 the square root
+    flat = CostTarget(graph, groups, "macs", 0.5, 2, 0.1, exponent=0.0).channel_weights()
+    assert set(flat.values()) == {1.0}
+    root = CostTarget(graph, groups, "macs", 0.5, 2, 0.1, exponent=0.5).channel_weights()
+    assert root["fuse"] / root["lateral"] == pytest.approx(np.sqrt(weights["fuse"] / weights["lateral"]))
+    unpriced = tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.5, cost_exponent=0.0).build(model)
+    np.testing.assert_allclose(unpriced._scale, plain._scale)
+    assert tm.sparsity.ProximalGroupLasso.from_config(priced.get_config()).cost_exponent == 1.0
+    assert tm.sparsity.ProximalGroupLasso.from_config(unpriced.get_config()).cost_exponent == 0.0
+    with pytest.raises(ValueError, match="cost_exponent must be in"):
+        tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.5, cost_exponent=3)
 
 
 def test_layer_floor():

@@ -32,7 +32,8 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
     by that ranking at the end removes the rest (``info["trimmed"]`` channels), so the cost
     lands. The gain starts where the weakest channels begin to die (``gain="auto"``) and the
     ramp caps the dead share, so no lambda needs tuning. ``options`` may set ``l1`` (0.3),
-    ``l1_loss`` (1e-5), ``adapt_rate`` (0.2), ``gain``, ``mode``, ``relative`` (True).
+    ``l1_loss`` (1e-5), ``adapt_rate`` (0.2), ``gain``, ``mode``, ``relative`` (True),
+    ``cost_exponent`` (1).
 
     ``method="prune"`` (Garg et al. 2023): iterative pruning with ``options["criterion"]``
     ("taylor" by default) in equal steps spread over ``epochs``, fine-tuning in between;

@@ -37,14 +37,14 @@ class CostTarget:
     """
 
     def __init__(self, graph, groups: Sequence, kind: str, value: float, min_channels: int,
-                 min_fraction: float, relative: bool = False):
+                 min_fraction: float, relative: bool = False, exponent: float = 1.0):
         from tfmot_mtl.profile import MaskedCost
 
         if kind not in ("macs", "params"):
             raise ValueError(f"cost kind must be 'macs' or 'params', got {kind!r}")
         self.graph, self.groups, self.kind = graph, list(groups), kind
         self.min_channels, self.min_fraction = min_channels, min_fraction
-        self.relative = relative
+        self.relative, self.exponent = relative, float(exponent)
         self.cost = MaskedCost(graph)
         dense = self.cost.dense_macs if kind == "macs" else self.cost.dense_params
         self.goal = float(value) if value <= 1.0 else float(value) / max(1, dense)
@@ -62,7 +62,7 @@ class CostTarget:
         saved = channel_costs(self.groups, self.share, {g.id: np.ones(g.size, bool) for g in self.groups})
         total = sum(g.size for g in self.groups if g.id in saved)
         mean = sum(saved[g.id] * g.size for g in self.groups if g.id in saved) / max(1, total)
-        return {gid: value / max(mean, 1e-12) for gid, value in saved.items()}
+        return {gid: (value / max(mean, 1e-12)) ** self.exponent for gid, value in saved.items()}
 
     def ranking(self, model, masks: Mapping) -> dict[str, np.ndarray]:
         """Channel scores (higher = kept longer): L2 norm per unit of the cost saved; with
@@ -76,7 +76,7 @@ class CostTarget:
                 live = np.asarray(masks[g.id], bool) & (scores[g.id] > 0)
                 if live.any():
                     scores[g.id] = scores[g.id] / scores[g.id][live].mean()
-        return per_cost(scores, self.groups, self.share, masks)
+        return per_cost(scores, self.groups, self.share, masks, self.exponent)
 
     def channel_share(self, model) -> float:
         """The share of the selected channels the ranking removes to reach the goal."""

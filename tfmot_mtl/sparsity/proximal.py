@@ -119,6 +119,13 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             step overshot): ``trimmed``;
             the landed masks are then ``masks`` (use them rather than ``masks_from_zeros``,
             which drops the kept-back channels: they are zero until fine-tuned).
+        cost_exponent: with a cost target, how strongly the price of a channel scales its
+            threshold and its rank in the trim: the saved cost to this power (1, default: the
+            least norm per MAC goes first; 0: the cost is ignored, every layer thins at the same
+            relative rate and the trim alone lands the cost), as in ``ChannelPruningCallback``.
+            With layer-relative norms (all near 1) any exponent above 0 concentrates the cut in
+            the costliest groups; on ``benchmarks/own_models.py`` neither 0 nor 0.5 beat 1 on
+            every model (see the README's own-model section).
         relative: thresholds relative to the layer: each channel's ``tau_g`` is also multiplied
             by the mean norm of the live channels of its group, so a channel dies when it is
             weak against the other channels of its layer rather than against one threshold for
@@ -147,8 +154,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                  min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION, protect=(),
                  sparse_model: keras.Model | None = None, ramp_steps: int | None = None,
                  target_macs: float | None = None, target_params: float | None = None,
-                 relative: bool = False):
+                 relative: bool = False, cost_exponent: float = 1.0):
         super().__init__()
+        if isinstance(cost_exponent, bool) or not 0.0 <= float(cost_exponent) <= 2.0:
+            raise ValueError(f"cost_exponent must be in [0, 2], got {cost_exponent!r}")
+        self.cost_exponent = float(cost_exponent)
         self._sparse_model = sparse_model
         self.relative = bool(relative)
         if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
@@ -285,7 +295,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             from tfmot_mtl.sparsity.cost_target import AIM, CostTarget
 
             self.cost_target = CostTarget(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
-                                          self.min_fraction, self.relative)
+                                          self.min_fraction, self.relative, self.cost_exponent)
             self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
             # Thresholds per unit of cost: a channel that saves k times the average cost dies
             # at k times the average threshold (the ranking the trim and channel_share use).
@@ -482,7 +492,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                 "log_key": self.log_key, "target": None if self.cost_kind else self.target, "adapt_rate": self.adapt_rate,
                 "gain": "auto" if self.auto_gain and self._step_graph is None else self.gain, "min_channels": self.min_channels,
                 "min_fraction": self.min_fraction, "protect": list(self.protect), "ramp_steps": self.ramp_steps,
-                "relative": self.relative,
+                "relative": self.relative, "cost_exponent": self.cost_exponent,
                 **({f"target_{self.cost_kind}": self.cost_value} if self.cost_kind else {})}
 
     @classmethod
