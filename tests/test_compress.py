@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 import tfmot_mtl as tm
+from tfmot_mtl.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.profile import MaskedCost, profile
 from tfmot_mtl.pruning.choose import remove_to_cost
 from tfmot_mtl.selection import layer_floor
+from tfmot_mtl.tasks.data import as_dataset
 from tfmot_mtl.strip import strip_channels
 from tfmot_mtl.tasks import infer_tasks
 from tfmot_mtl.tasks.chance import chance_results, collapsed
@@ -243,6 +245,30 @@ def test_target_miss_is_reported():
         result = tm.compress(model, (x, y), target_macs=0.6, round_to=16, find_epochs=1, finetune_epochs=0,
                              batch_size=16, verbose=0)
     assert result.target["missed"] in result.warnings
+
+
+def test_stale_batchnorm_statistics_of_the_parent_are_reestimated_on_a_copy_and_reported():
+    model = nested_two_heads()
+    x, y = arrays(32)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    bn = model.get_layer("features").get_layer("pw_bn")
+    bn.moving_mean.assign(bn.moving_mean + 50.0)  # statistics of no batch the model will see
+    stale = [w.copy() for w in model.get_weights()]
+    with pytest.warns(tm.CompressWarning, match="BatchNorm statistics are stale"):
+        result = tm.compress(model, (x, y), target_channels=0.3, find_epochs=1, finetune_epochs=0,
+                             batch_size=16, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(stale, model.get_weights()))
+    assert any("stale" in m for m in result.warnings)
+    stored = tm.tasks.evaluate(model, as_dataset((x, y), 16), tm.tasks.infer_tasks(model))
+    assert result.before["segmentation"]["miou"] > stored["segmentation"]["miou"] + 5
+    fresh = nested_two_heads()
+    fresh.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    recalibrate_batchnorm(fresh, as_dataset((x, y), 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tm.CompressWarning)
+        quiet = tm.compress(fresh, (x, y), target_channels=0.3, find_epochs=1, finetune_epochs=0,
+                            batch_size=16, verbose=0)
+    assert not [m for m in quiet.warnings if "stale" in m]
 
 
 def test_collapse_to_chance_is_detected():
