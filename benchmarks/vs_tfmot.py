@@ -127,7 +127,7 @@ def magnitude_masks(graph, weights, fraction: float, multiple: int = 1):
     rounds each kept count up or down to a multiple of `multiple`, keeping the total
     (`round_masks(mode="total")`: the realised channel sparsity stays `fraction`)."""
     from tfmot_mtl.masks import ChannelMasks, channel_norms
-    from tfmot_mtl.strip import round_masks
+    from tfmot_mtl.masks import round_masks
 
     masks = {}
     for g in graph.prunable_groups:

@@ -18,7 +18,8 @@ from test_strip import _inputs, _outputs, assert_parity
 from tfmot_mtl import lite
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import apply_masks
-from tfmot_mtl.strip import keep_nonempty, strip_channels
+from tfmot_mtl.masks import keep_nonempty
+from tfmot_mtl.strip import strip_channels
 
 
 def expected_params(graph: ChannelGraph, masks) -> int:

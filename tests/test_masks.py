@@ -134,3 +134,28 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_save_model(Broken(), path)
     assert path.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_variable_multipliers_zero_exactly_what_masking_zeroes_and_the_folded_rows():
+    """The in-graph masks of the pruning callback: multiplying every variable by its multiplier
+    leaves the removed channels' slices at zero, the consumer rows a sigmoid's constant was folded
+    out of at zero, and every other weight as it was."""
+    from tfmot_mtl.masks import maskable_variables, variable_multipliers
+
+    model = zoo.randomize(zoo.sigmoid_fold())
+    graph = ChannelGraph.from_model(model)
+    mask = np.ones(6, bool)
+    mask[[0, 3]] = False
+    masks = ChannelMasks({"a": mask})
+    pairs = variable_multipliers(graph, masks)
+    candidates = {id(v) for v in maskable_variables(graph, ["a"])}
+    assert pairs and all(id(var) in candidates for var, _ in pairs)
+    for var, m in pairs:
+        assert m.shape == tuple(var.shape) and set(np.unique(m)) <= {0.0, 1.0}
+        var.assign(var.numpy() * m)
+    assert nonzero_in_removed(graph, masks) == 0
+    kernel = model.get_layer("a").get_weights()[0]
+    assert not kernel[..., [0, 3]].any() and kernel[..., [1, 2, 4, 5]].all()
+    rows = model.get_layer("pointwise").get_weights()[0]
+    assert not rows[:, :, [0, 3], :].any() and rows[:, :, [1, 2, 4, 5], :].any()
+    assert variable_multipliers(graph, ChannelMasks({})) == []

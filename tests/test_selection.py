@@ -11,7 +11,7 @@ from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.pruning import ChannelPruningCallback, Magnitude, Random
 from tfmot_mtl.selection import check_selection, producer_layers, select_groups
 from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity, sparsity_report
-from tfmot_mtl.strip import check_round_to, round_masks
+from tfmot_mtl.masks import check_round_to, round_masks
 
 L = keras.layers
 

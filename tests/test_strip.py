@@ -111,7 +111,7 @@ def test_round_to_keeps_multiples():
 
 def test_round_masks_nearest_moves_both_ways_and_keeps_strongest():
     from tfmot_mtl.masks import channel_norms, read_weights
-    from tfmot_mtl.strip import round_masks
+    from tfmot_mtl.masks import round_masks
 
     graph = ChannelGraph.from_model(zoo.randomize(zoo.multitask_trunk()))
     weights = read_weights(graph)

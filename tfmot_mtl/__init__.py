@@ -6,9 +6,10 @@ channels from any functional model; `lite` ships the result to TFLite / LiteRT.
 """
 from tfmot_mtl.compress import CompressResult, CompressWarning, compress
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
-from tfmot_mtl.masks import ChannelMasks, apply_masks, apply_masks_, masks_from_zeros, nonzero_in_removed
+from tfmot_mtl.masks import (ChannelMasks, apply_masks, apply_masks_, masks_from_zeros, nonzero_in_removed,
+                             round_masks)
 from tfmot_mtl.selection import select_groups
-from tfmot_mtl.strip import StripReport, round_masks, strip_channels
+from tfmot_mtl.strip import StripReport, strip_channels
 
 __version__ = "0.1.0"
 

@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfmot_mtl.cli_compress import DEFAULT_OUT, add_compress_commands, load_keras as _load_keras  # noqa: E402
+from tfmot_mtl.masks import ROUND_MODES  # noqa: E402
 from tfmot_mtl.cli_compress import (add_data_spec_args, data_error, data_spec, load_model_data,  # noqa: E402
                                     round_to_arg, task_file)
 
@@ -365,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", default=None, help="ChannelMasks JSON; default: strip all-zero channels")
     p.add_argument("--round-to", type=round_to_arg, default=None,
                    help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
-    p.add_argument("--round-mode", default="up", choices=["up", "nearest", "total"],
+    p.add_argument("--round-mode", default="up", choices=ROUND_MODES,
                    help="up: add channels back; nearest: each group to its nearest multiple (may also drop "
                         "the weakest); total: groups up or down so the total kept count stays the masks'")
     p.add_argument("--output", default=None)

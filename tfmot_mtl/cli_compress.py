@@ -23,8 +23,8 @@ def load_keras(path: str):
 
 
 def round_to_arg(text: str) -> int:
-    """argparse type of ``--round-to``: :func:`tfmot_mtl.strip.check_round_to` on the number."""
-    from tfmot_mtl.strip import check_round_to
+    """argparse type of ``--round-to``: :func:`tfmot_mtl.masks.check_round_to` on the number."""
+    from tfmot_mtl.masks import check_round_to
 
     try:
         value = int(text)

@@ -32,7 +32,8 @@ import tensorflow as tf
 from tfmot_mtl.callbacks import ResumableCallback, check_inner_model
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 from tfmot_mtl.ingraph import VariableMasks, refresh_train_function
-from tfmot_mtl.masks import ChannelMasks, apply_masks_, removed_slices
+from tfmot_mtl.masks import (PRUNING_ROUND_MODES, ChannelMasks, apply_masks_, check_round_to, maskable_variables,
+                             round_masks, variable_multipliers)
 from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
@@ -42,7 +43,6 @@ from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_ba
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
 from tfmot_mtl.resume import check_groups, jsonable
 from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION, check_floor, check_protect, select_groups
-from tfmot_mtl.strip import check_round_to, round_masks
 
 
 class ChannelPruningCallback(ResumableCallback):
@@ -80,7 +80,7 @@ class ChannelPruningCallback(ResumableCallback):
             1) but lost more on ResNet (10.2 points instead of 6.1) and on average (mean
             Δm -2.7% instead of -1.6%), so 1 stays the default.
         round_to: kept counts are rounded to a multiple (hardware-friendly widths) by
-            :func:`tfmot_mtl.strip.round_masks` (ranked by the criterion's scores, never
+            :func:`tfmot_mtl.masks.round_masks` (ranked by the criterion's scores, never
             bringing back a channel pruned earlier).
         round_mode: ``"nearest"`` (default) rounds every group to its nearest multiple, so
             the realised sparsity may differ from the schedule's (a group of 128 at 70% keeps
@@ -135,8 +135,8 @@ class ChannelPruningCallback(ResumableCallback):
         self.min_channels, self.min_fraction = min_channels, min_fraction
         self.cost: CostGoal | None = None  # with a cost target, once set up
         self.round_to = check_round_to(round_to)
-        if round_mode not in ("nearest", "total"):
-            raise ValueError(f"round_mode must be 'nearest' or 'total', got {round_mode!r}")
+        if round_mode not in PRUNING_ROUND_MODES:
+            raise ValueError(f"round_mode must be {' or '.join(map(repr, PRUNING_ROUND_MODES))}, got {round_mode!r}")
         self.round_mode = round_mode
         self.protect = check_protect(protect)
         self.data, self.score_batches = data, int(score_batches)
@@ -329,44 +329,14 @@ class ChannelPruningCallback(ResumableCallback):
 
     def _candidate_variables(self) -> list:
         """Every variable a mask of the selected (or initially pruned) groups can touch."""
-        out = []
         groups = {g.id for g in self.selected} | {gid for gid, m in self.masks.items() if not m.all()}
-        for gid in sorted(groups):
-            for s in self.graph.groups[gid].slices:
-                if s.role == "out" and s.zeroed:
-                    out.append(self.graph.layer(s.layer).weights[s.weight])
-        for site in self.graph.fold_sites:
-            for ax in self.graph.axes.get(site.layer, []):
-                if ax.role == "in":
-                    out.append(self.graph.layer(site.layer).weights[ax.weight])
-        return out
+        return maskable_variables(self.graph, groups)
 
     def _set_variable_masks(self) -> None:
         """Assigns the in-graph mask variables from ``masks`` (host, at pruning events only)."""
         self._logged = None
         if self._var_masks is not None:
-            self._var_masks.set({id(var): m for var, m in self._variable_masks()})
-
-    def _variable_masks(self) -> list[tuple[Any, np.ndarray]]:
-        """0/1 multipliers for every variable holding slices of removed channels."""
-        arrays: dict[tuple[str, int], np.ndarray] = {}
-
-        def zero(layer_name, weight, axis, positions):
-            var = self.graph.layer(layer_name).weights[weight]
-            m = arrays.setdefault((layer_name, weight), np.ones(tuple(var.shape), np.float32))
-            idx = [slice(None)] * m.ndim
-            idx[axis] = positions
-            m[tuple(idx)] = 0.0
-
-        for layer_name, weight, axis, drop in removed_slices(self.graph, self.masks):
-            zero(layer_name, weight, axis, drop)
-        keep = self.graph.keep_atoms(self.masks)
-        for site in self.graph.fold_sites:  # consumer rows a constant was folded out of
-            drop = site.positions[~keep[site.atoms]]
-            for ax in self.graph.axes.get(site.layer, []):
-                if ax.role == "in" and len(drop):
-                    zero(site.layer, ax.weight, ax.axis, drop)
-        return [(self.graph.layer(name).weights[weight], m) for (name, weight), m in arrays.items()]
+            self._var_masks.set({id(var): m for var, m in variable_multipliers(self.graph, self.masks)})
 
     def _next_batch(self):
         if self.data is None:

@@ -4,7 +4,7 @@ to a share of the channels (:func:`remove_lowest`) or to a cost in MACs or param
 counted on the model as it will be stripped (:func:`remove_to_cost`).
 
 Pure functions on ``{group id: bool keep mask}``; the callback scores the channels, calls
-them and rounds the result (:func:`tfmot_mtl.strip.round_masks`). No group goes below the
+them and rounds the result (:func:`tfmot_mtl.masks.round_masks`). No group goes below the
 layer floor (:func:`tfmot_mtl.selection.layer_floor`).
 """
 from __future__ import annotations
