@@ -25,5 +25,5 @@ setup(
     ],
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "execnet==2.1.2",
                              "hypothesis==6.170.15", "keras-hub==0.32.0"]},
-    entry_points={"console_scripts": ["tfmot-mtl=tfmot_mtl.cli:main"]},
+    entry_points={"console_scripts": ["tfmot-mtl=tfmot_mtl.app.cli:main"]},
 )

@@ -149,7 +149,7 @@ def prune_one(spec: dict, sparsity: float, build) -> dict:
     kernels = [w for layer in stripped.layers for w in layer.weights if "kernel" in w.name]
     name = f"tfmot_{int(round(sparsity * 100))}" if sparsity > 0 else "dense_tf_keras"
     path = os.path.join(spec["out"], f"{name}.tflite")
-    from tfmot_mtl.atomic import atomic_write  # found through import_builder's package stub
+    from tfmot_mtl.utils.atomic import atomic_write  # found through import_builder's package stub
 
     atomic_write(path, to_tflite(stripped, spec["input_shape"]))
     return {"name": name, "tflite": path, "target_sparsity": sparsity, "train_s": train_s,
@@ -171,7 +171,7 @@ def main(spec_path: str) -> None:
 
     build.tasks = tasks
     results = [prune_one(spec, s, build) for s in spec["sparsities"]]
-    from tfmot_mtl.atomic import atomic_write
+    from tfmot_mtl.utils.atomic import atomic_write
 
     atomic_write(os.path.join(spec["out"], "tfmot_results.json"),
                  json.dumps({"tf_keras": tf_keras.__version__, "results": results}, indent=2))

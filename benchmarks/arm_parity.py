@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     import keras
     import numpy as np
 
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl import lite
     from tfmot_mtl.lite import arm
 

@@ -30,8 +30,8 @@ import time
 import numpy as np
 
 from tfmot_mtl import budget
-from tfmot_mtl.batchnorm import recalibrate_batchnorm
-from tfmot_mtl.atomic import atomic_savefig, atomic_write
+from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
+from tfmot_mtl.utils.atomic import atomic_savefig, atomic_write
 from tfmot_mtl.budget import pipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))

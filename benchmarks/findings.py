@@ -153,7 +153,7 @@ def judge_dos_santos(result: dict, budget: float = 0.5) -> list[dict]:
 def run_garg(cfg, out_dir: str) -> tuple[list[dict], dict]:
     import iterative_pruning as ip
 
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
 
     if isinstance(cfg, str):
         cfg = dict(ip.PRESETS[cfg], criteria=ip.CRITERIA)

@@ -45,8 +45,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfmot_mtl import experiment as ex  # noqa: E402
-from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
+from tfmot_mtl.recipes import experiment as ex  # noqa: E402
+from tfmot_mtl.utils.atomic import atomic_savefig  # noqa: E402
 
 
 # One dataset's training setting: the demo's (1500/300, 64x64, width 1, 8 epochs, lr 2e-3).
@@ -207,7 +207,7 @@ def measure_row(model, data, layers, latency_runs: int) -> dict:
     """Sparsity, stripped size, metrics and LiteRT latency of a trained model (its stripped copy
     evaluated after one BatchNorm recalibration pass over the training split)."""
     from tfmot_mtl import lite
-    from tfmot_mtl.batchnorm import recalibrate_batchnorm
+    from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
     from tfmot_mtl.profile import profile
     from tfmot_mtl.sparsity import sparsity_report
     from tfmot_mtl.strip import strip_channels

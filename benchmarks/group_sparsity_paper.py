@@ -34,7 +34,7 @@ import time
 import keras
 import numpy as np
 
-from tfmot_mtl import experiment as ex
+from tfmot_mtl.recipes import experiment as ex
 
 PRESETS = {
     "paper-tiny": dict(n_train=24, n_val=16, n_test=16, resolution=16, width=0.25, batch_size=8,
@@ -79,7 +79,7 @@ def train(data, cfg: dict, seed: int, lam: float, layers, verbose: int = 0,
           target: float | None = None) -> tuple[keras.Model, dict]:
     """One model from the seed's init: uncertainty-weighted AdamW, early stopping, sparse if
     lam (fixed, or the start of the adaptive lambda when ``target`` is given)."""
-    from tfmot_mtl.batchnorm import RecalibrateBatchNorm
+    from tfmot_mtl.recipes.batchnorm import RecalibrateBatchNorm
     from tfmot_mtl.distill import TaskWeightedModel
     from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity
 
@@ -245,7 +245,7 @@ def plot(result: dict, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tfmot_mtl.atomic import atomic_savefig
+    from tfmot_mtl.utils.atomic import atomic_savefig
 
     rows = [r for r in result["rows"] if r["kind"] == "mtl"]
     sparse = [r for r in rows if r["lambda"]]

@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from tfmot_mtl import experiment as ex  # noqa: E402
-from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
+from tfmot_mtl.recipes import experiment as ex  # noqa: E402
+from tfmot_mtl.utils.atomic import atomic_savefig  # noqa: E402
 from tfmot_mtl.pruning.run import (compile_for_pruning, prune_model,  # noqa: E402
                                    retrain_from_scratch, steps_per_epoch)
 from tfmot_mtl.strip import strip_channels  # noqa: E402

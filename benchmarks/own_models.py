@@ -44,7 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfmot_mtl as tm  # noqa: E402
-from tfmot_mtl import experiment as ex  # noqa: E402
+from tfmot_mtl.recipes import experiment as ex  # noqa: E402
 from tfmot_mtl import recipes  # noqa: E402
 from tfmot_mtl.compress import defined_delta_m  # noqa: E402
 from tfmot_mtl.tasks import evaluate, infer_tasks  # noqa: E402
@@ -202,7 +202,7 @@ def _subset(y: dict, names) -> dict:
 
 def run_model(name: str, methods, cfg: dict, log=print) -> dict:
     """Trains the dense model, the same-budget dense model and one compressed model per method."""
-    from tfmot_mtl.walk import output_names
+    from tfmot_mtl.graph.walk import output_names
 
     x, y = shapes_data(cfg["n_train"], seed=cfg["seed"])
     xt, yt = shapes_data(cfg["n_test"], seed=cfg["seed"] + 1000)

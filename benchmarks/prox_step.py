@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
     import keras
     import tensorflow as tf
 
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.sparsity import ProximalGroupLasso
     from tfmot_mtl.tasks import compile_args
 

@@ -39,10 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfmot_mtl import experiment as ex  # noqa: E402
+from tfmot_mtl.recipes import experiment as ex  # noqa: E402
 from tfmot_mtl import recipes  # noqa: E402
-from tfmot_mtl.atomic import atomic_savefig  # noqa: E402
-from tfmot_mtl.demo import PRIMARY_METRICS  # noqa: E402
+from tfmot_mtl.utils.atomic import atomic_savefig  # noqa: E402
+from tfmot_mtl.app.demo import PRIMARY_METRICS  # noqa: E402
 from tfmot_mtl.masks import clone_with_weights  # noqa: E402
 from tfmot_mtl.profile import profile  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
@@ -60,7 +60,7 @@ PRESETS = {
     # the demo's recipe (8 dense + 10 pruning + 6 fine-tuning epochs, all at 2e-3) on smaller data
     "default": dict(n_train=500, n_test=200, batch_size=32, resolution=32, width=0.5, dense_epochs=8,
                     find_epochs=10, finetune_epochs=6, targets=(0.5, 0.7), seeds=(0, 1, 2)),
-    # the setting of `make demo` (tfmot_mtl.demo.DemoConfig), one seed: about 20 minutes
+    # the setting of `make demo` (tfmot_mtl.app.demo.DemoConfig), one seed: about 20 minutes
     "demo": dict(n_train=1500, n_test=300, batch_size=32, resolution=64, width=1.0, dense_epochs=8,
                  find_epochs=10, finetune_epochs=6, targets=(0.62,), seeds=(0,)),
 }

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         print_rows(rows[-len(args.round_to):])
     print("\nall configurations:")
     print_rows(rows)
-    from tfmot_mtl.atomic import atomic_write
+    from tfmot_mtl.utils.atomic import atomic_write
 
     atomic_write(args.out, json.dumps({"fraction": args.fraction, "runs": args.runs, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

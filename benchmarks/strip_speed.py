@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfmot_mtl.atomic import atomic_write  # noqa: E402
+from tfmot_mtl.utils.atomic import atomic_write  # noqa: E402
 from tfmot_mtl.graph import ChannelGraph  # noqa: E402
 from tfmot_mtl.masks import ChannelMasks  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402

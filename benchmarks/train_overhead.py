@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     import keras
     import tensorflow as tf
 
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.budget import BudgetCallback, compile_domain_model, pipeline
     from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude
     from tfmot_mtl.sparsity import ProximalGroupLasso

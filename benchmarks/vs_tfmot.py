@@ -63,7 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tfmot_mtl.atomic import atomic_savefig, atomic_savez, atomic_write  # noqa: E402
+from tfmot_mtl.utils.atomic import atomic_savefig, atomic_savez, atomic_write  # noqa: E402
 
 SETTINGS = {
     "quick": dict(resolution=32, n_train=64, n_test=16, batch_size=16, width=0.5, epochs=1, finetune_epochs=1,
@@ -105,7 +105,7 @@ def save_for_worker(model, data, folder: str) -> tuple[str, str]:
 
 
 def run_tfmot(model, data, cfg: dict, folder: str) -> list[dict]:
-    from tfmot_mtl.experiment import steps_per_epoch
+    from tfmot_mtl.recipes.experiment import steps_per_epoch
 
     wpath, dpath = save_for_worker(model, data, folder)
     spec = {"weights": wpath, "data": dpath, "tasks": [[t.name, t.kind, t.output_channels] for t in data.tasks],
@@ -167,7 +167,7 @@ def gradual_prune(model, data, fraction: float, epochs: int, multiple: int, even
     removed channels held at zero by ChannelPruningCallback; distilled from ``teacher`` when
     given (MultiTaskDistiller, T = 2), else on labels. Returns the final masks."""
     from tfmot_mtl import recipes
-    from tfmot_mtl.experiment import steps_per_epoch
+    from tfmot_mtl.recipes.experiment import steps_per_epoch
     from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude, Taylor
     from tfmot_mtl.tasks import compile_args
 
@@ -266,9 +266,9 @@ def plot(rows: list[dict], path: str) -> None:
 def run(setting: str, out: str, overrides: dict | None = None) -> dict:
     import keras
 
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl import lite
-    from tfmot_mtl.experiment import steps_per_epoch
+    from tfmot_mtl.recipes.experiment import steps_per_epoch
     from tfmot_mtl.profile import profile
     from tfmot_mtl.tasks import evaluate
 

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfmot_mtl import lite  # noqa: E402
-from tfmot_mtl.model_files import load_model  # noqa: E402
+from tfmot_mtl.utils.model_files import load_model  # noqa: E402
 from tfmot_mtl.tasks import Task  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tfmot_mtl import experiment as ex  # noqa: E402
+from tfmot_mtl.recipes import experiment as ex  # noqa: E402
 from tfmot_mtl import recipes  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
 from tfmot_mtl.tasks import print_results  # noqa: E402

@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfmot_mtl.sparsity as sp  # noqa: E402
-from tfmot_mtl.batchnorm import RecalibrateBatchNorm  # noqa: E402
+from tfmot_mtl.recipes.batchnorm import RecalibrateBatchNorm  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
 
 

@@ -14,9 +14,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfmot_mtl as tm  # noqa: E402
-from tfmot_mtl.atomic import atomic_save_model  # noqa: E402
+from tfmot_mtl.utils.atomic import atomic_save_model  # noqa: E402
 from tfmot_mtl.masks import channel_norms, read_weights  # noqa: E402
-from tfmot_mtl.model_files import load_model  # noqa: E402
+from tfmot_mtl.utils.model_files import load_model  # noqa: E402
 
 
 def smallest_norm_masks(graph, fraction):

@@ -4,7 +4,7 @@
     python examples/xla_training.py --gpu     # the same on the first GPU
     python examples/xla_training.py --fast    # two heads, fewer steps (the test's setting)
 
-Each method's per-step work runs inside the compiled step (tfmot_mtl.ingraph): the group-lasso
+Each method's per-step work runs inside the compiled step (tfmot_mtl.training.ingraph): the group-lasso
 proximal step, the pruning masks, the budget and sharing terms of the loss. The script trains
 each for a few steps and prints what each produced: the exactly-zero channels of group
 sparsity, the pruned channels (with a count of non-zero weights left in them: 0), and the

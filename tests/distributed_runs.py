@@ -21,7 +21,7 @@ import keras  # noqa: E402
 
 import tfmot_mtl.pruning.callback as pruning_callback  # noqa: E402
 from tfmot_mtl import budget  # noqa: E402
-from tfmot_mtl.distribute import patch_keras_multi_worker_fit  # noqa: E402
+from tfmot_mtl.training.distribute import patch_keras_multi_worker_fit  # noqa: E402
 from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude, Taylor  # noqa: E402
 from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity  # noqa: E402
 

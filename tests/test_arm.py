@@ -119,7 +119,7 @@ def test_compare_counts_quantization_steps_for_int_outputs():
 
 
 def test_cli_check_arm_errors_are_one_line(tmp_path, capsys):
-    from tfmot_mtl import cli
+    from tfmot_mtl.app import cli
 
     not_a_model = tmp_path / "x.tflite"
     not_a_model.write_bytes(b"0123456789")

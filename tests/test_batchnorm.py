@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfmot_mtl import recipes
-from tfmot_mtl.batchnorm import RecalibrateBatchNorm, recalibrate_batchnorm
+from tfmot_mtl.recipes.batchnorm import RecalibrateBatchNorm, recalibrate_batchnorm
 from tfmot_mtl.budget.domain_bn import DomainBatchNorm
 
 

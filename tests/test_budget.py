@@ -345,7 +345,7 @@ def test_example_runs_fast():
 
 @pytest.mark.parametrize("bad", ["0", "1.5", "-0.2"])
 def test_cli_bad_budget_exits_non_zero(bad, capsys):
-    from tfmot_mtl.cli import main
+    from tfmot_mtl.app.cli import main
 
     with pytest.raises(SystemExit) as err:
         main(["budget", "--budget", bad])
@@ -395,7 +395,7 @@ def test_annealed_penalty_aims_at_the_epochs_budget_not_the_final_one():
 
 @pytest.mark.slow
 def test_cli_budget_tiny(tmp_path):
-    from tfmot_mtl.cli import main
+    from tfmot_mtl.app.cli import main
 
     out = tmp_path / "budget"
     rc = main(["budget", "--budget", "0.5", "--sharing", "jaccard", "--epochs", "1", "--budget-epochs", "1",

@@ -1,4 +1,4 @@
-"""`tfmot-mtl` convert / bench / strip, run in-process through `tfmot_mtl.cli.main`."""
+"""`tfmot-mtl` convert / bench / strip, run in-process through `tfmot_mtl.app.cli.main`."""
 import json
 import os
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 import model_zoo as zoo
 from tfmot_mtl import models
-from tfmot_mtl.cli import main
+from tfmot_mtl.app.cli import main
 from tfmot_mtl.datasets import synthetic_scenes
 from tfmot_mtl.graph import ChannelGraph
 
@@ -143,7 +143,7 @@ def test_bench_bad_inputs(tmp_path):
 
 
 def test_module_entry_point_exits_non_zero(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tfmot_mtl.cli", "bench", str(tmp_path / "x.tflite")],
+    proc = subprocess.run([sys.executable, "-m", "tfmot_mtl.app.cli", "bench", str(tmp_path / "x.tflite")],
                           capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode != 0
     assert "no .tflite file" in proc.stderr

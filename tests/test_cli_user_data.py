@@ -1,5 +1,5 @@
 """`tfmot-mtl` on a user's own model, data and tasks (`--data SPEC`, `--data-dir`, `--tasks FILE.json`),
-run in-process through `tfmot_mtl.cli.main`; the user's model and data live in `tests/user_data.py`."""
+run in-process through `tfmot_mtl.app.cli.main`; the user's model and data live in `tests/user_data.py`."""
 import json
 
 import keras
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import user_data
-from tfmot_mtl import cli
+from tfmot_mtl.app import cli
 from tfmot_mtl.datasets.spec import FORMS, load_spec
 from tfmot_mtl.tasks import load_tasks
 
@@ -121,8 +121,8 @@ def test_a_non_square_model_prunes_on_its_own_data(models, tmp_path, tasks_file,
 
 def test_a_non_square_reference_model_on_embedded_data(tmp_path):
     """Embedded data generated at a 24x40 model's size (square at 40, resized)."""
-    from tfmot_mtl import experiment as ex
-    from tfmot_mtl import model_data as md
+    from tfmot_mtl.recipes import experiment as ex
+    from tfmot_mtl.app import model_data as md
     from tfmot_mtl.datasets import synthetic_scenes
 
     model = ex.build_model("mtl_vgg", synthetic_scenes.tasks(), (24, 40, 3), base_channels=2, head_channels=2)
@@ -144,7 +144,7 @@ def test_thirteen_classes_fit_and_a_mismatch_is_one_line(models, tasks_file):
 
 
 def test_embedded_data_with_another_class_count_is_one_line(tmp_path):
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl import tasks as T
 
     tasks = [T.segmentation("segmentation", 13), T.depth(), T.normals()]
@@ -288,8 +288,8 @@ def _fake_nyuv2(root, n=3, size=(16, 20)):
 
 
 def test_nyuv2_folder_at_the_models_size(tmp_path):
-    from tfmot_mtl import experiment as ex
-    from tfmot_mtl import model_data as md
+    from tfmot_mtl.recipes import experiment as ex
+    from tfmot_mtl.app import model_data as md
     from tfmot_mtl.datasets import nyuv2_tasks
 
     _fake_nyuv2(tmp_path / "nyu")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tfmot_mtl as tm
-from tfmot_mtl.batchnorm import recalibrate_batchnorm
+from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.profile import MaskedCost, profile

@@ -5,8 +5,10 @@ import json
 import keras
 import pytest
 
-from tfmot_mtl import cli, recipes
-from tfmot_mtl import experiment as ex
+from tfmot_mtl import recipes
+
+from tfmot_mtl.app import cli
+from tfmot_mtl.recipes import experiment as ex
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.pruning.run import compile_for_pruning
 
@@ -200,7 +202,7 @@ def test_a_fresh_process_loads_a_model_saved_compiled_with_task_losses(trained_p
     import subprocess
     import sys
 
-    code = f"from tfmot_mtl.cli_compress import load_keras; print(load_keras({str(trained_path)!r}).name)"
+    code = f"from tfmot_mtl.app.cli_compress import load_keras; print(load_keras({str(trained_path)!r}).name)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("mtl_vgg")

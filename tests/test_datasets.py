@@ -308,7 +308,7 @@ def test_datasets_tour_fast(tmp_path):
 
 
 def test_preview_summary_and_cli(tmp_path):
-    from tfmot_mtl.cli import main
+    from tfmot_mtl.app.cli import main
     from tfmot_mtl.datasets.preview import preview
 
     summary = preview("synthetic_scenes", n=4, out=tmp_path, resolution=32, shown=2)

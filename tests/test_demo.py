@@ -3,15 +3,15 @@ import json
 
 import pytest
 
-from tfmot_mtl.cli import main
-from tfmot_mtl.demo import run_demo
+from tfmot_mtl.app.cli import main
+from tfmot_mtl.app.demo import run_demo
 
 
 @pytest.mark.slow
 def test_demo_fast_group_sparsity_variant(tmp_path):
     from dataclasses import replace
 
-    from tfmot_mtl.demo import PRESETS
+    from tfmot_mtl.app.demo import PRESETS
 
     cfg = replace(PRESETS["fast"], method="sparsity", l1=20.0, adapt_rate=0.3, finetune_lr=0.05, distill=True)
     report = run_demo(out=str(tmp_path), config=cfg, verbose=0)

@@ -273,7 +273,7 @@ def test_mirrored_strategy_distillation_step():
 
 
 def test_recipe_finetune_gives_the_teacher_back_trainable():
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl import recipes
 
     x, y = _data(16)

@@ -199,7 +199,7 @@ def test_multi_worker_patch_is_idempotent_and_only_for_multi_worker():
     import tensorflow as tf
     from keras.src.backend.tensorflow import trainer
 
-    from tfmot_mtl.distribute import patch_keras_multi_worker_fit
+    from tfmot_mtl.training.distribute import patch_keras_multi_worker_fit
 
     assert patch_keras_multi_worker_fit() is True
     reduce_logs = trainer.reduce_per_replica

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfmot_mtl.atomic import atomic_save_model, atomic_save_weights, atomic_savez, atomic_write
-from tfmot_mtl.experiment import write_json
+from tfmot_mtl.utils.atomic import atomic_save_model, atomic_save_weights, atomic_savez, atomic_write
+from tfmot_mtl.recipes.experiment import write_json
 from tfmot_mtl.masks import ChannelMasks
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")

@@ -16,10 +16,10 @@ import tensorflow as tf
 import model_zoo as zoo
 from test_strip import _inputs, _outputs, assert_parity
 from tfmot_mtl import budget
-from tfmot_mtl.cli import main
+from tfmot_mtl.app.cli import main
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import ChannelMasks, apply_masks, masks_from_zeros
-from tfmot_mtl.model_files import load_model
+from tfmot_mtl.utils.model_files import load_model
 from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude, evaluate_schedule
 from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity
 from tfmot_mtl.strip import strip_channels

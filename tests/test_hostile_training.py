@@ -17,7 +17,7 @@ from test_strip import assert_parity
 from tfmot_mtl import budget, lite
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import apply_masks, masks_from_zeros
-from tfmot_mtl.nonfinite import NonFiniteWarning
+from tfmot_mtl.training.nonfinite import NonFiniteWarning
 from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude
 from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity
 from tfmot_mtl.strip import strip_channels

@@ -1,4 +1,4 @@
-"""Per-step method work inside the compiled train step (tfmot_mtl.ingraph, sparsity.prox_graph).
+"""Per-step method work inside the compiled train step (tfmot_mtl.training.ingraph; tests/prox_graph.py, flat graph ops, is an oracle).
 
 The graph prox must equal the numpy oracle (sparsity.prox_ops) eagerly and under XLA; the
 in-graph mask hook must keep pruned channels exactly zero under jit_compile=True.
@@ -16,9 +16,11 @@ from test_pruning import conv_data, conv_model
 from test_sparsity import data, two_task_model, zero_loss
 from tensorflow.python.framework import kernels
 
-from tfmot_mtl import budget, ingraph, nonzero_in_removed
+from tfmot_mtl import budget, nonzero_in_removed
+from tfmot_mtl.training import ingraph
 from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Magnitude
-from tfmot_mtl.sparsity import ProximalGroupLasso, prox_adam, prox_graph, prox_plain
+import prox_graph
+from tfmot_mtl.sparsity import ProximalGroupLasso, prox_adam, prox_plain
 
 
 def _random_groups(seed, n=40, size=400):

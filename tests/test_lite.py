@@ -389,7 +389,7 @@ def test_recommendation_says_when_int8_is_slower():
 
 
 def test_cli_bench_times_both_apis_and_recommends(converted, tmp_path, capsys):
-    from tfmot_mtl import cli
+    from tfmot_mtl.app import cli
 
     paths = []
     for q in (None, "int8"):

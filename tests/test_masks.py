@@ -119,7 +119,7 @@ def test_nonzero_in_removed_counts_owned_slices_until_masked(trunk):
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
-    from tfmot_mtl.atomic import atomic_save_model, atomic_write
+    from tfmot_mtl.utils.atomic import atomic_save_model, atomic_write
 
     path = tmp_path / "report.json"
     atomic_write(path, "good")

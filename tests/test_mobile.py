@@ -76,7 +76,7 @@ def _build(name):
         train, test = _scene_data("train", 32), _scene_data("test", 8)
     model = models.build(name, tasks, input_shape=(SIZE, SIZE, 3), width=WIDTH)
     if name == METRIC_MODEL:
-        from tfmot_mtl.experiment import compile_model
+        from tfmot_mtl.recipes.experiment import compile_model
 
         compile_model(model, tasks, lr=3e-3)
         model.fit(train, epochs=2, verbose=0)

@@ -2,7 +2,7 @@
 
 Keras 3 names dict outputs by their keys (``compile(loss={key: ...})``, ``predict()[key]``)
 while ``model.output_names`` lists the output *layers'* names. Every part of tfmot_mtl must
-name tasks by the keys: ``tfmot_mtl.walk.output_names``.
+name tasks by the keys: ``tfmot_mtl.graph.walk.output_names``.
 """
 import json
 
@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import model_zoo as zoo
-from tfmot_mtl import budget, cli, lite
+from tfmot_mtl import budget, lite
+from tfmot_mtl.app import cli
 from tfmot_mtl import tasks as T
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.lite.io import named_outputs
@@ -21,7 +22,7 @@ from tfmot_mtl.pruning import ChannelPruningCallback, CosPrune, IterativeSchedul
 from tfmot_mtl.pruning.gradient_criteria import resolve_losses
 from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity
 from tfmot_mtl.strip import strip_channels
-from tfmot_mtl.walk import output_names
+from tfmot_mtl.graph.walk import output_names
 
 SIZE = 16
 KEYS = ["cls", "depth", "seg"]  # sorted, as Keras flattens a dict

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfmot_mtl import cli
-from tfmot_mtl import experiment as ex
+from tfmot_mtl.app import cli
+from tfmot_mtl.recipes import experiment as ex
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.pruning.run import (compile_for_pruning, make_criterion, prune_model, reset_optimizer,

@@ -3,9 +3,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfmot_mtl import experiment as ex
+from tfmot_mtl.recipes import experiment as ex
 from tfmot_mtl import recipes
-from tfmot_mtl.demo import PRIMARY_METRICS
+from tfmot_mtl.app.demo import PRIMARY_METRICS
 
 
 @pytest.mark.slow  # three trainings (~30 s); the demo test covers the same chain by default

@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmot_mtl import budget, resume
-from tfmot_mtl.atomic import atomic_save_model, atomic_savefig, atomic_write
+from tfmot_mtl import budget
+
+from tfmot_mtl.training import resume
+from tfmot_mtl.utils.atomic import atomic_save_model, atomic_savefig, atomic_write
 from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule, Taylor
 from tfmot_mtl.sparsity import ProximalGroupLasso
 
@@ -433,7 +435,7 @@ def _torn_writer(payload: bytes):
 def test_atomic_write_crash_leaves_previous_file(tmp_path):
     path = tmp_path / "report.json"
     atomic_write(path, '{"good": true}')
-    from tfmot_mtl.atomic import replace_via_temp
+    from tfmot_mtl.utils.atomic import replace_via_temp
 
     with pytest.raises(_Crash):
         replace_via_temp(path, _torn_writer(b'{"new": "value that never lands"}'))

@@ -309,7 +309,7 @@ def test_one_round_to_check(bad):
 
 
 def test_cli_round_to_uses_the_same_check():
-    from tfmot_mtl.cli import main
+    from tfmot_mtl.app.cli import main
 
     with pytest.raises(SystemExit) as err:
         main(["strip", "missing.keras", "--round-to", "2.5"])

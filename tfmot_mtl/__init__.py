@@ -19,11 +19,18 @@ __all__ = [
 ]
 
 
+# Modules that live in a sub-package, reachable as before: `tm.experiment`, `tm.resume`, ...
+_MOVED = {"experiment": "tfmot_mtl.recipes.experiment", "batchnorm": "tfmot_mtl.recipes.batchnorm",
+          "resume": "tfmot_mtl.training.resume", "distribute": "tfmot_mtl.training.distribute"}
+
+
 def __getattr__(name):
     # Sub-packages load on first use: `tm.sparsity`, `tm.pruning`, `tm.budget`, `tm.distill`, `tm.lite`, ...
     import importlib
 
-    if name in ("sparsity", "pruning", "budget", "lite", "tasks", "models", "datasets", "profile",
-                "experiment", "resume", "distribute", "distill", "recipes", "batchnorm"):
+    if name in ("sparsity", "pruning", "budget", "lite", "tasks", "models", "datasets", "profile", "distill",
+                "recipes", "training", "utils", "app"):
         return importlib.import_module(f"tfmot_mtl.{name}")
+    if name in _MOVED:
+        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'tfmot_mtl' has no attribute {name!r}")

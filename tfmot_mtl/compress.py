@@ -146,7 +146,7 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
             reachable range); data whose targets do not fit the outputs; an output whose task
             cannot be inferred.
     """
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.recipes.find import find_channels
     from tfmot_mtl.recipes.train import finetune
     from tfmot_mtl.tasks.data import as_dataset, check_targets
@@ -257,8 +257,8 @@ def _recalibrated_parent(dense: keras.Model, data, tasks, train_ds, say) -> tupl
     moving averages far from its weights' statistics (keras.applications' MobileNetV2 uses
     momentum 0.999), which makes the "before" column, and a teacher distilling from the parent,
     worse than the model is."""
-    from tfmot_mtl.batchnorm import recalibrate_batchnorm
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
+    from tfmot_mtl.recipes import experiment as ex
 
     stored = ex.evaluate(dense, data)
     weights = dense.get_weights()
@@ -272,7 +272,7 @@ def _recalibrated_parent(dense: keras.Model, data, tasks, train_ds, say) -> tupl
     message = (f"the model's BatchNorm statistics are stale: re-estimated on the training data (on a copy), "
                f"its metrics change by Δm {gain:+.1f}% ({_fmt_metrics(stored, tasks)} -> "
                f"{_fmt_metrics(before, tasks)}); 'before' and the distillation teacher use the re-estimated "
-               "copy (tfmot_mtl.batchnorm.recalibrate_batchnorm(model, data) fixes the model itself)")
+               "copy (tfmot_mtl.recipes.batchnorm.recalibrate_batchnorm(model, data) fixes the model itself)")
     warnings.warn(message, CompressWarning, stacklevel=3)
     say(f"[compress] {message}")
     return before, message
@@ -328,7 +328,7 @@ class TaskMonitor(keras.callbacks.Callback):
         return self
 
     def on_epoch_end(self, epoch, logs=None):
-        from tfmot_mtl.batchnorm import recalibrate_batchnorm
+        from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
         from tfmot_mtl.tasks import evaluate
         from tfmot_mtl.tasks.chance import collapsed
 

@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tfmot_mtl.walk import FlatGraph, FlatNode, flatten
+from tfmot_mtl.graph.walk import FlatGraph, FlatNode, flatten
 
 def _classes(*names: str) -> tuple[type, ...]:
     return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))

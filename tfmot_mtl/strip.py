@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import tree
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl import layers as rules
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import (ChannelMasks, as_channel_masks, check_round_to, keep_nonempty, mask_weights,

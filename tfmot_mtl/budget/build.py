@@ -22,12 +22,12 @@ import keras
 import numpy as np
 from keras import tree
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.budget.domain_bn import from_batch_norm, is_channel_bn, tile_weights
 from tfmot_mtl.budget.switch import DomainSwitch
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.selection import Selection, check_protect, check_selection, select_groups
-from tfmot_mtl.walk import as_functional, output_names
+from tfmot_mtl.graph.walk import as_functional, output_names
 
 HeadFn = Callable[[Any, str, int], Any]
 

@@ -34,13 +34,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmot_mtl import ingraph
+from tfmot_mtl.training import ingraph
 from tfmot_mtl.budget import losses
 from tfmot_mtl.budget.graph_terms import BudgetTerms
 from tfmot_mtl.budget.switch import switch_infos
-from tfmot_mtl.callbacks import ResumableCallback
-from tfmot_mtl.resume import jsonable
-from tfmot_mtl.nonfinite import nonfinite_loss, stop_if_nonfinite
+from tfmot_mtl.training.callbacks import ResumableCallback
+from tfmot_mtl.training.resume import jsonable
+from tfmot_mtl.training.nonfinite import nonfinite_loss, stop_if_nonfinite
 
 
 @keras.saving.register_keras_serializable(package="tfmot_mtl")
@@ -65,7 +65,7 @@ class BudgetCallback(ResumableCallback):
     Attributes: ``lambdas`` (D,), ``history`` (one dict per epoch: usage, lambdas, losses).
 
     A NaN/Inf loss or switch latent stops training with a ``NonFiniteWarning``
-    (:mod:`tfmot_mtl.nonfinite`) after restoring the latents of the last finite batch;
+    (:mod:`tfmot_mtl.training.nonfinite`) after restoring the latents of the last finite batch;
     ``nonfinite`` holds the message.
     """
 

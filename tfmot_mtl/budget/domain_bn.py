@@ -21,6 +21,7 @@ import numpy as np
 from keras import ops
 
 from tfmot_mtl.layers import Rule, describe, register
+from tfmot_mtl.recipes.batchnorm import register_normalization
 
 
 def domain_weights(domain, num_domains: int):
@@ -34,6 +35,7 @@ def domain_weights(domain, num_domains: int):
 
 
 @keras.saving.register_keras_serializable(package="tfmot_mtl")
+@register_normalization
 class DomainBatchNorm(keras.layers.Layer):
     """BatchNormalization with one set of statistics and affine parameters per domain.
 

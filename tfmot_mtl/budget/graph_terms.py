@@ -9,7 +9,7 @@ penalty step ``lr · N · ∂/∂ŝ``) into the model's loss through the ``regul
 switch latent (Keras adds every trainable weight's regularizer to ``model.losses``, which the
 train step adds to the loss), so the reported ``loss`` includes it and its gradient goes
 through the compiled optimizer with the task gradients. After each update a hook
-(:mod:`tfmot_mtl.ingraph`) raises the multipliers ``λ_d += multiplier_lr · max(0, usage_d − β)``
+(:mod:`tfmot_mtl.training.ingraph`) raises the multipliers ``λ_d += multiplier_lr · max(0, usage_d − β)``
 ; the loss keeps a copy of the latents the previous batch left while they are finite (what
 a NaN/Inf stop restores). Everything stays on the device.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmot_mtl.budget.switch import binarize_ste
-from tfmot_mtl.ingraph import add_post_update_hook, new_variable
+from tfmot_mtl.training.ingraph import add_post_update_hook, new_variable
 
 F32 = tf.float32
 

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfmot_mtl.batchnorm import recalibrate_batchnorm
+from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.budget.build import add_domain_switches, compile_domain_model, domain_accuracy, domain_targets
 from tfmot_mtl.budget.callback import BudgetCallback
 from tfmot_mtl.budget.losses import check_budget, check_sharing

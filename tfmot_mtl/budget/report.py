@@ -23,13 +23,13 @@ import keras
 import numpy as np
 from keras import tree
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.budget.domain_bn import DomainBatchNorm, domain_bn_to_stock
 from tfmot_mtl.budget.switch import DomainSwitch, domain_masks, union_masks
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.profile import profile
 from tfmot_mtl.strip import StripReport, strip_channels
-from tfmot_mtl.walk import flatten
+from tfmot_mtl.graph.walk import flatten
 
 
 def strip_domain_model(model: keras.Model, export: bool = True, input_shape: Any = None,

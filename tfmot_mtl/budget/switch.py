@@ -122,7 +122,7 @@ register(DomainSwitch)(DomainSwitchRule)
 
 def switch_layers(model) -> list[DomainSwitch]:
     """Every DomainSwitch of a model (nested models included), each once, in graph order."""
-    from tfmot_mtl.walk import flatten
+    from tfmot_mtl.graph.walk import flatten
 
     seen, out = set(), []
     for node in flatten(model).nodes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmot_mtl.atomic import atomic_savefig
+from tfmot_mtl.utils.atomic import atomic_savefig
 from tfmot_mtl.datasets import multi_digits, multi_domain, synthetic_scenes
 
 NAMES = ("synthetic_scenes", "multi_digits", "multi_domain")

@@ -23,11 +23,11 @@ from typing import Mapping, Sequence
 
 import keras
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.distill.losses import TaskDistillation, _check_temperature
 from tfmot_mtl.distill.weighting import TaskWeighting, make_weighting, weighted_losses
 from tfmot_mtl.tasks import TasksLike, as_task_list
-from tfmot_mtl.walk import output_names
+from tfmot_mtl.graph.walk import output_names
 
 
 class AdaptedFeatureDistillation(keras.distillation.FeatureDistillation):

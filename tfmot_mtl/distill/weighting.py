@@ -265,7 +265,7 @@ class TaskWeightedModel(keras.Model):
 
 
 def _check_outputs(model: keras.Model, tasks: Sequence[Task]) -> None:
-    from tfmot_mtl.walk import output_names
+    from tfmot_mtl.graph.walk import output_names
 
     names = set(output_names(model))
     missing = sorted({t.name for t in tasks} - names)

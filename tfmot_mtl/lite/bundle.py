@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tfmot_mtl.atomic import atomic_write
+from tfmot_mtl.utils.atomic import atomic_write
 from tfmot_mtl.lite.io import named_outputs
 from tfmot_mtl.lite.model import LiteModel
 

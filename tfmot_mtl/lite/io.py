@@ -28,8 +28,8 @@ def input_specs(model, batch_size: int | None = None) -> dict[str, tuple[tuple[i
 
 
 def named_outputs(model, outputs: Any) -> dict:
-    """A model call's outputs as {output name: tensor} (see :func:`tfmot_mtl.walk.named_outputs`)."""
-    from tfmot_mtl.walk import named_outputs as by_name  # keras loads only when a model is at hand
+    """A model call's outputs as {output name: tensor} (see :func:`tfmot_mtl.graph.walk.named_outputs`)."""
+    from tfmot_mtl.graph.walk import named_outputs as by_name  # keras loads only when a model is at hand
 
     return by_name(model, outputs)
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfmot_mtl.atomic import atomic_write
+from tfmot_mtl.utils.atomic import atomic_write
 from tfmot_mtl.graph import ChannelGraph, GroupId
 
 FORMAT = "tfmot_mtl.ChannelMasks"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks.core import ChannelMasks
 from tfmot_mtl.masks.weights import channel_norms, read_weights

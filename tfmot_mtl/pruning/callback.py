@@ -5,7 +5,7 @@ groups, removes the lowest-scored ones until the scheduled sparsity is reached, 
 :attr:`ChannelPruningCallback.masks` and zeroes the removed channels with
 :func:`~tfmot_mtl.masks.apply_masks_`. The 0/1 masks of the affected variables are
 non-trainable variables re-applied inside the compiled train step after every optimizer
-update (:class:`tfmot_mtl.ingraph.VariableMasks`), so the optimizer never revives a removed
+update (:class:`tfmot_mtl.training.ingraph.VariableMasks`), so the optimizer never revives a removed
 channel (momentum included), also under ``jit_compile=True`` and on a GPU, with no
 per-batch host work. Pruning only ever removes more channels.
 
@@ -29,19 +29,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmot_mtl.callbacks import ResumableCallback, check_inner_model
+from tfmot_mtl.training.callbacks import ResumableCallback, check_inner_model
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
-from tfmot_mtl.ingraph import VariableMasks, refresh_train_function
+from tfmot_mtl.training.ingraph import VariableMasks, refresh_train_function
 from tfmot_mtl.masks import (PRUNING_ROUND_MODES, ChannelMasks, apply_masks_, check_round_to, maskable_variables,
                              round_masks, variable_multipliers)
-from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
+from tfmot_mtl.training.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
 from tfmot_mtl.pruning.choose import SCOPES, min_keep, remove_lowest, remove_to_cost
 from tfmot_mtl.pruning.cost import CostGoal, check_cost_target, per_cost
 from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
-from tfmot_mtl.resume import check_groups, jsonable
+from tfmot_mtl.training.resume import check_groups, jsonable
 from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION, check_floor, check_protect, select_groups
 
 
@@ -104,7 +104,7 @@ class ChannelPruningCallback(ResumableCallback):
             criteria then need their ``losses`` given, as the inner model is not compiled.
 
     A NaN/Inf loss (any batch) or weight (checked before each pruning step) stops training
-    with a ``NonFiniteWarning`` (:mod:`tfmot_mtl.nonfinite`); ``masks`` stay the last ones
+    with a ``NonFiniteWarning`` (:mod:`tfmot_mtl.training.nonfinite`); ``masks`` stay the last ones
     computed from finite weights and ``nonfinite`` holds the message.
     """
 

@@ -19,12 +19,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.pruning._gradients import channel_sum, compiled_scores, reduce_units, targets as _targets
 from tfmot_mtl.pruning.importance import (Importance, Scores, _Part, _is_kernel, _scorable, _units,
                                           iterate_batches)
-from tfmot_mtl.walk import named_outputs, output_names
+from tfmot_mtl.graph.walk import named_outputs, output_names
 
 
 def resolve_losses(model: keras.Model, losses: Mapping | None = None) -> dict[str, Callable]:

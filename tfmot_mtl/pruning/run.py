@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import keras
 
-from tfmot_mtl.experiment import steps_per_epoch  # noqa: F401  (re-exported)
+from tfmot_mtl.recipes.experiment import steps_per_epoch  # noqa: F401  (re-exported)
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.pruning.callback import ChannelPruningCallback
 from tfmot_mtl.pruning.gradient_criteria import CosPrune, SecondOrder, Taylor
@@ -130,7 +130,7 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
 
     Args:
         model: a trained multi-task model with dict outputs named like ``data.tasks``.
-        data: :class:`tfmot_mtl.experiment.Data` (``train`` batches and ``tasks``).
+        data: :class:`tfmot_mtl.recipes.experiment.Data` (``train`` batches and ``tasks``).
         criterion: a name from :data:`CRITERIA` or an :class:`Importance` instance.
         target: final fraction of the selected channels removed, in (0, 1); with
             ``target_macs`` / ``target_params`` the schedule's progress (see

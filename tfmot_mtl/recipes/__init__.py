@@ -14,7 +14,7 @@ compressed one has seen (dense + find + fine-tune), side by side.
 """
 from __future__ import annotations
 
-from tfmot_mtl.batchnorm import recalibrate_batchnorm
+from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.recipes.find import find_channels
 from tfmot_mtl.recipes.run import RecipeResult, run
 from tfmot_mtl.recipes.train import (BASELINES, EAGER_MAX_STEPS, METHODS, Budget, cosine_adam, finetune,

@@ -6,8 +6,8 @@ from typing import Any, Mapping, Sequence
 
 import keras
 
-from tfmot_mtl import experiment as ex
-from tfmot_mtl.batchnorm import recalibrate_batchnorm
+from tfmot_mtl.recipes import experiment as ex
+from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.recipes.train import METHODS, _eager
 from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 
-from tfmot_mtl import experiment as ex
+from tfmot_mtl.recipes import experiment as ex
 from tfmot_mtl.recipes.train import BASELINES, Budget, train_dense, train_same_budget
 
 
@@ -41,7 +41,7 @@ def run(data: Any, model: Any = "mtl_resnet", width: float = 1.0, method: str = 
     see :func:`train_same_budget`).
 
     Args:
-        data: an :class:`~tfmot_mtl.experiment.Data`, or plain ``(train, test)`` datasets of
+        data: an :class:`~tfmot_mtl.recipes.experiment.Data`, or plain ``(train, test)`` datasets of
             ``(inputs, {output: target})`` batches (tasks then come from ``tasks`` or the
             model's compiled losses).
         model: a reference architecture's name (:mod:`tfmot_mtl.models`), a Keras model (an

@@ -8,8 +8,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import keras
 
-from tfmot_mtl import experiment as ex
-from tfmot_mtl.batchnorm import recalibrate_batchnorm
+from tfmot_mtl.recipes import experiment as ex
+from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 
 METHODS = ("sparsity", "prune")
 
@@ -93,7 +93,7 @@ def finetune(student: keras.Model, data: ex.Data, epochs: int, teacher: keras.Mo
 
     Args:
         student: the model to train (a stripped model, or any dict-output model).
-        data: :class:`tfmot_mtl.experiment.Data`.
+        data: :class:`tfmot_mtl.recipes.experiment.Data`.
         epochs: epochs; the learning rate decays from ``lr`` to 0 over them (cosine).
         teacher: the dense parent to distil from; ``None`` trains on labels only.
         weighting: task weighting of the supervised losses ("fixed", "uncertainty", "dwa",

@@ -17,7 +17,7 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
                 eager: bool = False, target_macs: float | None = None, target_params: float | None = None,
                 min_channels: int = 2, min_fraction: float = 0.1) -> tuple[keras.Model, Any, dict]:
     """Group lasso + proximal step on a copy of ``dense`` (see ``find_channels``)."""
-    from tfmot_mtl.experiment import steps_per_epoch
+    from tfmot_mtl.recipes.experiment import steps_per_epoch
     from tfmot_mtl.graph import ChannelGraph
     from tfmot_mtl.masks import masks_from_zeros
     from tfmot_mtl.profile import MaskedCost

@@ -3,8 +3,8 @@
 Built from the callback's plan (entries, channel groups, lambda, scale); its state (gain,
 last step, locked and zero patterns, the strength of callable schedules) lives in
 non-trainable variables, so the whole step runs inside the compiled train function
-(:mod:`tfmot_mtl.ingraph`), under ``jit_compile=True`` and on a GPU without host transfers.
-The math is that of :mod:`tfmot_mtl.sparsity.prox_ops` (the numpy oracle; ``prox_graph`` has the
+(:mod:`tfmot_mtl.training.ingraph`), under ``jit_compile=True`` and on a GPU without host transfers.
+The math is that of :mod:`tfmot_mtl.sparsity.prox_ops` (the numpy oracle; ``tests/prox_graph.py`` has the
 same operators on flat group-indexed vectors).
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfmot_mtl import _keras_compat
-from tfmot_mtl.ingraph import new_variable
+from tfmot_mtl.utils import _keras_compat
+from tfmot_mtl.training.ingraph import new_variable
 from tfmot_mtl.sparsity._pieces import F64, extend, pieces
 
 
@@ -24,7 +24,7 @@ class ProxStep:
 
     The step works on the selected weights as pieces (:mod:`tfmot_mtl.sparsity._pieces`: each
     kernel in its own shape, all 1-D weights as one vector); the flat-vector ops of
-    :mod:`prox_graph` cost several times as much on a CPU. The Adam-reweighted step runs
+    :mod:`tests/prox_graph` cost several times as much on a CPU. The Adam-reweighted step runs
     its Newton solve, and forms ``c = tau / d``, only in the pieces holding a channel that needs
     a root: once channels are dead or protected that is a small part of the weights. Same math
     and precision (float64) as :mod:`prox_ops`.

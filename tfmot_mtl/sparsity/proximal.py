@@ -4,7 +4,7 @@ The proximal step is what produces *exact* zeros: a channel whose weights fall u
 threshold becomes zero in every slice it owns (producer kernel columns, bias, BN gamma
 and beta, depthwise slices), so it is truly dead and ``strip_channels`` removes it.
 
-The step runs inside the compiled train step (:mod:`tfmot_mtl.ingraph`: a hook after the
+The step runs inside the compiled train step (:mod:`tfmot_mtl.training.ingraph`: a hook after the
 optimizer's update; graph ops in :mod:`tfmot_mtl.sparsity._graph_step`), so it works with
 ``jit_compile=True`` and on a GPU without copying weights to the host. The host reads the
 state only when asked (``zero_channels``, ``get_state``) and, per batch, one device-computed
@@ -19,11 +19,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmot_mtl import _keras_compat, ingraph
-from tfmot_mtl.callbacks import ResumableCallback, check_inner_model
+from tfmot_mtl.utils import _keras_compat
+
+from tfmot_mtl.training import ingraph
+from tfmot_mtl.training.callbacks import ResumableCallback, check_inner_model
 from tfmot_mtl.graph import ChannelGraph
-from tfmot_mtl.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
-from tfmot_mtl.resume import check_groups
+from tfmot_mtl.training.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
+from tfmot_mtl.training.resume import check_groups
 from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity._graph_step import GraphState, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
@@ -143,7 +145,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             that optimizer's second moments of ``sparse_model``'s weights).
 
     A NaN/Inf loss or selected weight stops training with a ``NonFiniteWarning``
-    (:mod:`tfmot_mtl.nonfinite`); ``zero_channels()`` keeps the last finite zero pattern and
+    (:mod:`tfmot_mtl.training.nonfinite`); ``zero_channels()`` keeps the last finite zero pattern and
     ``nonfinite`` holds the message.
     """
 

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfmot_mtl.atomic import atomic_savefig
+from tfmot_mtl.utils.atomic import atomic_savefig
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import masks_from_zeros
 from tfmot_mtl.selection import Selection, select_groups

@@ -54,7 +54,7 @@ def check_targets(ds: tf.data.Dataset, model: keras.Model, tasks: Sequence[Task]
     """Raises a ValueError naming the output when the targets do not fit the model and tasks:
     a task without targets, a spatial size or channel count that differs from the output,
     or class labels outside the output's classes."""
-    from tfmot_mtl.walk import output_names
+    from tfmot_mtl.graph.walk import output_names
 
     spec = ds.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2 or not isinstance(spec[1], Mapping):

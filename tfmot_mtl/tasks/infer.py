@@ -58,7 +58,7 @@ def infer_tasks(model: keras.Model, tasks: Any = None) -> list[Task]:
             differs from the output's; an output whose kind cannot be inferred (the message
             names it, what was found and the accepted kinds).
     """
-    from tfmot_mtl.walk import output_names
+    from tfmot_mtl.graph.walk import output_names
 
     names = output_names(model)
     given = {t.name: t for t in _given(tasks)}

@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from tfmot_mtl import experiment as ex
-from tfmot_mtl.atomic import atomic_savefig
+from tfmot_mtl.recipes import experiment as ex
+from tfmot_mtl.utils.atomic import atomic_savefig
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ def load_keras(path: str):
     """A .keras / .h5 model (safe_mode), or exit with the loader's explanation."""
     import tfmot_mtl.sparsity  # noqa: F401  registers the group-lasso regularizers a model may carry
     import tfmot_mtl.tasks  # noqa: F401  registers the task losses saved with a compiled model (`train`)
-    from tfmot_mtl.model_files import load_model
+    from tfmot_mtl.utils.model_files import load_model
 
     try:
         return load_model(path)
@@ -116,10 +116,10 @@ def _task_data(args, model):
 
 
 def load_model_data(args, model, n_val: int = 0):
-    """:func:`tfmot_mtl.model_data.load_for_model` of the command's flags, or exit with one line."""
+    """:func:`tfmot_mtl.app.model_data.load_for_model` of the command's flags, or exit with one line."""
     import tensorflow as tf
 
-    from tfmot_mtl import model_data as md
+    from tfmot_mtl.app import model_data as md
 
     tasks = task_file(args)
     try:
@@ -134,7 +134,7 @@ def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report
                       filename, title, extra, legacy: str | None = None) -> None:
     """Fine-tunes the stripped model (flags), evaluates, writes model + masks + report, prints.
     ``legacy``: also write the metrics as "metrics_dense" / "metrics_<legacy>" (earlier reports)."""
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl import recipes
     from tfmot_mtl.tasks import print_results
 
@@ -173,7 +173,7 @@ def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report
 
 
 def _cmd_prune(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.masks import clone_with_weights
     from tfmot_mtl.pruning.run import CRITERIA, prune_model, steps_per_epoch
     from tfmot_mtl.strip import strip_channels
@@ -205,7 +205,7 @@ def _cmd_prune(args) -> int:
 
 
 def _cmd_sparsify(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.recipes import find_channels
     from tfmot_mtl.strip import strip_channels
 
@@ -234,7 +234,7 @@ def _cmd_sparsify(args) -> int:
 
 
 def _cmd_budget(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl import recipes
     from tfmot_mtl.budget import pipeline
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import keras
 import numpy as np
 
-from tfmot_mtl.ingraph import finite_flags
+from tfmot_mtl.training.ingraph import finite_flags
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -39,7 +39,7 @@ def nonfinite_loss(logs: Any) -> str | None:
 def nonfinite_variables(variables: Iterable[Any]) -> str | None:
     """A description of the first variable holding a NaN/Inf value, else None.
 
-    The check runs on the device in one compiled function (:func:`tfmot_mtl.ingraph.finite_flags`);
+    The check runs on the device in one compiled function (:func:`tfmot_mtl.training.ingraph.finite_flags`);
     only one flag per variable comes back to the host."""
     floats = [v for v in variables if "float" in str(getattr(v, "dtype", ""))]
     flags = finite_flags(floats)

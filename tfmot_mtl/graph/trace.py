@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import tree
 
-from tfmot_mtl import _keras_compat as compat
+from tfmot_mtl.utils import _keras_compat as compat
 
 
 BATCH = 9973
@@ -97,7 +97,7 @@ def _inline_non_tensor_calls(layer: Any) -> Iterator[None]:
     returns something other than tensors (keras-hub's encoder blocks return ``(x, None)`` when no
     attention scores are asked for) runs its own ``call`` instead, so its layers and ops are
     recorded in the trace. The classes are patched only for the duration of the trace."""
-    classes = {type(sub) for sub in layer._flatten_layers(include_self=False)
+    classes = {type(sub) for sub in compat.sublayers(layer, include_self=False)
                if not type(sub).__module__.startswith("keras.")}
     saved = {cls: cls.__dict__.get("__call__") for cls in classes}
 

@@ -1,4 +1,5 @@
-"""Group-lasso proximal operators as TensorFlow graph ops (XLA- and GPU-ready).
+"""Group-lasso proximal operators as flat TensorFlow graph ops (XLA- and GPU-ready): a second
+oracle for the in-graph step of :mod:`tfmot_mtl.sparsity._graph_step`, which works on pieces instead.
 
 The same math as :mod:`tfmot_mtl.sparsity.prox_ops` (which stays the numpy reference and
 test oracle), on flat group-indexed tensors: ``group[i]`` is the group of weight ``i``,

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import keras
 
-from tfmot_mtl.experiment import Data
+from tfmot_mtl.recipes.experiment import Data
 
 
 class DataMismatch(ValueError):
@@ -108,7 +108,7 @@ def adapt_inputs(dataset, model: keras.Model):
 
 def _model_inputs(model: keras.Model) -> tuple[list[str], list, str]:
     """(input names, input tensors, "dict" | "list" | "single": how the model takes them)."""
-    from tfmot_mtl import _keras_compat as compat
+    from tfmot_mtl.utils import _keras_compat as compat
 
     struct = compat.inputs_struct(model, functional_only=True)
     if isinstance(struct, Mapping):
@@ -175,7 +175,7 @@ def _describe(spec) -> str:
 
 def output_shapes(model: keras.Model) -> dict[str, tuple]:
     """``{output name: shape}`` with the batch axis."""
-    from tfmot_mtl.walk import output_names
+    from tfmot_mtl.graph.walk import output_names
 
     return dict(zip(output_names(model), (tuple(t.shape) for t in model.outputs)))
 

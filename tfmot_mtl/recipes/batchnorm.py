@@ -15,9 +15,9 @@ channel sparsity from -72% to +1% against its (recalibrated) dense model. This i
   ``val_loss``, early stopping and ``restore_best_weights`` see fitting statistics) and at
   the end of training.
 
-Both act on ``keras.layers.BatchNormalization`` and on the library's ``DomainBatchNorm``
-(per-domain statistics; the average then assumes every domain is present in every batch,
-as in mixed-domain batches).
+Both act on ``keras.layers.BatchNormalization`` and on the classes registered with
+:func:`register_normalization` (the library's ``DomainBatchNorm``, per-domain statistics: the
+average then assumes every domain is present in every batch, as in mixed-domain batches).
 """
 from __future__ import annotations
 
@@ -25,12 +25,24 @@ from typing import Any
 
 import keras
 
+from tfmot_mtl.utils import _keras_compat
+
+
+# Layer classes whose statistics recalibrate_batchnorm re-estimates (register_normalization adds more).
+_NORMALIZATIONS: list[type] = [keras.layers.BatchNormalization]
+
+
+def register_normalization(cls: type) -> type:
+    """Makes :func:`recalibrate_batchnorm` re-estimate layers of ``cls`` too (a class decorator).
+    They must follow BatchNormalization's protocol: a ``momentum`` attribute, and moving
+    statistics updated with it when called in training mode."""
+    if cls not in _NORMALIZATIONS:
+        _NORMALIZATIONS.append(cls)
+    return cls
+
 
 def _normalization_layers(model: keras.Model) -> list:
-    from tfmot_mtl.budget.domain_bn import DomainBatchNorm
-
-    return [l for l in model._flatten_layers()
-            if isinstance(l, (keras.layers.BatchNormalization, DomainBatchNorm))]
+    return [l for l in _keras_compat.sublayers(model) if isinstance(l, tuple(_NORMALIZATIONS))]
 
 
 def recalibrate_batchnorm(model: keras.Model, data: Any, batches: int | None = None) -> int:

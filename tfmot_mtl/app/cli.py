@@ -10,9 +10,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfmot_mtl.cli_compress import DEFAULT_OUT, add_compress_commands, load_keras as _load_keras  # noqa: E402
+from tfmot_mtl.app.cli_compress import DEFAULT_OUT, add_compress_commands, load_keras as _load_keras  # noqa: E402
 from tfmot_mtl.masks import ROUND_MODES  # noqa: E402
-from tfmot_mtl.cli_compress import (add_data_spec_args, data_error, data_spec, load_model_data,  # noqa: E402
+from tfmot_mtl.app.cli_compress import (add_data_spec_args, data_error, data_spec, load_model_data,  # noqa: E402
                                     round_to_arg, task_file)
 
 
@@ -26,7 +26,7 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.tasks import print_results
 
     data = _training_data(args)
@@ -50,8 +50,8 @@ def _file_name(text: str) -> str:
 
 def _training_data(args):
     """--data for a reference model built from the data's tasks (or --tasks) and input shape."""
-    from tfmot_mtl import experiment as ex
-    from tfmot_mtl import model_data as md
+    from tfmot_mtl.recipes import experiment as ex
+    from tfmot_mtl.app import model_data as md
     from tfmot_mtl.datasets.spec import load_spec
 
     tasks, spec = task_file(args), data_spec(args)
@@ -76,7 +76,7 @@ def _fitted(args, data, model):
 
     import tensorflow as tf
 
-    from tfmot_mtl import model_data as md
+    from tfmot_mtl.app import model_data as md
 
     try:
         train, test = (md.fit_targets(md.adapt_inputs(ds, model), data.tasks, model)
@@ -87,7 +87,7 @@ def _fitted(args, data, model):
 
 
 def _cmd_strip(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.masks import ChannelMasks
     from tfmot_mtl.strip import strip_channels
 
@@ -106,7 +106,7 @@ def _cmd_strip(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from tfmot_mtl import model_data as md
+    from tfmot_mtl.app import model_data as md
     from tfmot_mtl.lite import save_bundle
 
     if args.quantization in ("int8", "int16x8") and not args.data:
@@ -132,7 +132,7 @@ def _calibration_data(args, model):
     """(input batches of --data for calibration, the data's tasks or None)."""
     import tensorflow as tf
 
-    from tfmot_mtl import model_data as md
+    from tfmot_mtl.app import model_data as md
     from tfmot_mtl.datasets.spec import load_spec
 
     try:
@@ -162,7 +162,7 @@ TARGETS = {"macs": "MACs to keep: a fraction of the dense model's (0.33) or a co
 
 
 def _cmd_compress(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.tasks import print_results
 
     options = _compress_options(args)
@@ -264,7 +264,7 @@ def add_compress_command(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.lite import benchmark, cpu_features, recommend_quantization
 
     paths = []
@@ -302,7 +302,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_check_arm(args) -> int:
-    from tfmot_mtl import experiment as ex
+    from tfmot_mtl.recipes import experiment as ex
     from tfmot_mtl.lite import LiteModel, arm, random_inputs
 
     path = os.path.join(args.model, "model.tflite") if os.path.isdir(args.model) else args.model
@@ -325,7 +325,7 @@ def _cmd_check_arm(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from tfmot_mtl.demo import run_demo
+    from tfmot_mtl.app.demo import run_demo
 
     run_demo(out=args.out, full=args.full, fast=args.fast)
     return 0

@@ -121,6 +121,12 @@ def sequential_functional(model: Any) -> Any:
     return _get(model, "_functional", "the functional graph of a Sequential")
 
 
+def sublayers(layer: Any, include_self: bool = True) -> list:
+    """Every layer tracked inside ``layer`` (nested models and composite layers included), once
+    each. Private: ``Layer._flatten_layers``."""
+    return list(_get(layer, "_flatten_layers", "the layers nested in a layer")(include_self=include_self))
+
+
 def tensor_operation(tensor: Any) -> Any:
     """The operation (layer) that produced a symbolic KerasTensor (its ``keras.Input`` for a
     model input). Private: ``KerasTensor._keras_history``."""
@@ -173,7 +179,7 @@ def patch_multi_worker_fit() -> bool:
     so that ``fit`` runs under MultiWorkerMirroredStrategy (keras-team/keras#20585).
 
     Only multi-worker strategies take the new path (``_collective_all_reduce_multi_worker``
-    decides). Idempotent; returns True. See :func:`tfmot_mtl.distribute.patch_keras_multi_worker_fit`.
+    decides). Idempotent; returns True. See :func:`tfmot_mtl.training.distribute.patch_keras_multi_worker_fit`.
     """
     import tensorflow as tf
     from keras.src.backend.tensorflow import trainer

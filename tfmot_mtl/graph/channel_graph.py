@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from tfmot_mtl import layers as rules
-from tfmot_mtl.groups import Axis, ChannelGroup, FoldSite, Slice
-from tfmot_mtl.walk import FlatGraph, FlatNode, flatten
+from tfmot_mtl.graph.records import Axis, ChannelGroup, FoldSite, Slice
+from tfmot_mtl.graph.walk import FlatGraph, FlatNode, flatten
 
 __all__ = ["ChannelGraph", "ChannelGroup", "GroupId", "Slice", "Axis", "FoldSite"]
 

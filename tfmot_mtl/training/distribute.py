@@ -10,7 +10,7 @@ worker (keras-team/keras#20585):
    ("Invalid reduction dimension 0 for input with 0 dimensions").
 
 :func:`patch_keras_multi_worker_fit` replaces both (private Keras API, tested with Keras
-3.15; the patch itself is :func:`tfmot_mtl._keras_compat.patch_multi_worker_fit`); every
+3.15; the patch itself is :func:`tfmot_mtl.utils._keras_compat.patch_multi_worker_fit`); every
 other strategy keeps Keras's own code path. ``tests/test_distributed.py`` checks that the unpatched
 ``fit`` still fails, so the patch can go once Keras fixes it.
 """
@@ -20,7 +20,7 @@ import warnings
 
 import keras
 
-from tfmot_mtl import _keras_compat
+from tfmot_mtl.utils import _keras_compat
 
 TESTED_KERAS = _keras_compat.KERAS_TESTED
 

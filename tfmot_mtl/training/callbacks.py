@@ -1,13 +1,13 @@
 """ResumableCallback: the get_state / set_state protocol shared by the method callbacks.
 
 ``ProximalGroupLasso``, ``ChannelPruningCallback`` and ``BudgetCallback`` hold training state
-outside the model's weights (see :mod:`tfmot_mtl.resume`). Each names its ``state_kind`` and
+outside the model's weights (see :mod:`tfmot_mtl.training.resume`). Each names its ``state_kind`` and
 implements ``_read_state`` / ``_write_state`` on its own attributes, and says when it is ready
 to take a state (``_state_ready``: set up for its model). ``set_state`` then applies the
 state at once if ready and, in any case, again at the end of the next ``on_train_begin``,
 so the order of callbacks in ``fit`` does not matter; a state set during a ``fit`` is
 never applied again after it (cleared in ``on_train_end``). ``nonfinite`` (the NaN/Inf
-message, :mod:`tfmot_mtl.nonfinite`) is reset at the start of every ``fit``.
+message, :mod:`tfmot_mtl.training.nonfinite`) is reset at the start of every ``fit``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from tfmot_mtl.resume import check_state
+from tfmot_mtl.training.resume import check_state
 
 
 class ResumableCallback(keras.callbacks.Callback):

@@ -1,7 +1,7 @@
 """Shared experiment plumbing: embedded datasets by name, reference models, fit, atomic saving.
 
 Used by the CLI, the demo, the examples and the benchmarks so that each runs the same
-recipe. A user's data for a user's model: :mod:`tfmot_mtl.model_data`.
+recipe. A user's data for a user's model: :mod:`tfmot_mtl.app.model_data`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from tfmot_mtl.atomic import atomic_save_model, atomic_write
+from tfmot_mtl.utils.atomic import atomic_save_model, atomic_write
 
 DATASETS = ("synthetic_scenes", "multi_digits")
 

@@ -4,7 +4,7 @@ Nested functional sub-models are inlined (their layers keep their own names, pre
 with the sub-model's name only where two layers would otherwise share one), Sequential
 models are read through their functional graph, composite custom layers without a
 channel rule are seen through (their ``call`` traced on symbolic tensors, see
-:mod:`tfmot_mtl.trace`; their sub-layers are named ``<layer>_<attribute>``), and a layer
+:mod:`tfmot_mtl.graph.trace`; their sub-layers are named ``<layer>_<attribute>``), and a layer
 called more than once appears once per call. Every tensor gets a string key that is unique in the flattened
 graph, also when a nested model is called twice.
 """
@@ -17,9 +17,9 @@ from typing import Any, Callable, Mapping
 import keras
 from keras import tree
 
-from tfmot_mtl import _keras_compat as compat
+from tfmot_mtl.utils import _keras_compat as compat
 from tfmot_mtl import layers as rules
-from tfmot_mtl.trace import TraceRefused, trace_call
+from tfmot_mtl.graph.trace import TraceRefused, trace_call
 
 
 @dataclass
@@ -285,7 +285,7 @@ class _Builder:
 
     def trace(self, op: Any, node: Any, ctx: tuple, ctx_names: tuple[str, ...], own: str | None,
               used: set[int]):
-        """:func:`~tfmot_mtl.trace.trace_call`'s result for a composite layer without a rule, else None
+        """:func:`~tfmot_mtl.graph.trace.trace_call`'s result for a composite layer without a rule, else None
         (the reason a trace was refused is kept in ``untraced``). ``used``: ids of the tensors that
         the walked graph consumes or returns."""
         if (is_nested_model(op) or not isinstance(op, keras.layers.Layer)

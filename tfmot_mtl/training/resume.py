@@ -24,8 +24,8 @@ from typing import Any, Iterable, Sequence
 import keras
 import numpy as np
 
-from tfmot_mtl import _keras_compat
-from tfmot_mtl.atomic import atomic_save_weights, atomic_write, replace_via_temp
+from tfmot_mtl.utils import _keras_compat
+from tfmot_mtl.utils.atomic import atomic_save_weights, atomic_write, replace_via_temp
 
 FORMAT = "tfmot_mtl.training_state"
 STATE_MEMBER = "tfmot_mtl_state.json"  # extra member of a .keras zip; Keras ignores it
@@ -169,7 +169,7 @@ def load_state(path: str | os.PathLike) -> dict:
         with zipfile.ZipFile(path) as zf:
             if STATE_MEMBER not in zf.namelist():
                 raise ValueError(f"load_state: {path!r} has no tfmot_mtl training state; save it with "
-                                 "tfmot_mtl.resume.save_model(model, path, callbacks=[...])")
+                                 "tfmot_mtl.training.resume.save_model(model, path, callbacks=[...])")
             text = zf.read(STATE_MEMBER).decode()
         return _parse_state(text, path)
     with open(path, encoding="utf-8") as f:
@@ -359,7 +359,7 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def __init__(self, filepath: str, callbacks: Iterable = (), **kwargs: Any):
         if kwargs.get("save_weights_only"):
-            raise ValueError("tfmot_mtl.resume.ModelCheckpoint writes .keras files with the method "
+            raise ValueError("tfmot_mtl.training.resume.ModelCheckpoint writes .keras files with the method "
                              "states; save_weights_only=True cannot hold them (use BackupAndRestore)")
         if not os.fspath(filepath).endswith(".keras"):
             raise ValueError(f"ModelCheckpoint filepath must end in '.keras', got {filepath!r}")
