@@ -404,3 +404,40 @@ def test_delta_m_leaves_out_metrics_whose_baseline_is_zero():
     assert defined_delta_m(new, base, tasks) == pytest.approx((10.0 + 10.0) / 2)
     assert np.isnan(defined_delta_m(new, {"attrs": {"accuracy": 0.0, "f1": 0.0}, "cls": {"accuracy": 0.0,
                                                                                         "f1": 0.0}}, tasks))
+
+
+@pytest.mark.parametrize("method", ["prune", "sparsity"])
+def test_compress_builds_the_channel_graph_once_per_model_object(method, monkeypatch):
+    """The find phase, the reports, the masks and the surgeon share the graph of each model they see
+    (ChannelGraph.of); a model object is walked once."""
+    built = []
+    original = ChannelGraph.from_model.__func__
+
+    def counting(cls, model):
+        built.append(model)
+        return original(cls, model)
+
+    monkeypatch.setattr(ChannelGraph, "from_model", classmethod(counting))
+    model = nested_two_heads()
+    x, y = arrays(32)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    tm.compress(model, (x, y), method=method, target_channels=0.3, find_epochs=1, finetune_epochs=1,
+                batch_size=16, verbose=0)
+    assert built, "compress built no graph at all"
+    assert len({id(m) for m in built}) == len(built), [m.name for m in built]
+
+
+def test_a_graph_is_refused_for_another_model_object(tmp_path):
+    model = nested_two_heads(compile=False)
+    graph = ChannelGraph.of(model)
+    assert ChannelGraph.of(model) is graph
+    copy = keras.models.clone_model(model)
+    assert ChannelGraph.of(copy) is not graph
+    masks = ChannelMasks({"stem": np.r_[np.zeros(4, bool), np.ones(12, bool)]})
+    with pytest.raises(ValueError, match="built from the model 'functional"):
+        strip_channels(copy, masks, graph=graph)
+    small, _ = strip_channels(model, masks, graph=graph)
+    assert small.get_layer("stem").filters == 12
+    assert len(model.weights) == len(copy.weights)  # the cached graph is not a tracked attribute
+    model.save(tmp_path / "model.keras")
+    assert len(keras.saving.load_model(tmp_path / "model.keras").weights) == len(model.weights)

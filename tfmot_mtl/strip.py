@@ -19,7 +19,8 @@ from tfmot_mtl.profile import ModelProfile, profile
 
 
 def strip_channels(model: keras.Model, masks: ChannelMasks | None = None, round_to: int | None = None,
-                   input_shape: Any = None, round_mode: str = "up") -> tuple[keras.Model, "StripReport"]:
+                   input_shape: Any = None, round_mode: str = "up",
+                   graph: ChannelGraph | None = None) -> tuple[keras.Model, "StripReport"]:
     """Returns a new functional model without the masked channels, and a report.
 
     The input model is not modified. Masks are applied first (removed channels zeroed,
@@ -39,9 +40,11 @@ def strip_channels(model: keras.Model, masks: ChannelMasks | None = None, round_
             up or down so that the total kept count stays that of ``masks`` (see :func:`round_masks`).
         input_shape: per-example input shape for the MAC counts of models whose spatial
             size is unknown (e.g. ``(64, 64, 3)``).
+        graph: the :class:`ChannelGraph` of ``model`` itself, if at hand (default: the one
+            :meth:`ChannelGraph.of` keeps for it); one built from another model is refused.
     """
     round_to = check_round_to(round_to)
-    graph = ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model) if graph is None else graph.check_model(model)
     weights = read_weights(graph)
     masks = masks_from_zeros(model, graph=graph) if masks is None else as_channel_masks(masks)
     masks = masks.validate(graph)

@@ -131,7 +131,7 @@ def add_domain_switches(backbone_or_model: keras.Model, domains: Sequence, heads
     pairs = _domain_pairs(domains)
     names = [n for n, _ in pairs]
     plain = _plain_model(as_functional(backbone_or_model), pairs, heads)
-    graph = ChannelGraph.from_model(plain)
+    graph = ChannelGraph.of(plain)
     flat = graph.flat
     if "domain" in flat.inputs:
         raise ValueError("add_domain_switches: the model already has a 'domain' input.")

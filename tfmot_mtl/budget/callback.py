@@ -37,7 +37,7 @@ import tensorflow as tf
 from tfmot_mtl.training import ingraph
 from tfmot_mtl.budget import losses
 from tfmot_mtl.budget.graph_terms import BudgetTerms
-from tfmot_mtl.budget.switch import switch_infos
+from tfmot_mtl.budget.switch import switch_infos, union_masks
 from tfmot_mtl.training.callbacks import ResumableCallback
 from tfmot_mtl.training.resume import jsonable
 from tfmot_mtl.training.nonfinite import nonfinite_loss, stop_if_nonfinite
@@ -95,8 +95,18 @@ class BudgetCallback(ResumableCallback):
         self._lambdas: np.ndarray | None = None
         self.history: list[dict] = []
         self._infos: list = []
+        self.graph = None  # the ChannelGraph of the model, once attached
         self._terms: BudgetTerms | None = None
         self._step = 0
+
+    @property
+    def masks(self):
+        """The :class:`~tfmot_mtl.masks.ChannelMasks` (True = keep) of the channels some domain
+        uses (:func:`~tfmot_mtl.budget.union_masks`: what ``strip_channels`` may remove), the
+        contract the three methods share. None before the callback has seen a model."""
+        if self.graph is None:
+            return None
+        return union_masks(self.graph.source, graph=self.graph)
 
     @property
     def lambdas(self) -> np.ndarray | None:
@@ -114,7 +124,10 @@ class BudgetCallback(ResumableCallback):
     # ------------------------------------------------------------------ state
     def attach(self, model) -> None:
         """Reads the model's switches (called at the start of training)."""
-        self._infos = switch_infos(model, self.measure, self.input_shape)
+        from tfmot_mtl.graph import ChannelGraph
+
+        self.graph = ChannelGraph.of(model)
+        self._infos = switch_infos(model, self.measure, self.input_shape, graph=self.graph)
         if not self._infos:
             raise ValueError(f"BudgetCallback: model '{model.name}' has no DomainSwitch of a prunable group; "
                              "build it with budget.add_domain_switches.")

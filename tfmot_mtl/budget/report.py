@@ -114,7 +114,7 @@ def domain_costs(model: keras.Model, input_shape: Any = None) -> dict[str, dict[
 
     Computed on a switched model; a DomainSwitch counts as its own row of gates.
     """
-    graph = ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model)
     shape = {"image": input_shape, "domain": ()} if input_shape is not None else None
     prof = profile(model, input_shape=shape)
     masks = domain_masks(model, graph=graph)

@@ -147,7 +147,7 @@ def switch_infos(model, measure: str = "channels", input_shape: Any = None, grap
 
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
-    graph = graph or ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model) if graph is None else graph
     layer_macs = _layer_macs(model, input_shape) if measure == "macs" else {}
     infos = []
     for layer in switch_layers(model):

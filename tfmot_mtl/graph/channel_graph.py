@@ -45,10 +45,19 @@ class GroupId(str):
         return GroupId, (str(self), self.graph, self.position)
 
 
+# The attribute of a model object that holds (its layers' ids, its graph) for ChannelGraph.of: on
+# the model itself, so the graph lives exactly as long as the model (a weak-keyed cache would keep
+# every model alive, since the graph holds its model's layers).
+_CACHE_ATTRIBUTE = "_tfmot_mtl_channel_graph"
+
+
 class ChannelGraph:
     """Channel groups of a Keras 3 functional (or Sequential) model.
 
-    Build with :meth:`from_model`. ``groups`` maps group id -> :class:`ChannelGroup`; the ids
+    Build with :meth:`from_model`, or get the one already built for a model object with
+    :meth:`of`. A graph is bound to the layer objects of the model it was built from (it reads
+    their weights when asked, so training does not outdate it); a clone or a stripped copy of
+    the model has a graph of its own (:meth:`check_model`). ``groups`` maps group id -> :class:`ChannelGroup`; the ids
     are :class:`GroupId` strings (the producer layer's flattened name) that also record the
     group's place in the graph, and ``fingerprint`` identifies the graph's channel structure
     (equal for a model, its ``clone_model`` copy and its ``.keras`` reload).
@@ -72,6 +81,7 @@ class ChannelGraph:
         self.frozen_layers: set[str] = set()
         self.groups: dict[str, ChannelGroup] = {}
         self.fingerprint: str = ""
+        self.source: Any = flat.model  # the model object passed to from_model
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -81,7 +91,33 @@ class ChannelGraph:
         with rules.naming(graph.flat.layers):
             graph._walk()
         graph._build_groups()
+        graph.source = model
+        try:  # object.__setattr__: not a tracked attribute of a Keras layer
+            object.__setattr__(model, _CACHE_ATTRIBUTE, (_layer_ids(model), graph))
+        except (AttributeError, TypeError):  # an object that takes no attributes: nothing to cache on
+            pass
         return graph
+
+    @classmethod
+    def of(cls, model: Any) -> "ChannelGraph":
+        """The graph of ``model``, built on first use and reused while the model object lives
+        (and keeps its layers): the methods, the reports and the surgeon that see the same model
+        share one graph instead of walking it again."""
+        ids, graph = getattr(model, _CACHE_ATTRIBUTE, (None, None))
+        if graph is not None and ids == _layer_ids(model):
+            return graph
+        return cls.from_model(model)
+
+    def check_model(self, model: Any, argument: str = "graph") -> "ChannelGraph":
+        """``self`` when it was built from ``model`` itself; a clear error otherwise (a graph
+        holds the layer objects of its own model, so using it on a clone or on a stripped copy
+        would read and write the wrong weights)."""
+        if self.source is not model:
+            raise ValueError(f"`{argument}` was built from the model '{getattr(self.source, 'name', '?')}', not "
+                             f"from '{getattr(model, 'name', '?')}' (a ChannelGraph is bound to one model "
+                             "object; a clone or a stripped copy has its own): pass graph=None, or "
+                             "ChannelGraph.of(model)")
+        return self
 
     def _alloc(self, n: int, origin: str, frozen: str | None = None) -> np.ndarray:
         start = len(self._parent)
@@ -420,3 +456,8 @@ class _CallContext:
                                                                frozen=reason)
             outs.append(self.graph._producers[key])
         return outs
+
+
+def _layer_ids(model: Any) -> tuple[int, ...]:
+    """What may change in a model object without a new object: its list of layers (Sequential.add)."""
+    return tuple(id(layer) for layer in getattr(model, "layers", ()))

@@ -103,7 +103,7 @@ def _probe_inputs(graph: ChannelGraph) -> dict:
 
 def apply_masks_(model: keras.Model, masks: ChannelMasks, graph: ChannelGraph | None = None) -> keras.Model:
     """Applies masks IN PLACE (zeroes removed channels, folds constants); returns the model."""
-    graph = graph or ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model) if graph is None else graph.check_model(model)
     masks = as_channel_masks(masks).validate(graph)
     new, changed = mask_weights(graph, read_weights(graph), masks)
     for name in changed:
@@ -119,7 +119,7 @@ def apply_masks(model: keras.Model, masks: ChannelMasks) -> keras.Model:
     (the model they were made for); the copy gets the masked weights by position, so layer
     names that ``clone_model`` changes do not matter.
     """
-    graph = ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model)
     masks = as_channel_masks(masks).validate(graph)
     new, changed = mask_weights(graph, read_weights(graph), masks)
     values = model.get_weights()
@@ -170,7 +170,7 @@ def masks_from_zeros(model: keras.Model, atol: float = 0.0, graph: ChannelGraph 
     Only trainable slices count (kernel columns, biases, BN gamma and beta); running
     statistics do not. With ``atol=0`` a channel must be exactly zero.
     """
-    graph = graph or ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model) if graph is None else graph.check_model(model)
     weights = read_weights(graph)
     masks = {}
     for group in graph.prunable_groups:

@@ -173,7 +173,7 @@ class ChannelPruningCallback(ResumableCallback):
     def setup(self, model: keras.Model) -> None:
         if self.model is None or (self.model is not model and self._pruned_model is None):
             self.set_model(model)
-        self.graph = ChannelGraph.from_model(model)
+        self.graph = ChannelGraph.of(model)
         self.selected = self._select_groups(self.graph)
         masks = dict(ChannelMasks.all_kept(self.graph, self.min_channels))
         if self._initial_masks is not None:

@@ -162,7 +162,7 @@ class _GradientImportance(Importance):
         self.batches = int(state["batches"])
 
     def __call__(self, model, graph=None, data=None) -> Scores:
-        graph = graph or ChannelGraph.from_model(model)
+        graph = ChannelGraph.of(model) if graph is None else graph
         if data is not None:
             self.reset()
             for x, y in iterate_batches(data):

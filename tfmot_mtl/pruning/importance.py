@@ -90,7 +90,7 @@ class Importance:
         self.reduction = reduction
 
     def __call__(self, model: keras.Model, graph: ChannelGraph | None = None, data=None) -> Scores:
-        graph = graph or ChannelGraph.from_model(model)
+        graph = ChannelGraph.of(model) if graph is None else graph
         return {g.id: self.score_group(graph, g) for g in _scorable(graph)}
 
     def score_group(self, graph: ChannelGraph, group: ChannelGroup) -> np.ndarray:

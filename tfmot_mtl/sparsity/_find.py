@@ -18,8 +18,6 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
                 min_channels: int = 2, min_fraction: float = 0.1) -> tuple[keras.Model, Any, dict]:
     """Group lasso + proximal step on a copy of ``dense`` (see ``find_channels``)."""
     from tfmot_mtl.recipes.experiment import steps_per_epoch
-    from tfmot_mtl.graph import ChannelGraph
-    from tfmot_mtl.masks import masks_from_zeros
     from tfmot_mtl.profile import MaskedCost
     from tfmot_mtl.recipes.train import cosine_adam
     from tfmot_mtl.selection import layer_floor
@@ -41,8 +39,8 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
     model.compile(cosine_adam(lr, epochs, steps), jit_compile=False, run_eagerly=eager,
                   **compile_args(data.tasks))
     history = model.fit(data.train, epochs=max(1, epochs), callbacks=[prox, *callbacks], verbose=verbose)
-    graph = ChannelGraph.from_model(model)
-    masks = prox.masks if prox.masks is not None else masks_from_zeros(model, graph=graph)
+    graph = prox.graph
+    masks = prox.masks
     report = sparsity_report(model, layers=groups)
     params, macs = (cost_model := MaskedCost(graph))(masks)
     floor = {g.id: layer_floor(g.size, min_channels, min_fraction) for g in prox.groups}

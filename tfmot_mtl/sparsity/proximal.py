@@ -178,7 +178,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         self.cost_kind, self.cost_value = _cost_target(target_macs, target_params, target)
         self.cost_target = None  # a CostTarget, once built
         self.trimmed = 0  # channels the landing on the cost target removed (negative: kept back)
-        self.masks = None  # with a cost target: the landed ChannelMasks, at the end of training
+        self.graph: ChannelGraph | None = None  # the graph of the model, once built
+        self._landed = None  # with a cost target: the landed ChannelMasks, at the end of training
         self.auto_gain = isinstance(gain, str)
         self.adapt_rate, self._gain0 = float(adapt_rate), 1.0 if self.auto_gain else float(gain)
         self._step_graph: ProxStep | None = None
@@ -252,9 +253,23 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         within = min(10.0, max(1.0, (self.ramp_steps or 40) / 4.0))
         return float(max(np.quantile(np.sqrt(sq[live]) / base[live], 0.05) / (within * step), 1e-6))
 
+    @property
+    def masks(self):
+        """The :class:`~tfmot_mtl.masks.ChannelMasks` (True = keep) the method has found so far, the
+        contract the three methods share: with a cost target, the landed masks once training
+        ended; otherwise (and before) the channels the step has not zeroed. None before the
+        callback has seen a model."""
+        from tfmot_mtl.masks import masks_from_zeros
+
+        if self._landed is not None:
+            return self._landed
+        if self.graph is None:
+            return None
+        return masks_from_zeros(self.graph.source, graph=self.graph)
+
     def build(self, model: keras.Model) -> "ProximalGroupLasso":
         """Precomputes, per weight, the gather indices of the selected channels."""
-        graph = ChannelGraph.from_model(model)
+        graph = ChannelGraph.of(model)
         groups = select_groups(graph, self.layers, self.protect, on_empty="warn", argument="layers",
                                callable_of="layer", context="ProximalGroupLasso selected no channel group; "
                                "it will do nothing")
@@ -424,7 +439,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         graph = self.cost_target.graph
         masks, self.trimmed = self.cost_target.land(self.net, masks_from_zeros(self.net, graph=graph))
         apply_masks_(self.net, masks, graph)
-        self.masks = masks  # zeroed channels kept back are all-zero: the zeros alone would drop them
+        self._landed = masks  # zeroed channels kept back are all-zero: the zeros alone would drop them
         self._zero = self._zero_from_weights()
 
     # ------------------------------------------------------------------ queries

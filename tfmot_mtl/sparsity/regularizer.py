@@ -143,7 +143,7 @@ def apply_group_sparsity(model: keras.Model, l1: float, l2: float = 0.0,
     if axis not in AXES:
         raise ValueError(f"axis must be 'output' or 'input', got {axis!r}")
     ChannelGroupLasso(l1, l2, axis, scale)  # validates the numbers early
-    graph = ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model)
     layers = check_selection(layers, "layers", callable_of="layer")
     if isinstance(layers, str):
         names = producer_layers(graph, select_groups(
@@ -181,7 +181,7 @@ def apply_group_sparsity(model: keras.Model, l1: float, l2: float = 0.0,
 
 def regularized_layers(model: keras.Model) -> dict[str, ChannelGroupLasso]:
     """Layer name -> the ChannelGroupLasso on its kernel, for every layer that has one."""
-    graph = ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model)
     out = {}
     for name, layer in graph.flat.layers.items():
         for attr in ("kernel_regularizer", "pointwise_regularizer", "depthwise_regularizer"):

@@ -35,7 +35,7 @@ def sparsity_report(model: keras.Model, layers: Selection = "all",
             dead channels marked.
         protect: task or layer names whose groups do not count.
     """
-    graph = ChannelGraph.from_model(model)
+    graph = ChannelGraph.of(model)
     groups = select_groups(graph, layers, protect, on_empty="warn", argument="layers", callable_of="layer",
                            context="sparsity_report selected no channel group")
     masks = masks_from_zeros(model, graph=graph, min_channels=0)
