@@ -181,8 +181,8 @@ def sparse_setup(model, l1: float, target: float | None, layers, l1_loss: float,
     (skipped at 0) and the proximal step at ``l1`` (adaptive up to ``target`` when given)."""
     from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity
 
-    clone = apply_group_sparsity(model, l1=l1_loss, layers=layers) if l1_loss else model
-    return clone, ProximalGroupLasso(l1=l1, layers=layers, mode=mode, target=target,
+    clone = apply_group_sparsity(model, l1=l1_loss, groups=layers) if l1_loss else model
+    return clone, ProximalGroupLasso(l1=l1, groups=layers, mode=mode, target=target,
                                      adapt_rate=adapt_rate)
 
 
@@ -212,7 +212,7 @@ def measure_row(model, data, layers, latency_runs: int) -> dict:
     from tfmot_mtl.sparsity import sparsity_report
     from tfmot_mtl.strip import strip_channels
 
-    report = sparsity_report(model, layers=layers)
+    report = sparsity_report(model, groups=layers)
     small, strip_report = strip_channels(model)
     recalibrate_batchnorm(small, data.train)
     prof = profile(small)

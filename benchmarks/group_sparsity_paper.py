@@ -85,7 +85,7 @@ def train(data, cfg: dict, seed: int, lam: float, layers, verbose: int = 0,
 
     model = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=seed)
     if lam:
-        model = apply_group_sparsity(model, l1=lam * 1e-4, layers=layers)
+        model = apply_group_sparsity(model, l1=lam * 1e-4, groups=layers)
     trainer = TaskWeightedModel(model, data.tasks, weighting="uncertainty")
     trainer.compile(keras.optimizers.AdamW(cfg["lr"], weight_decay=cfg["weight_decay"]), jit_compile=False,
                     run_eagerly=cfg.get("eager", False))
@@ -96,7 +96,7 @@ def train(data, cfg: dict, seed: int, lam: float, layers, verbose: int = 0,
     callbacks = [RecalibrateBatchNorm(data.train, model=model)]
     prox = None
     if lam:  # the proximal step acts on the plain model's channels, with the wrapper's Adam moments
-        prox = ProximalGroupLasso(l1=lam, layers=layers, mode="adam", update_every=cfg["update_every"],
+        prox = ProximalGroupLasso(l1=lam, groups=layers, mode="adam", update_every=cfg["update_every"],
                                   sparse_model=model, target=target, adapt_rate=cfg.get("adapt_rate", 0.02))
         callbacks.insert(0, prox)
     stopper = EarlyStoppingAfterLock(prox, **stop) if target else keras.callbacks.EarlyStopping(**stop)
@@ -117,7 +117,7 @@ def measure(model, data, layers, latency_runs: int) -> dict:
     from tfmot_mtl.sparsity import sparsity_report
     from tfmot_mtl.strip import strip_channels
 
-    report = sparsity_report(model, layers=layers)
+    report = sparsity_report(model, groups=layers)
     small, _ = strip_channels(model)
     prof = profile(small)
     row = {"channel_sparsity": report["channel_sparsity"], "param_sparsity": report["param_sparsity"],

@@ -55,16 +55,16 @@ def main(argv=None):
     l1 = args.l1 if args.l1 is not None else (0.85 if args.fast else 0.5)
 
     dense, train, test, compile_kwargs = build(args.fast)
-    model = sp.apply_group_sparsity(dense, l1=1e-4, layers="shared")
+    model = sp.apply_group_sparsity(dense, l1=1e-4, groups="shared")
     model.compile(keras.optimizers.Adam(1e-3 if not args.fast else 1e-2), **compile_kwargs)
-    prox = sp.ProximalGroupLasso(l1=l1, layers="shared", mode=args.mode)
+    prox = sp.ProximalGroupLasso(l1=l1, groups="shared", mode=args.mode)
     start = time.perf_counter()
     model.fit(train, epochs=epochs, callbacks=[prox, RecalibrateBatchNorm(train)], verbose=2)
     print(f"trained {epochs} epochs in {time.perf_counter() - start:.1f} s; "
           f"group sparsity {100 * prox.sparsity():.1f}%")
 
     plot = os.path.join(args.out, "sparsity_pattern.png")
-    report = sp.sparsity_report(model, layers="shared", plot_path=plot)
+    report = sp.sparsity_report(model, groups="shared", plot_path=plot)
     print(sp.format_sparsity_report(report))
     print(f"sparsity pattern written to {plot}")
 

@@ -324,7 +324,7 @@ def test_group_sparsity_of_the_model_inside_task_weighting():
     net = _net(8, "net")
     trainer = distill.TaskWeightedModel(net, TASKS, weighting="uncertainty")
     trainer.compile(keras.optimizers.Adam(1e-2), jit_compile=False)
-    prox = ProximalGroupLasso(l1=0.5, mode="adam", layers="all", sparse_model=net, min_fraction=0.25)
+    prox = ProximalGroupLasso(l1=0.5, mode="adam", groups="all", sparse_model=net, min_fraction=0.25)
     history = trainer.fit(_ds(x, y).repeat(), steps_per_epoch=12, epochs=2, verbose=0, callbacks=[prox])
     assert prox.graph.model is net and prox.model is trainer
     assert 0 < prox.sparsity() <= 0.75

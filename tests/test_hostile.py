@@ -58,8 +58,8 @@ def _built_sub():
 @pytest.mark.parametrize("entry", [
     ChannelGraph.from_model,
     lambda m: strip_channels(m, None),
-    lambda m: apply_group_sparsity(m, 1e-4, layers="shared"),
-    lambda m: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=0.1).build(m),
+    lambda m: apply_group_sparsity(m, 1e-4, groups="shared"),
+    lambda m: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=0.1).build(m),
     lambda m: ChannelPruningCallback(Magnitude(), IterativeSchedule(0.5, 1, step=0.5), verbose=0).setup(m),
     lambda m: budget.add_domain_switches(m, [("a", 2), ("b", 2)]),
 ], ids=["graph", "strip", "group_sparsity", "proximal", "pruning", "budget"])
@@ -192,19 +192,19 @@ def _schedule():
 
 
 @pytest.mark.parametrize("make,needle", [
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", target=0.0), "target sparsity must be in (0, 1), got 0.0"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", target=1.0), "target sparsity must be in (0, 1), got 1.0"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", target=float("nan")), "target sparsity must be in (0, 1), got nan"),
-    (lambda: ProximalGroupLasso(min_channels=0, layers="shared", min_fraction=1.0), "min_fraction in [0, 1), got 0, 1.0"),
-    (lambda: ProximalGroupLasso(min_channels=0, layers="shared", min_fraction=-0.1), "min_fraction in [0, 1)"),
-    (lambda: ProximalGroupLasso(min_fraction=0.0, layers="shared", min_channels=-1), "min_channels must be >= 0"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=-1.0), "l1 must be a finite number >= 0, got -1.0"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=float("nan")), "l1 must be a finite number >= 0, got nan"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=float("inf")), "l1 must be a finite number >= 0, got inf"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1="big"), "l1 must be a number >= 0, a schedule or None, got 'big'"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", gain=0.0), "gain must be a finite number > 0"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", adapt_rate=1.0), "adapt_rate must be in (0, 1), got 1.0"),
-    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", update_every=0), "update_every must be a positive integer, got 0"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", target=0.0), "target sparsity must be in (0, 1), got 0.0"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", target=1.0), "target sparsity must be in (0, 1), got 1.0"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", target=float("nan")), "target sparsity must be in (0, 1), got nan"),
+    (lambda: ProximalGroupLasso(min_channels=0, groups="shared", min_fraction=1.0), "min_fraction in [0, 1), got 0, 1.0"),
+    (lambda: ProximalGroupLasso(min_channels=0, groups="shared", min_fraction=-0.1), "min_fraction in [0, 1)"),
+    (lambda: ProximalGroupLasso(min_fraction=0.0, groups="shared", min_channels=-1), "min_channels must be >= 0"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=-1.0), "l1 must be a finite number >= 0, got -1.0"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=float("nan")), "l1 must be a finite number >= 0, got nan"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=float("inf")), "l1 must be a finite number >= 0, got inf"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1="big"), "l1 must be a number >= 0, a schedule or None, got 'big'"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", gain=0.0), "gain must be a finite number > 0"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", adapt_rate=1.0), "adapt_rate must be in (0, 1), got 1.0"),
+    (lambda: ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", update_every=0), "update_every must be a positive integer, got 0"),
     (lambda: ChannelPruningCallback(Magnitude(), _schedule(), min_channels=0), "min_channels must be >= 1"),
     (lambda: ChannelPruningCallback(Magnitude(), _schedule(), round_to=0),
      "round_to must be None or a positive integer (kept channels per group become a multiple of it), got 0"),
@@ -278,7 +278,7 @@ def test_no_shared_layers_warns_and_does_nothing_instead_of_crashing():
         model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[cos])
     assert cos.masks["c1"].all()
     with pytest.warns(UserWarning, match="no prunable channel group shared by more than one task"):
-        prox = ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=1.0)
+        prox = ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=1.0)
         model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[prox])
     assert prox.sparsity() == 0.0
 

@@ -60,7 +60,7 @@ def _prox_setup(poison_loss):
     y = {"seg": rng.random((32, 6, 6, 2)).astype("float32"), "cls": rng.integers(0, 3, 32)}
     if poison_loss:
         y["seg"][12] = np.inf  # the 4th batch of 4 has an infinite target: loss inf, weights NaN
-    return model, (x, y), ProximalGroupLasso(l1=2.0, layers="all")
+    return model, (x, y), ProximalGroupLasso(l1=2.0, groups="all")
 
 
 @pytest.mark.parametrize("how", ["weights", "loss"])
@@ -192,9 +192,9 @@ def test_nested_model_and_shared_layer_train_prune_and_strip():
     small, cb = _fit_prune_strip(model, {"out": "mse"}, x, y)
     assert {"stem", "shared_conv"} <= set(cb.masks)
     assert small.get_layer("inner_conv").kernel.shape[2] == int(cb.masks["stem"].sum())  # inlined nested model
-    prox_model = apply_group_sparsity(zoo.randomize(zoo.nested_and_shared()), 1e-4, layers="all")
+    prox_model = apply_group_sparsity(zoo.randomize(zoo.nested_and_shared()), 1e-4, groups="all")
     prox_model.compile(keras.optimizers.SGD(0.1), loss={"out": "mse"})
-    prox = ProximalGroupLasso(l1=3.0, layers="all")
+    prox = ProximalGroupLasso(l1=3.0, groups="all")
     prox_model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[prox])
     masks = masks_from_zeros(prox_model)
     assert prox.sparsity() > 0 and masks.sparsity() > 0

@@ -31,15 +31,15 @@ def test_pruning_and_sparsity_callbacks_expose_graph_and_masks():
     masks, small = _check(prune, model)
     assert masks.sparsity() > 0 and small.count_params() < model.count_params()
 
-    assert ProximalGroupLasso(l1=0.5, layers="all").masks is None  # before it has seen a model
+    assert ProximalGroupLasso(l1=0.5, groups="all").masks is None  # before it has seen a model
     model = nested_two_heads()
-    prox = ProximalGroupLasso(l1=0.5, layers="all", target=0.4, ramp_steps=2)
+    prox = ProximalGroupLasso(l1=0.5, groups="all", target=0.4, ramp_steps=2)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[prox])
     masks, _ = _check(prox, model)  # the zero pattern so far
     zeros = masks_from_zeros(model, graph=prox.graph)
     assert all(np.array_equal(masks[g], zeros[g]) for g in zeros)
     model = nested_two_heads()
-    prox = ProximalGroupLasso(l1=0.5, layers="all", target_macs=0.6, ramp_steps=2)
+    prox = ProximalGroupLasso(l1=0.5, groups="all", target_macs=0.6, ramp_steps=2)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[prox])
     masks, small = _check(prox, model)  # the landed masks
     assert masks is prox.masks and masks.sparsity() > 0 and small.count_params() < model.count_params()

@@ -182,10 +182,10 @@ def test_pruning_callback_fit_step(criterion):
 
 
 def test_group_sparsity_fit_step():
-    model = apply_group_sparsity(hard_model(), l1=1e-3, layers="shared")
+    model = apply_group_sparsity(hard_model(), l1=1e-3, groups="shared")
     assert output_names(model) == KEYS
     compiled(model)
-    cb = ProximalGroupLasso(l1=50.0, layers="shared")  # large: a couple of steps zero channels
+    cb = ProximalGroupLasso(l1=50.0, groups="shared")  # large: a couple of steps zero channels
     hist = model.fit(dataset(), epochs=1, callbacks=[cb], verbose=0)
     assert np.isfinite(hist.history["loss"]).all()
     zero = cb.zero_channels()

@@ -95,7 +95,7 @@ def problem(method: str):
     if method == "proximal":
         model = _compile(_trunk_model())
         x, y = _trunk_data(32)
-        cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=0.05, target=0.5, adapt_rate=0.15)  # locks in epoch 3
+        cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=0.05, target=0.5, adapt_rate=0.15)  # locks in epoch 3
         return model, cb, dict(x=x, y=y, batch_size=4, shuffle=False)
     if method == "pruning":
         model = _compile(_trunk_model())

@@ -1,5 +1,6 @@
 """One group-selection vocabulary (tfmot_mtl.selection) for the three methods; one rounding routine."""
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -117,11 +118,11 @@ def _pruned(model, groups, protect):
 
 
 def _sparse(model, groups, protect):
-    return ids(ProximalGroupLasso(l1=1.0, layers=groups, protect=protect).build(model).groups)
+    return ids(ProximalGroupLasso(l1=1.0, groups=groups, protect=protect).build(model).groups)
 
 
 def _reported(model, groups, protect):
-    return list(sparsity_report(model, layers=groups, protect=protect)["groups"])
+    return list(sparsity_report(model, groups=groups, protect=protect)["groups"])
 
 
 def _switched(model, groups, protect):
@@ -142,7 +143,7 @@ def test_three_methods_select_the_same_groups(graph, groups, protect):
     assert _reported(model, groups, protect) == want
     assert _switched(model, groups, protect) == want
     if isinstance(groups, str):  # the regularizer goes on the selected groups' producers
-        reg = apply_group_sparsity(model, 1e-3, layers=groups, protect=protect)
+        reg = apply_group_sparsity(model, 1e-3, groups=groups, protect=protect)
         got = [lay.name for lay in reg.layers if getattr(lay, "kernel_regularizer", None) is not None]
         assert sorted(got) == sorted(producer_layers(graph, select_groups(graph, groups, protect)))
 
@@ -153,8 +154,12 @@ def test_group_callable_and_older_spellings(graph):
     want = ids(select_groups(graph, pick))
     assert set(want) == {"trunk", "head_b"}
     assert _pruned(model, pick, ()) == _switched(model, pick, ()) == want
-    layer_pick = lambda lay: lay.name in ("trunk", "head_b")  # noqa: E731  sparsity: a layer predicate
-    assert _sparse(model, layer_pick, ()) == _reported(model, layer_pick, ()) == want
+    assert _sparse(model, pick, ()) == _reported(model, pick, ()) == want  # groups=: a ChannelGroup predicate
+    layer_pick = lambda lay: lay.name in ("trunk", "head_b")  # noqa: E731  the older layers=: a layer predicate
+    with pytest.warns(DeprecationWarning, match="pass groups="):
+        assert ids(ProximalGroupLasso(l1=1.0, layers=layer_pick).build(model).groups) == want
+    with pytest.warns(DeprecationWarning, match="pass groups="):
+        assert list(sparsity_report(model, layers=layer_pick)["groups"]) == want
     # budget's older switch_groups: "prunable" == groups="all", "shared" == groups="shared"
     for old, new in (("prunable", "all"), ("shared", "shared")):
         mdl = budget.add_domain_switches(model, [("a", 2), ("b", 3)], switch_groups=old)
@@ -164,12 +169,19 @@ def test_group_callable_and_older_spellings(graph):
         budget.add_domain_switches(model, [("a", 2), ("b", 3)], switch_groups="shared", groups="all")
     with pytest.raises(ValueError, match="groups must be 'all', 'shared'"):
         budget.add_domain_switches(model, [("a", 2), ("b", 3)], groups="shard")
+    with pytest.raises(ValueError, match="groups must be 'all', 'shared', a callable ChannelGroup -> bool or a "
+                                         "list of group ids, got 'every'"):
+        ProximalGroupLasso(groups="every")
     with pytest.raises(ValueError, match="layers must be 'all', 'shared', a callable layer -> bool or a list "
-                                         "of layer names, got 'every'"):
+                                         "of layer names, got 'every'"), pytest.warns(DeprecationWarning):
         ProximalGroupLasso(layers="every")
-    cfg = ProximalGroupLasso(l1=1.0, layers=["trunk"], protect="a").get_config()
-    assert cfg["layers"] == ["trunk"] and cfg["protect"] == ["a"]
+    cfg = ProximalGroupLasso(l1=1.0, groups=["trunk"], protect="a").get_config()
+    assert cfg["groups"] == ["trunk"] and cfg["protect"] == ["a"]
     assert ProximalGroupLasso.from_config(cfg).protect == ("a",)
+    old = {**{k: v for k, v in cfg.items() if k != "groups"}, "layers": ["trunk"]}  # a config written before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert ProximalGroupLasso.from_config(old).group_spec == ["trunk"]
 
 
 # ------------------------------------------------------------------ rounding

@@ -160,7 +160,7 @@ def test_callback_plain_step_with_learning_rate_schedule():
     lam = 0.3
     head = model.get_layer("hb").kernel.numpy()
     before = _expected_plain(model, 0.5, lam)  # step 1 uses lr(0) = 0.5
-    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=lam, layers="shared")
+    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=lam, groups="shared")
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[cb], verbose=0)
     for v in model.weights:
         if v.path in before and v.path.startswith(("c1", "bn1/gamma", "bn1/beta", "c2")):
@@ -186,13 +186,13 @@ def test_lambda_schedule_is_honoured():
     model.compile(keras.optimizers.SGD(1.0), loss={"seg": zero_loss, "cls": zero_loss})
     x, y = data(16)
     n0 = channel_norms(model)
-    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=EveryOther(), layers=["c2"])
+    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=EveryOther(), groups=["c2"])
     model.fit(x, y, batch_size=4, epochs=1, callbacks=[cb], verbose=0)  # 4 steps, 2 applied
     tau = 0.01 * np.sqrt(3 * 3 * 8 + 1)
     np.testing.assert_allclose(channel_norms(model), np.maximum(n0 - 2 * tau, 0), rtol=1e-5)
     # a plain callable step -> float, times a multiplier schedule that is off
     assert evaluate_strength(lambda s: 0.1 * s, 3) == (True, pytest.approx(0.3))
-    off = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=lambda s: 5.0, schedule=lambda s: (False, 1.0), layers=["c2"])
+    off = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=lambda s: 5.0, schedule=lambda s: (False, 1.0), groups=["c2"])
     before = model.get_weights()
     model.fit(x, y, batch_size=4, epochs=1, callbacks=[off], verbose=0)
     for a, b in zip(before, model.get_weights()):
@@ -200,11 +200,11 @@ def test_lambda_schedule_is_honoured():
 
 
 def test_training_zeros_persist_masks_and_strip_parity():
-    model = apply_group_sparsity(two_task_model(), layers="shared", l1=1e-3)
+    model = apply_group_sparsity(two_task_model(), groups="shared", l1=1e-3)
     model.compile(keras.optimizers.Adam(1e-2),
                   loss={"seg": "mse", "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
     x, y = data(32)
-    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=2.0)  # lambda >= 1: tau exceeds an Adam step, zeros cannot revive
+    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=2.0)  # lambda >= 1: tau exceeds an Adam step, zeros cannot revive
     hist = model.fit(x, y, batch_size=8, epochs=2, callbacks=[cb], verbose=0)
     zero1 = cb.zero_channels()
     n_dead = sum(int(z.sum()) for z in zero1.values())
@@ -230,7 +230,7 @@ def test_adam_mode_zeroes_and_requires_adam():
     for opt in (keras.optimizers.Adam(1e-2), keras.optimizers.AdamW(1e-2, weight_decay=0.1)):
         model = two_task_model()
         model.compile(opt, loss={"seg": "mse", "cls": zero_loss})
-        cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=0.1, mode="adam")
+        cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=0.1, mode="adam")
         model.fit(x, y, batch_size=8, epochs=2, callbacks=[cb], verbose=0)
         assert 0 < cb.sparsity() <= 1
         dead = cb.zero_channels()["c1"]
@@ -239,7 +239,7 @@ def test_adam_mode_zeroes_and_requires_adam():
     model.compile(keras.optimizers.SGD(0.1), loss={"seg": "mse", "cls": zero_loss})
     with pytest.raises(ValueError, match="Adam"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                  callbacks=[ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=1e-3, mode="adam")])
+                  callbacks=[ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=1e-3, mode="adam")])
 
 
 def test_adam_preconditioner_is_bias_corrected_second_moment():
@@ -248,7 +248,7 @@ def test_adam_preconditioner_is_bias_corrected_second_moment():
     model.compile(opt, loss={"seg": "mse", "cls": zero_loss})
     x, y = data(8)
     model.fit(x, y, batch_size=8, epochs=3, verbose=0)
-    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=0.0, mode="adam", layers=["c2"]).build(model)
+    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=0.0, mode="adam", groups=["c2"]).build(model)
     ds = cb._preconditioners(opt, 3)
     kernel = model.get_layer("c2").kernel
     v = opt._velocities[opt._get_variable_index(kernel)].numpy()
@@ -258,27 +258,27 @@ def test_adam_preconditioner_is_bias_corrected_second_moment():
 
 def test_callback_config_roundtrip_and_l1_from_regularizers():
     ramp = keras.optimizers.schedules.PolynomialDecay(0.0, 10, end_learning_rate=1.0)
-    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=2e-3, schedule=ramp, layers=["c1"], update_every=2)
+    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=2e-3, schedule=ramp, groups=["c1"], update_every=2)
     again = ProximalGroupLasso.from_config(cb.get_config())
     assert again.get_config() == cb.get_config()
     assert again.strength(5) == (True, pytest.approx(2e-3 * 0.5))
     with pytest.raises(ValueError):
-        ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=lambda s: 1.0).get_config()
+        ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=lambda s: 1.0).get_config()
     with pytest.raises(ValueError):
-        ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", mode="fista")
-    model = apply_group_sparsity(two_task_model(), l1=0.25, layers=["c2"], scale="none")
-    built = ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="all").build(model)
+        ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", mode="fista")
+    model = apply_group_sparsity(two_task_model(), l1=0.25, groups=["c2"], scale="none")
+    built = ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="all").build(model)
     assert [g.id for g in built.groups] == ["c2"]
     np.testing.assert_allclose(built._lambda, 0.25)
     with pytest.raises(ValueError, match="l1=None"):
-        ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared").build(two_task_model())
+        ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared").build(two_task_model())
 
 
 # ------------------------------------------------------------------ apply / save
 def test_apply_group_sparsity_clone_and_selection():
     model = two_task_model()
     weights = [w.copy() for w in model.get_weights()]
-    reg_model = apply_group_sparsity(model, layers="shared", l1=1e-3, l2=1e-4)
+    reg_model = apply_group_sparsity(model, groups="shared", l1=1e-3, l2=1e-4)
     assert reg_model is not model
     assert all(getattr(l, "kernel_regularizer", None) is None for l in model.layers)
     for a, b in zip(weights, model.get_weights()):
@@ -289,14 +289,20 @@ def test_apply_group_sparsity_clone_and_selection():
                                                             ChannelGroupLasso)}
     assert regs == {"c1", "c2"}  # shared trunk only; hb feeds only 'cls'
     assert len(reg_model.losses) == 2
-    every = apply_group_sparsity(model, 1e-3, layers="all")
+    every = apply_group_sparsity(model, 1e-3, groups="all")
     assert {l.name for l in every.layers if getattr(l, "kernel_regularizer", None)} == {"c1", "c2", "hb"}
-    named = apply_group_sparsity(model, 1e-3, layers=["hb"], axis="input")
+    with pytest.warns(DeprecationWarning, match=r"apply_group_sparsity\(layers=...\) is deprecated: pass groups="):
+        named = apply_group_sparsity(model, 1e-3, layers=["hb"], axis="input")  # any layer with a kernel
     assert named.get_layer("hb").kernel_regularizer.axis == "input"
-    picked = apply_group_sparsity(model, 1e-3, layers=lambda l: l.name == "seg")
+    with pytest.warns(DeprecationWarning):
+        picked = apply_group_sparsity(model, 1e-3, layers=lambda l: l.name == "seg")  # a callable of layers
     assert picked.get_layer("seg").kernel_regularizer is not None
-    with pytest.raises(ValueError, match="unknown layer"):
+    with pytest.raises(ValueError, match="unknown layer"), pytest.warns(DeprecationWarning):
         apply_group_sparsity(model, 1e-3, layers=["nope"])
+    by_group = apply_group_sparsity(model, 1e-3, groups=lambda g: "cls" in g.tasks and len(g.tasks) == 1)
+    assert {l.name for l in by_group.layers if getattr(l, "kernel_regularizer", None)} == {"hb"}
+    with pytest.raises(TypeError, match="pass groups= only"):
+        apply_group_sparsity(model, 1e-3, groups="shared", layers="all")
 
 
 def test_single_task_model_warns_and_selects_nothing():
@@ -305,15 +311,15 @@ def test_single_task_model_warns_and_selects_nothing():
     out = keras.layers.Dense(2, name="only")(h)
     model = keras.Model(x, {"only": out})
     with pytest.warns(UserWarning, match="no prunable channel group shared"):
-        clone = apply_group_sparsity(model, 1e-3, layers="shared")
+        clone = apply_group_sparsity(model, 1e-3, groups="shared")
     assert all(getattr(l, "kernel_regularizer", None) is None for l in clone.layers)
     with pytest.warns(UserWarning):
-        report = sparsity_report(model, layers="shared")
+        report = sparsity_report(model, groups="shared")
     assert report["channels"] == 0 and report["channel_sparsity"] == 0.0
 
 
 def test_regularized_model_roundtrips_through_keras_file(tmp_path):
-    model = apply_group_sparsity(two_task_model(), layers="shared", l1=1e-3, l2=1e-5, scale="sqrt_num_groups")
+    model = apply_group_sparsity(two_task_model(), groups="shared", l1=1e-3, l2=1e-5, scale="sqrt_num_groups")
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -333,7 +339,7 @@ def test_sparsity_report_counts_and_plot(tmp_path):
     c1.kernel.assign(k)
     c1.bias.assign(np.where(np.isin(np.arange(8), [1, 5]), 0, 0.1).astype("float32"))
     path = tmp_path / "pattern.png"
-    report = sparsity_report(model, layers="shared", plot_path=path)
+    report = sparsity_report(model, groups="shared", plot_path=path)
     g = report["groups"]["c1"]
     assert g["dead"] == [1, 5] and g["channel_sparsity"] == 0.25
     per_channel = 3 * 3 * 3 + 1 + 3 * 3 * 8  # c1 kernel col + bias + c2 input rows
@@ -363,7 +369,7 @@ def test_target_sparsity_controller_steers_to_target():
     model.compile(keras.optimizers.Adam(1e-2),
                   loss={"seg": "mse", "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
     x, y = data(32)
-    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=1e-3, target=0.5, adapt_rate=0.1)
+    cb = ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=1e-3, target=0.5, adapt_rate=0.1)
     hist = model.fit(x, y, batch_size=4, epochs=12, callbacks=[cb], verbose=0)
     assert cb.gain > 1.0  # lambda had to grow from 1e-3 to kill channels
     assert cb.locked is not None and 0.5 <= cb.sparsity() <= 0.75
@@ -372,7 +378,7 @@ def test_target_sparsity_controller_steers_to_target():
     again = ProximalGroupLasso.from_config(cb.get_config())
     assert again.target == 0.5 and again.gain == cb.gain
     with pytest.raises(ValueError, match="target sparsity"):
-        ProximalGroupLasso(min_channels=0, min_fraction=0.0, layers="shared", l1=0.1, target=1.0)
+        ProximalGroupLasso(min_channels=0, min_fraction=0.0, groups="shared", l1=0.1, target=1.0)
 
 
 def test_min_fraction_keeps_strongest_channels_of_every_group():
@@ -380,12 +386,12 @@ def test_min_fraction_keeps_strongest_channels_of_every_group():
     model = two_task_model()
     model.compile(keras.optimizers.SGD(0.1), loss={"seg": zero_loss, "cls": zero_loss})
     x, y = data(8)
-    cb = ProximalGroupLasso(min_channels=0, layers="shared", l1=1e6, min_fraction=0.25)  # kills everything that is not protected
+    cb = ProximalGroupLasso(min_channels=0, groups="shared", l1=1e6, min_fraction=0.25)  # kills everything that is not protected
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[cb], verbose=0)
     for gid, zero in cb.zero_channels().items():
         assert (~zero).sum() == 2, gid  # ceil(0.25 * 8) strongest channels survive untouched
     with pytest.raises(ValueError, match="min_fraction"):
-        ProximalGroupLasso(min_channels=0, layers="shared", l1=1.0, min_fraction=1.0)
+        ProximalGroupLasso(min_channels=0, groups="shared", l1=1.0, min_fraction=1.0)
 
 
 def test_update_every_leaves_exact_zeros_at_every_epoch_end_validation_and_the_end():
@@ -396,7 +402,7 @@ def test_update_every_leaves_exact_zeros_at_every_epoch_end_validation_and_the_e
     model = two_task_model()
     model.compile(keras.optimizers.Adam(1e-2), loss={"seg": "mse", "cls": zero_loss})
     x, y = data(40)
-    prox = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=5.0, layers=["c1", "c2"], update_every=3)
+    prox = ProximalGroupLasso(min_channels=0, min_fraction=0.0, l1=5.0, groups=["c1", "c2"], update_every=3)
     seen = []
 
     class Probe(keras.callbacks.Callback):
@@ -441,7 +447,7 @@ def test_relative_thresholds_compare_channels_within_their_layer():
             layer.bias.assign(np.zeros(8, np.float32))
         model.compile(keras.optimizers.SGD(1e-9), loss={"seg": zero_loss, "cls": zero_loss})
         lam = (0.6 if relative else 3.5) / 1e-9  # threshold: 0.6 x the layer's mean norm, or 3.5
-        cb = ProximalGroupLasso(l1=lam, layers=["c1", "c2"], scale="none", relative=relative,
+        cb = ProximalGroupLasso(l1=lam, groups=["c1", "c2"], scale="none", relative=relative,
                                 min_channels=0, min_fraction=0.0)
         model.fit(*data(8), batch_size=8, epochs=1, callbacks=[cb], verbose=0)
         return {gid: np.flatnonzero(zero).tolist() for gid, zero in cb.zero_channels().items()}

@@ -21,11 +21,11 @@ graph's. The methods' argument names:
 
 - structured filter pruning (Garg et al. 2023): ``ChannelPruningCallback(groups=, protect=)``
   and ``prune_model(groups=, protect=)``;
-- group sparsity (Upadhyay et al. 2024): ``ProximalGroupLasso(layers=, protect=)``,
-  ``sparsity_report(layers=, protect=)`` and ``apply_group_sparsity(layers=, protect=)``.
-  There ``layers=`` is this vocabulary under its older name, except
-  that a callable is called with each producer *layer* (``callable_of="layer"``), and
-  ``apply_group_sparsity``, which regularizes kernels, takes any layer with a kernel by name;
+- group sparsity (Upadhyay et al. 2024): ``ProximalGroupLasso(groups=, protect=)``,
+  ``sparsity_report(groups=, protect=)`` and ``apply_group_sparsity(groups=, protect=)``.
+  Their older ``layers=`` still works, with a ``DeprecationWarning``: there a callable is called
+  with each producer *layer* (``callable_of="layer"``), and ``apply_group_sparsity`` takes any
+  layer with a kernel by name (e.g. a head regularized on its input channels, ``axis="input"``);
 - budget-aware pruning (dos Santos et al. 2023): ``add_domain_switches(groups=, protect=)``;
   its older ``switch_groups="prunable" | "shared"`` (default ``"prunable"``) means
   ``groups="all" | "shared"``.
@@ -62,6 +62,19 @@ MIN_CHANNELS = 2
 MIN_FRACTION = 0.25
 KEYWORDS = ("shared", "all")
 ON_EMPTY = ("raise", "warn", "ignore")
+
+
+def renamed_selection(groups: Any, layers: Any, owner: str) -> tuple[Any, str]:
+    """``(selection, callable_of)`` of an entry point that takes ``groups=`` and, deprecated, its
+    older name ``layers=``: with ``layers=`` a callable still receives each producer layer
+    (``callable_of="layer"``), with ``groups=`` each :class:`ChannelGroup`, as in every method."""
+    if layers is None:
+        return groups, "group"
+    if not (isinstance(groups, str) and groups == "all"):
+        raise TypeError(f"{owner}: pass groups= only (layers= is its older name)")
+    warnings.warn(f"{owner}(layers=...) is deprecated: pass groups= (the same names and keywords; a "
+                  "callable then receives each ChannelGroup instead of a layer)", DeprecationWarning, stacklevel=3)
+    return layers, "layer"
 
 
 def check_selection(groups: Any, argument: str = "groups", callable_of: str = "group") -> Any:

@@ -139,7 +139,7 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
                                              lr=cfg.finetune_lr, groups="shared", options=options,
                                              verbose=verbose, min_fraction=cfg.min_fraction)
     pattern_png = os.path.join(out, "sparsity_pattern.png")
-    sparsity = sparsity_report(sparse, layers="shared", plot_path=pattern_png)
+    sparsity = sparsity_report(sparse, groups="shared", plot_path=pattern_png)
 
     clock.end("find channels")
     print("[demo] 3/6 strip the dead channels")

@@ -28,9 +28,9 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
     min_channels = opts.pop("min_channels", min_channels)
     min_fraction = opts.pop("min_fraction", min_fraction)
     steps = steps_per_epoch(data.train)
-    model = apply_group_sparsity(dense, l1=opts.pop("l1_loss", 1e-5), layers=groups)
+    model = apply_group_sparsity(dense, l1=opts.pop("l1_loss", 1e-5), groups=groups)
     cost = {"target_macs": target_macs, "target_params": target_params}
-    prox = ProximalGroupLasso(l1=opts.pop("l1", 0.3), layers=groups,
+    prox = ProximalGroupLasso(l1=opts.pop("l1", 0.3), groups=groups,
                               target=target if target_macs is None and target_params is None else None,
                               adapt_rate=opts.pop("adapt_rate", 0.2), gain=opts.pop("gain", "auto"),
                               min_channels=min_channels,
@@ -41,7 +41,7 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
     history = model.fit(data.train, epochs=max(1, epochs), callbacks=[prox, *callbacks], verbose=verbose)
     graph = prox.graph
     masks = prox.masks
-    report = sparsity_report(model, layers=groups)
+    report = sparsity_report(model, groups=groups)
     params, macs = (cost_model := MaskedCost(graph))(masks)
     floor = {g.id: layer_floor(g.size, min_channels, min_fraction) for g in prox.groups}
     info = {"method": "sparsity", "sparsity": report["channel_sparsity"], "report": report,

@@ -31,7 +31,7 @@ from tfmot_mtl.sparsity._graph_step import GraphState, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
 from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
 from tfmot_mtl.selection import (MIN_CHANNELS, MIN_FRACTION, Selection, check_protect, check_selection,
-                                 select_groups)
+                                 renamed_selection, select_groups)
 
 MODES = ("plain", "adam")
 SCALES = ("sqrt_group_size", "sqrt_num_groups", "none")
@@ -78,9 +78,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             one are skipped). ``step`` is the optimizer's iteration count after the update.
         schedule: optional multiplier of ``l1`` with the same protocol (e.g. a ramp from 0
             to 1); the step is skipped when either says ``should_apply=False``.
-        layers: the groups to act on, in the selection vocabulary shared by the three
+        groups: the groups to act on, in the selection vocabulary shared by the three
             methods (:func:`tfmot_mtl.selection.select_groups`): ``"shared"`` (the shared
-            trunk), ``"all"``, producer layer names or a callable ``layer -> bool``.
+            trunk), ``"all"``, producer layer names or a callable ``ChannelGroup -> bool``.
+        layers: deprecated older name of ``groups`` (a callable then receives each producer
+            layer); gives a ``DeprecationWarning``.
         protect: task names (their heads) or layer names whose groups are left alone.
         mode: ``"plain"`` or ``"adam"``.
         update_every: apply every this many optimizer steps (the threshold grows with the
@@ -150,13 +152,13 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
     """
 
     def __init__(self, l1: Strength = None, schedule: Strength = None,
-                 layers: Selection = "all", mode: str = "plain", update_every: int = 1,
+                 groups: Selection = "all", mode: str = "plain", update_every: int = 1,
                  scale: str = "sqrt_group_size", log_key: str = "group_sparsity",
                  target: float | None = None, adapt_rate: float = 0.02, gain: float | str = 1.0,
                  min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION, protect=(),
                  sparse_model: keras.Model | None = None, ramp_steps: int | None = None,
                  target_macs: float | None = None, target_params: float | None = None,
-                 relative: bool = False, cost_exponent: float = 1.0):
+                 relative: bool = False, cost_exponent: float = 1.0, layers: Selection | None = None):
         super().__init__()
         if isinstance(cost_exponent, bool) or not 0.0 <= float(cost_exponent) <= 2.0:
             raise ValueError(f"cost_exponent must be in [0, 2], got {cost_exponent!r}")
@@ -191,7 +193,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             raise ValueError(f"update_every must be a positive integer, got {update_every}")
         check_strengths(l1, gain)
         self.l1, self.schedule = l1, schedule
-        self.layers = check_selection(layers, "layers", callable_of="layer")
+        spec, self._callable_of = renamed_selection(groups, layers, "ProximalGroupLasso")
+        self.group_spec = check_selection(spec, "groups" if layers is None else "layers", self._callable_of)
         self.protect = check_protect(protect)
         self.mode, self.update_every, self.scale, self.log_key = mode, int(update_every), scale, log_key
         self._plan_model = None
@@ -270,8 +273,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
     def build(self, model: keras.Model) -> "ProximalGroupLasso":
         """Precomputes, per weight, the gather indices of the selected channels."""
         graph = ChannelGraph.of(model)
-        groups = select_groups(graph, self.layers, self.protect, on_empty="warn", argument="layers",
-                               callable_of="layer", context="ProximalGroupLasso selected no channel group; "
+        groups = select_groups(graph, self.group_spec, self.protect, on_empty="warn", argument="groups",
+                               callable_of=self._callable_of, context="ProximalGroupLasso selected no channel group; "
                                "it will do nothing")
         strengths = self._group_strengths(model, groups)
         self.graph = graph
@@ -488,7 +491,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
 
     def _write_state(self, state: dict) -> None:
         """Sets the state on a built callback; the channel groups must match its plan."""
-        check_groups(self.state_kind, state["groups"], self._state_groups(), "the layers= selection")
+        check_groups(self.state_kind, state["groups"], self._state_groups(), "the groups= selection")
         for key in ("locked", "zero"):
             if state[key] is not None and len(state[key]) != self.num_channels:
                 raise ValueError(f"ProximalGroupLasso state '{key}' has {len(state[key])} entries; "
@@ -500,11 +503,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
-        if callable(self.layers) and not isinstance(self.layers, str):
-            raise ValueError("ProximalGroupLasso with a callable `layers` cannot be serialized; "
+        if callable(self.group_spec) and not isinstance(self.group_spec, str):
+            raise ValueError("ProximalGroupLasso with a callable `groups` cannot be serialized; "
                              "pass a list of layer names instead")
         return {"l1": serialize_strength(self.l1, "l1"), "schedule": serialize_strength(self.schedule, "schedule"),
-                "layers": self.layers if isinstance(self.layers, str) else list(self.layers),
+                "groups": self.group_spec if isinstance(self.group_spec, str) else list(self.group_spec),
                 "mode": self.mode, "update_every": self.update_every, "scale": self.scale,
                 "log_key": self.log_key, "target": None if self.cost_kind else self.target, "adapt_rate": self.adapt_rate,
                 "gain": "auto" if self.auto_gain and self._step_graph is None else self.gain, "min_channels": self.min_channels,
@@ -515,6 +518,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
     @classmethod
     def from_config(cls, config: dict) -> "ProximalGroupLasso":
         config = dict(config)
+        if "layers" in config:  # written before `groups`: names and keywords mean the same
+            config["groups"] = config.pop("layers")
         for key in ("l1", "schedule"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])

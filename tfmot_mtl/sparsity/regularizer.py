@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from tfmot_mtl.graph import ChannelGraph
-from tfmot_mtl.selection import (Selection, check_layer_names, check_selection, producer_layers,
+from tfmot_mtl.selection import (Selection, check_layer_names, check_selection, producer_layers, renamed_selection,
                                  protected_groups, select_groups)
 
 SCALES = ("sqrt_group_size", "sqrt_num_groups", "none")
@@ -121,8 +121,9 @@ def _regularizer_for(layer, key: str, l1: float, l2: float, axis: str, scale: st
 
 
 def apply_group_sparsity(model: keras.Model, l1: float, l2: float = 0.0,
-                         layers: Selection = "all", axis: str = "output",
-                         scale: str = "sqrt_group_size", protect=()) -> keras.Model:
+                         groups: Selection = "all", axis: str = "output",
+                         scale: str = "sqrt_group_size", protect=(), *,
+                         layers: Selection | None = None) -> keras.Model:
     """A clone of ``model`` with :class:`ChannelGroupLasso` on the selected kernels.
 
     The input model is not modified; the clone gets the same weights and is not compiled.
@@ -130,31 +131,34 @@ def apply_group_sparsity(model: keras.Model, l1: float, l2: float = 0.0,
     Args:
         model: a Keras functional or Sequential multi-task model.
         l1, l2, axis, scale: the regularizer's arguments (see :class:`ChannelGroupLasso`).
-        layers: which kernels get the regularizer, in the selection vocabulary shared by
-            the three methods (:mod:`tfmot_mtl.selection`): ``"shared"`` (producers of the
-            shared trunk's groups, those feeding more than one task; a model without any
-            gets a warning and no regularizer), ``"all"`` (producers of every prunable
-            group), a list of layer names, or a callable ``layer -> bool``. Names and
-            callables act on layers: any layer with a kernel may be named (e.g. a head with
-            ``axis="input"``).
+        groups: whose producers' kernels get the regularizer, in the selection vocabulary
+            shared by the three methods (:mod:`tfmot_mtl.selection`): ``"shared"`` (the shared
+            trunk's groups, those feeding more than one task; a model without any gets a
+            warning and no regularizer), ``"all"`` (every prunable group), producer layer
+            names, or a callable ``ChannelGroup -> bool``.
         protect: task or layer names whose groups' producers get no regularizer
             (see :func:`tfmot_mtl.selection.select_groups`).
+        layers: deprecated older name of ``groups``, where names and callables act on layers:
+            any layer with a kernel may be named (e.g. a head regularized on its input
+            channels with ``axis="input"``), and a callable receives each layer.
     """
     if axis not in AXES:
         raise ValueError(f"axis must be 'output' or 'input', got {axis!r}")
     ChannelGroupLasso(l1, l2, axis, scale)  # validates the numbers early
+    spec, callable_of = renamed_selection(groups, layers, "apply_group_sparsity")
+    argument = "groups" if layers is None else "layers"
+    spec = check_selection(spec, argument, callable_of)
     graph = ChannelGraph.of(model)
-    layers = check_selection(layers, "layers", callable_of="layer")
-    if isinstance(layers, str):
+    if isinstance(spec, str) or callable_of == "group":
         names = producer_layers(graph, select_groups(
-            graph, layers, protect, on_empty="warn", argument="layers",
+            graph, spec, protect, on_empty="warn", argument=argument,
             context="apply_group_sparsity selected no channel group, so no regularizer is added"))
-    elif callable(layers):
+    elif callable(spec):
         names = [n for n, lay in graph.flat.layers.items()
-                 if _kernel_key(lay) is not None and bool(layers(lay))]
+                 if _kernel_key(lay) is not None and bool(spec(lay))]
     else:
-        names = list(dict.fromkeys(check_layer_names(graph, layers, "layers")))
-    if protect and not isinstance(layers, str):
+        names = list(dict.fromkeys(check_layer_names(graph, spec, "layers")))
+    if protect and callable_of == "layer" and not isinstance(spec, str):
         kept = set(producer_layers(graph, [graph.groups[i] for i in protected_groups(graph, protect)]))
         names = [n for n in names if n not in kept]
     targets: dict[int, tuple[str, ChannelGroupLasso]] = {}

@@ -10,11 +10,12 @@ import numpy as np
 from tfmot_mtl.utils.atomic import atomic_savefig
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import masks_from_zeros
-from tfmot_mtl.selection import Selection, select_groups
+from tfmot_mtl.selection import Selection, renamed_selection, select_groups
 
 
-def sparsity_report(model: keras.Model, layers: Selection = "all",
-                    plot_path: str | os.PathLike | None = None, protect=()) -> dict[str, Any]:
+def sparsity_report(model: keras.Model, groups: Selection = "all",
+                    plot_path: str | os.PathLike | None = None, protect=(), *,
+                    layers: Selection | None = None) -> dict[str, Any]:
     """How many of the selected channel groups' channels (and parameters) are exactly zero.
 
     A channel is zero when every trainable slice it owns (kernel columns, bias, BN gamma
@@ -29,14 +30,16 @@ def sparsity_report(model: keras.Model, layers: Selection = "all",
 
     Args:
         model: the (trained) model.
-        layers: which groups count, as in :func:`tfmot_mtl.selection.select_groups`
-            (``"shared"``, ``"all"``, producer layer names or a callable ``layer -> bool``).
+        groups: which groups count, as in :func:`tfmot_mtl.selection.select_groups`
+            (``"shared"``, ``"all"``, producer layer names or a callable ``ChannelGroup -> bool``).
         plot_path: if given, a PNG with one row per group and one column per channel,
             dead channels marked.
         protect: task or layer names whose groups do not count.
+        layers: deprecated older name of ``groups`` (a callable then receives each layer).
     """
+    spec, callable_of = renamed_selection(groups, layers, "sparsity_report")
     graph = ChannelGraph.of(model)
-    groups = select_groups(graph, layers, protect, on_empty="warn", argument="layers", callable_of="layer",
+    groups = select_groups(graph, spec, protect, on_empty="warn", argument="groups", callable_of=callable_of,
                            context="sparsity_report selected no channel group")
     masks = masks_from_zeros(model, graph=graph, min_channels=0)
     per_group = {}
