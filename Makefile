@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow docs install clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,5 +31,10 @@ test: $(TEST_STAMP)
 test-slow: $(TEST_STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -n 2 -m slow
 
+# The guide in docs/ and the API reference from the docstrings, into site/ (--strict: a renamed
+# function breaks the build).
+docs: $(TEST_STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

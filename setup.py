@@ -24,6 +24,9 @@ setup(
         "tf-keras==2.21.0",
     ],
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "execnet==2.1.2",
-                             "hypothesis==6.170.15", "keras-hub==0.32.0"]},
+                             "hypothesis==6.170.15", "keras-hub==0.32.0",
+                             # the docs: `make docs`, and tests/test_docs.py builds them with --strict
+                             "mkdocs==1.6.1", "mkdocstrings==1.0.8", "mkdocstrings-python==2.0.9",
+                             "griffelib==2.4.1", "mkdocs-autorefs==1.4.5", "pymdown-extensions==13.1.2"]},
     entry_points={"console_scripts": ["tfmot-mtl=tfmot_mtl.app.cli:main"]},
 )

@@ -11,8 +11,8 @@ On ``synthetic_scenes`` (segmentation + depth + normals), with one fixed trainin
    default budget spends the larger part of the epochs here, training while pruning, at the
    dense model's learning rate (2e-3, for pruning and fine-tuning): at the same 24 epochs,
    8 dense + 10 pruning + 6 fine-tuning reached Δm +1.3% at 2e-3 against −4.1% at 1e-3, and
-   16 + 2 + 6 −9.3% (``benchmarks/recipes.py --preset demo --splits ...``, the README's
-   experiment table);
+   16 + 2 + 6 −9.3% (``benchmarks/recipes.py --preset demo --splits ...``, the
+   experiment table in docs/benchmarks.md);
 3. strip the dead channels (``strip_channels``) and check that the stripped model computes
    what the sparse one does;
 4. fine-tune the stripped model for ``finetune_epochs`` with a cosine-decay learning rate and

@@ -129,7 +129,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             relative rate and the trim alone lands the cost), as in ``ChannelPruningCallback``.
             With layer-relative norms (all near 1) any exponent above 0 concentrates the cut in
             the costliest groups; on ``benchmarks/own_models.py`` neither 0 nor 0.5 beat 1 on
-            every model (see the README's own-model section).
+            every model (see the own-models section of docs/benchmarks.md).
         relative: thresholds relative to the layer: each channel's ``tau_g`` is also multiplied
             by the mean norm of the live channels of its group, so a channel dies when it is
             weak against the other channels of its layer rather than against one threshold for
