@@ -216,7 +216,7 @@ def _residual_two_head_model():
 def test_gradient_scores_in_the_graph_match_a_numpy_oracle():
     """Residual Add, depthwise, BN and a layer feeding two heads: the compiled per-channel
     reductions equal sums of the tape's gradients over each channel's slices in numpy."""
-    from tfmot_mtl.pruning.importance import _channel_sum, _reduce, _units
+    from tfmot_mtl.pruning.units import channel_sum, combine_units, group_units
 
     model = _residual_two_head_model()
     graph = ChannelGraph.from_model(model)
@@ -237,23 +237,23 @@ def test_gradient_scores_in_the_graph_match_a_numpy_oracle():
                  for v, g in zip(variables, tape.gradient(task[t], variables))} for t in ("a", "b")}
     checked = 0
     for group in graph.prunable_groups:
-        units = _units(graph, group, lambda layer, s: True)
+        units = group_units(graph, group, lambda layer, s: True)
         if not units:
             continue
         total = {id(p.var): grads["a"][id(p.var)] + grads["b"][id(p.var)] for u in units for p in u}
-        t_units = [sum(_channel_sum(total[id(p.var)] * p.var.numpy(), p, group.size) for p in u) ** 2
+        t_units = [sum(channel_sum(total[id(p.var)] * p.var.numpy(), p, group.size) for p in u) ** 2
                    for u in units]
-        np.testing.assert_allclose(got_t[group.id], _reduce(t_units, group.size, "sum"), rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(got_t[group.id], combine_units(t_units, group.size, "sum"), rtol=1e-5, atol=1e-12)
         if {"a", "b"} <= set(group.tasks):
             def dot(u, s, t):
-                return sum(_channel_sum(grads[s][id(p.var)] * grads[t][id(p.var)], p, group.size) for p in u)
+                return sum(channel_sum(grads[s][id(p.var)] * grads[t][id(p.var)], p, group.size) for p in u)
             c_units = [dot(u, "a", "b") / np.sqrt(dot(u, "a", "a") * dot(u, "b", "b")) for u in units]
             np.testing.assert_allclose(got_c[group.id], np.mean(c_units, axis=0), rtol=1e-5, atol=1e-7)
             checked += 1
         else:
             assert np.isnan(got_c[group.id]).all(), group.id
     assert checked >= 2  # the residual group (c1 + c2 + bn1 + dw) and "shared" feed both heads
-    assert any(len(_units(graph, g, lambda layer, s: True)) >= 3 for g in graph.prunable_groups)
+    assert any(len(group_units(graph, g, lambda layer, s: True)) >= 3 for g in graph.prunable_groups)
 
 
 def test_cosprune_single_task_groups_are_nan_and_bad_task_named():

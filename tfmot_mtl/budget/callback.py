@@ -214,7 +214,7 @@ class BudgetCallback(ResumableCallback):
         self.attach(self.model)
         lambdas = self.lambdas
         if self._terms is None or self._terms.latents[0] is not self._infos[0].layer.latent:
-            self._terms = BudgetTerms(self, self.model)
+            self._terms = BudgetTerms(self, self.model, self._infos, *self._args())
         terms = self._terms
         for good, info in zip(terms.good, self._infos):
             good.assign(info.layer.latent.value)

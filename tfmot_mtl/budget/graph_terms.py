@@ -77,10 +77,13 @@ def sharing_loss(switches, kind: str, costs, served):
 class BudgetTerms:
     """Graph state of a BudgetCallback: multipliers, batch counter, logged values, last finite latents."""
 
-    def __init__(self, cb, model):
-        self.cb, self.infos = cb, cb._infos
+    def __init__(self, cb, model, infos: list, costs: list, served: list):
+        """``cb`` gives the public settings (budget, frequency, sharing, multiplier_lr); ``infos``
+        are its switches (``switch_infos``), ``costs`` / ``served`` their per-channel costs and
+        served domains."""
+        self.cb, self.infos = cb, infos
         self.latents = [i.layer.latent for i in self.infos]
-        self.costs, self.served = cb._args()
+        self.costs, self.served = costs, served
         self.num_domains = self.infos[0].layer.num_domains
         self.lambdas = new_variable(model, np.zeros(self.num_domains), "float64", "budget_lambdas")
         self.counter = new_variable(model, 0, "int64", "budget_counter")

@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import keras
 
 from tfmot_mtl.utils import _keras_compat
-from tfmot_mtl.distill.losses import TaskDistillation, _check_temperature
+from tfmot_mtl.distill.losses import TaskDistillation, check_temperature
 from tfmot_mtl.distill.weighting import TaskWeighting, make_weighting, weighted_losses
 from tfmot_mtl.tasks import TasksLike, as_task_list
 from tfmot_mtl.graph.walk import output_names
@@ -83,7 +83,7 @@ class MultiTaskDistiller(keras.distillation.Distiller):
                  anneal_steps: int | None = None, name: str = "multitask_distiller", **kwargs):
         tasks = as_task_list(tasks)
         _check_models(teacher, student, tasks)
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         weights = _check_weights(distill_weights, tasks, "distill_weights")
         if isinstance(feature_weight, bool) or not float(feature_weight) >= 0:
             raise ValueError(f"`feature_weight` must be a number >= 0, got {feature_weight!r}.")

@@ -23,7 +23,8 @@ from tfmot_mtl.tasks.specs import Task
 DISTILLABLE_KINDS = ("segmentation", "classification", "binary", "depth", "normals")
 
 
-def _check_temperature(temperature) -> float:
+def check_temperature(temperature) -> float:
+    """``temperature`` as a float, or a clear ``ValueError`` unless it is a number > 0."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.")
     return float(temperature)
@@ -35,7 +36,7 @@ class SoftTargetKL(keras.losses.Loss):
 
     def __init__(self, temperature: float = 2.0, name: str = "soft_target_kl", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def call(self, y_true, y_pred):
         t = keras.ops.cast(y_true, "float32") / self.temperature
@@ -55,7 +56,7 @@ class SoftBinaryCE(keras.losses.Loss):
 
     def __init__(self, temperature: float = 2.0, name: str = "soft_binary_ce", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def call(self, y_true, y_pred):
         p = keras.ops.sigmoid(keras.ops.cast(y_true, "float32") / self.temperature)
@@ -96,7 +97,7 @@ class TeacherCosine(keras.losses.Loss):
 
 def kind_loss(task: Task, temperature: float = 2.0) -> keras.losses.Loss:
     """The distillation loss of ``task``'s kind (see the module docstring)."""
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     name = f"{task.name}_distill"
     if task.kind in ("segmentation", "classification"):
         return SoftTargetKL(temperature, name=name)
@@ -125,7 +126,7 @@ class TaskDistillation(keras.distillation.DistillationLoss):
         if not isinstance(task, Task):
             raise ValueError(f"`task` must be a tfmot_mtl.tasks.Task, got {task!r}.")
         self.task = task
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.loss = loss if loss is not None else kind_loss(task, temperature)
         self.tracker = None  # a keras.metrics.Mean set by the distiller that logs this loss
         self.scale = None  # a scalar tensor the distiller sets per step (teacher annealing)

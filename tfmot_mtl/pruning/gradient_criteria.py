@@ -22,8 +22,8 @@ import tensorflow as tf
 from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.pruning._gradients import channel_sum, compiled_scores, reduce_units, targets as _targets
-from tfmot_mtl.pruning.importance import (Importance, Scores, _Part, _is_kernel, _scorable, _units,
-                                          iterate_batches)
+from tfmot_mtl.pruning.importance import Importance, Scores, iterate_batches
+from tfmot_mtl.pruning.units import Part, group_units, is_kernel, scorable_groups
 from tfmot_mtl.graph.walk import named_outputs, output_names
 
 
@@ -98,11 +98,11 @@ class _GradientImportance(Importance):
         self.batches = 0
 
     def _select(self, layer, s) -> bool:
-        return self.include_bias or _is_kernel(layer, s)
+        return self.include_bias or is_kernel(layer, s)
 
-    def _plan(self, graph: ChannelGraph) -> dict[str, list[list[_Part]]]:
+    def _plan(self, graph: ChannelGraph) -> dict[str, list[list[Part]]]:
         if getattr(self, "_plan_graph", None) is not graph:
-            self._plan_cache = {g.id: _units(graph, g, self._select) for g in _scorable(graph)}
+            self._plan_cache = {g.id: group_units(graph, g, self._select) for g in scorable_groups(graph)}
             self._plan_graph = graph
             self._size = {gid: graph.groups[gid].size for gid in self._plan_cache}
         return self._plan_cache

@@ -4,10 +4,8 @@ Every criterion returns ``{group_id: np.ndarray}`` with one score per channel fo
 prunable group; HIGHER = more important (kept longer). NaN marks a channel the criterion
 cannot score; the pruning callback never removes it.
 
-A group couples several layers (a residual Add joins producers; BN follows a conv). A
-criterion first scores each *unit* -- the group's trainable "out" slices in ONE layer
-(e.g. conv kernel columns + bias, or BN gamma + beta) -- and then combines the units with
-``reduction`` = "sum" | "mean" | "max" (the DepGraph group importance).
+A criterion scores each *unit* of a group -- its trainable "out" slices in ONE layer -- and
+combines the units with ``reduction`` = "sum" | "mean" | "max" (:mod:`tfmot_mtl.pruning.units`).
 
 Data-free criteria (:class:`Magnitude`, :class:`BNScale`, :class:`LAMP`, :class:`FPGM`,
 :class:`Random`) ignore data.
@@ -16,67 +14,16 @@ Gradient criteria (:class:`Taylor`, :class:`CosPrune`) live in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import keras
 import numpy as np
 
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
+from tfmot_mtl.pruning.units import (REDUCTIONS, Part, channel_sum, combine_units, group_units, is_batchnorm,
+                                     is_kernel, scorable_groups)
 
-REDUCTIONS = ("sum", "mean", "max")
 Scores = dict[str, np.ndarray]
-
-
-@dataclass
-class _Part:
-    """One weight slice of a unit: positions along ``axis`` of ``var`` owned by ``channels``."""
-
-    var: Any
-    axis: int
-    positions: np.ndarray
-    channels: np.ndarray
-
-
-def _units(graph: ChannelGraph, group: ChannelGroup, select: Callable) -> list[list[_Part]]:
-    """The group's trainable "out" slices, one list per layer, filtered by ``select(layer, s)``."""
-    by_layer: dict[str, list[_Part]] = {}
-    for s in group.slices:
-        if s.role != "out" or not s.defines_zero:
-            continue
-        layer = graph.layer(s.layer)
-        if select(layer, s):
-            part = _Part(layer.weights[s.weight], s.axis, s.positions, s.channels)
-            by_layer.setdefault(s.layer, []).append(part)
-    return list(by_layer.values())
-
-
-def _channel_sum(values: np.ndarray, part: _Part, size: int) -> np.ndarray:
-    """Per-channel sum of ``values`` (shaped like ``part.var``) over the part's positions."""
-    rows = np.moveaxis(values, part.axis, 0)[part.positions]
-    rows = rows.reshape(len(part.positions), -1).sum(axis=1)
-    out = np.zeros(size)
-    np.add.at(out, part.channels, rows)
-    return out
-
-
-def _reduce(per_unit: list[np.ndarray], size: int, reduction: str) -> np.ndarray:
-    if not per_unit:
-        return np.full(size, np.nan)
-    stack = np.stack(per_unit)
-    return {"sum": stack.sum, "mean": stack.mean, "max": stack.max}[reduction](axis=0)
-
-
-def _is_kernel(layer, s) -> bool:
-    return len(layer.weights[s.weight].shape) >= 2
-
-
-def _is_bn(layer) -> bool:
-    return isinstance(layer, keras.layers.BatchNormalization)
-
-
-def _scorable(graph: ChannelGraph) -> list[ChannelGroup]:
-    return [g for g in graph.prunable_groups if g.size > 0]
 
 
 class Importance:
@@ -91,7 +38,7 @@ class Importance:
 
     def __call__(self, model: keras.Model, graph: ChannelGraph | None = None, data=None) -> Scores:
         graph = ChannelGraph.of(model) if graph is None else graph
-        return {g.id: self.score_group(graph, g) for g in _scorable(graph)}
+        return {g.id: self.score_group(graph, g) for g in scorable_groups(graph)}
 
     def score_group(self, graph: ChannelGraph, group: ChannelGroup) -> np.ndarray:
         raise NotImplementedError
@@ -135,17 +82,17 @@ class Magnitude(Importance):
         self.p, self.include_bias, self.include_bn = p, include_bias, include_bn
 
     def _select(self, layer, s) -> bool:
-        if _is_bn(layer):
+        if is_batchnorm(layer):
             return self.include_bn
-        return _is_kernel(layer, s) or self.include_bias
+        return is_kernel(layer, s) or self.include_bias
 
     def score_group(self, graph, group):
         per_unit = []
-        for unit in _units(graph, group, self._select):
-            acc = sum(_channel_sum(np.abs(np.asarray(p.var.numpy())) ** self.p, p, group.size)
+        for unit in group_units(graph, group, self._select):
+            acc = sum(channel_sum(np.abs(np.asarray(p.var.numpy())) ** self.p, p, group.size)
                       for p in unit)
             per_unit.append(acc ** (1.0 / self.p))
-        return _reduce(per_unit, group.size, self.reduction)
+        return combine_units(per_unit, group.size, self.reduction)
 
     def get_config(self):
         return {"p": self.p, "include_bias": self.include_bias, "include_bn": self.include_bn,
@@ -167,12 +114,12 @@ class BNScale(Importance):
         self.fallback = fallback
 
     def score_group(self, graph, group):
-        select = lambda layer, s: _is_bn(layer) and layer.weights[s.weight] is getattr(layer, "gamma", None)
-        per_unit = [sum(_channel_sum(np.abs(np.asarray(p.var.numpy())), p, group.size) for p in unit)
-                    for unit in _units(graph, group, select)]
+        select = lambda layer, s: is_batchnorm(layer) and layer.weights[s.weight] is getattr(layer, "gamma", None)
+        per_unit = [sum(channel_sum(np.abs(np.asarray(p.var.numpy())), p, group.size) for p in unit)
+                    for unit in group_units(graph, group, select)]
         if not per_unit and self.fallback == "magnitude":
             return Magnitude(p=1, reduction=self.reduction).score_group(graph, group)
-        return _reduce(per_unit, group.size, self.reduction)
+        return combine_units(per_unit, group.size, self.reduction)
 
     def get_config(self):
         return {"fallback": self.fallback, **super().get_config()}
@@ -224,7 +171,7 @@ class FPGM(Importance):
 
     def score_group(self, graph, group):
         per_unit = []
-        for unit in _units(graph, group, _is_kernel):
+        for unit in group_units(graph, group, is_kernel):
             filters = _filters(unit, group.size)
             if filters is None:
                 continue
@@ -232,10 +179,10 @@ class FPGM(Importance):
             sq = np.diag(gram)
             dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0))
             per_unit.append(dist.sum(axis=1))
-        return _reduce(per_unit, group.size, self.reduction)
+        return combine_units(per_unit, group.size, self.reduction)
 
 
-def _filters(unit: list[_Part], size: int) -> np.ndarray | None:
+def _filters(unit: list[Part], size: int) -> np.ndarray | None:
     """The unit's per-channel filters as rows ``(size, n)``; None when a channel of the group has
     no slice here or channels own slices of different sizes (the distance is undefined)."""
     rows: dict[int, list[np.ndarray]] = {}

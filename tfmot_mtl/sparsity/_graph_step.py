@@ -10,6 +10,7 @@ same operators on flat group-indexed vectors).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +18,17 @@ import tensorflow as tf
 from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.training.ingraph import new_variable
 from tfmot_mtl.sparsity._pieces import F64, extend, pieces
+
+
+@dataclass(frozen=True)
+class ProxPlan:
+    """What ProximalGroupLasso hands its graph step besides its public settings: per selected
+    channel, the index of its group in ``groups`` and its threshold before the learning rate and
+    the strength (``lambda * scale``), and the step's starting gain."""
+
+    channel_group: np.ndarray
+    base_tau: np.ndarray
+    gain0: float
 
 
 class ProxStep:
@@ -30,16 +42,16 @@ class ProxStep:
     and precision (float64) as :mod:`prox_ops`.
     """
 
-    def __init__(self, cb, model, optimizer):
-        self.cb, self.optimizer = cb, optimizer
+    def __init__(self, cb, model, optimizer, plan: ProxPlan):
+        self.cb, self.optimizer, self.plan = cb, optimizer, plan
         n = cb.num_channels
         self.n = n
         self.pieces = pieces(cb, n)
         self.rows = tf.concat([p.row_of for p in self.pieces], 0) if self.pieces else None
-        self.base_tau = tf.constant(np.asarray(cb._lambda * cb._scale, np.float64))
+        self.base_tau = tf.constant(np.asarray(plan.base_tau, np.float64))
         self.protect = []
         for i, _ in enumerate(cb.groups):
-            idx = np.flatnonzero(cb._channel_group == i)
+            idx = np.flatnonzero(plan.channel_group == i)
             k = min(len(idx), max(cb.min_channels, int(math.ceil(cb.min_fraction * len(idx)))))
             if k:
                 self.protect.append((tf.constant(idx.astype(np.int32)), k))
@@ -47,7 +59,7 @@ class ProxStep:
         go, lam = (True, 1.0) if self.dynamic else cb.strength(0)
         self.go = new_variable(model, go, "bool", "prox_go")
         self.lam = new_variable(model, lam, "float64", "prox_lam")
-        self.gain = new_variable(model, cb._gain0, "float64", "prox_gain")
+        self.gain = new_variable(model, plan.gain0, "float64", "prox_gain")
         self.last_step = new_variable(model, -1, "int64", "prox_last_step")
         self.locked_flag = new_variable(model, False, "bool", "prox_locked_flag")
         self.locked = new_variable(model, np.zeros(n, bool), "bool", "prox_locked")
@@ -90,7 +102,7 @@ class ProxStep:
         if not self.cb.relative:
             return self.base_tau
         norm = tf.sqrt(sq)
-        group = tf.constant(self.cb._channel_group.astype(np.int32))
+        group = tf.constant(self.plan.channel_group.astype(np.int32))
         count = len(self.cb.groups)
         total = tf.math.unsorted_segment_sum(norm, group, count)
         live = tf.math.unsorted_segment_sum(tf.cast(norm > 0, F64), group, count)

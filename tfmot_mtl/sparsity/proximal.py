@@ -27,7 +27,7 @@ from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.training.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.training.resume import check_groups
 from tfmot_mtl.sparsity._checks import check_strengths
-from tfmot_mtl.sparsity._graph_step import GraphState, ProxStep
+from tfmot_mtl.sparsity._graph_step import GraphState, ProxPlan, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
 from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
 from tfmot_mtl.selection import (MIN_CHANNELS, MIN_FRACTION, Selection, check_protect, check_selection,
@@ -228,7 +228,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             previous = None if graph is None else (graph.gain.numpy(), self._zero, self.locked)
             if previous is None and self.auto_gain:
                 self._gain0 = self._starting_gain(optimizer)
-            self._step_graph = ProxStep(self, self.model, optimizer)
+            self._step_graph = ProxStep(self, self.model, optimizer,
+                                        ProxPlan(self._channel_group, self._lambda * self._scale, self._gain0))
             self._step_graph.model = self.model
             self._zero = self._zero_from_weights() if previous is None else previous[1]
             if previous is not None:
