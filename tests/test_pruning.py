@@ -488,3 +488,24 @@ def test_example_runs_fast():
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert "stripped" in res.stdout and "reinitialized" in res.stdout
+
+
+@pytest.mark.parametrize("criterion", ["Magnitude", "BNScale", "LAMP", "FPGM", "Random", "Taylor", "CosPrune",
+                                       "SecondOrder"])
+def test_callback_config_round_trips_through_json(criterion):
+    import json
+
+    from tfmot_mtl import pruning
+
+    data = [(np.zeros((1, 2), np.float32), np.zeros(1, np.float32))]
+    cb = ChannelPruningCallback(getattr(pruning, criterion)(), IterativeSchedule(0.5, frequency=2, count=3),
+                                groups=["stem"], round_to=8, target_macs=0.4, protect="seg", data=data, verbose=0)
+    config = json.loads(json.dumps(cb.get_config()))
+    back = ChannelPruningCallback.from_config(config, data=data)
+    assert type(back.importance) is type(cb.importance) and back.get_config() == config
+    assert back.cost_kind == "macs" and back.cost_target == 0.4 and back.round_to == 8 and back.protect == ("seg",)
+    with pytest.raises(ValueError, match="callable `groups` cannot be serialized"):
+        ChannelPruningCallback(pruning.Magnitude(), IterativeSchedule(0.5, frequency=2, count=3),
+                               groups=lambda g: True, verbose=0).get_config()
+    with pytest.raises(ValueError, match="unknown pruning criterion 'Nope'"):
+        ChannelPruningCallback.from_config({**config, "importance": {"class_name": "Nope", "config": {}}})

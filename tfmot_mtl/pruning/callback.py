@@ -154,6 +154,40 @@ class ChannelPruningCallback(ResumableCallback):
         self._writer = None
         self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        """The arguments that rebuild this callback with :meth:`from_config` (criterion, schedule,
+        selection, floor, targets, rounding), as JSON-able values. The scoring ``data``, initial
+        ``masks`` and ``pruned_model`` are objects of a run, not settings, and are left out."""
+        if callable(self.group_spec) and not isinstance(self.group_spec, str):
+            raise ValueError("ChannelPruningCallback with a callable `groups` cannot be serialized; "
+                             "pass a list of group ids instead")
+        config = {"importance": {"class_name": type(self.importance).__name__,
+                                 "config": self.importance.get_config()},
+                  "schedule": keras.saving.serialize_keras_object(self.schedule),
+                  "scope": self.scope,
+                  "groups": self.group_spec if isinstance(self.group_spec, str) else list(self.group_spec),
+                  "min_channels": self.min_channels, "min_fraction": self.min_fraction,
+                  "round_to": self.round_to, "round_mode": self.round_mode, "protect": list(self.protect),
+                  "cost_exponent": self.cost_exponent, "score_batches": self.score_batches,
+                  "accumulate_every": self.accumulate_every, "log_dir": self.log_dir, "verbose": self.verbose}
+        if self.cost_kind:
+            config[f"target_{self.cost_kind}"] = self.cost_target
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, data=None) -> "ChannelPruningCallback":
+        """A callback from :meth:`get_config`; ``data``: the scoring batches of a gradient criterion."""
+        from tfmot_mtl import pruning
+
+        config = dict(config)
+        spec = config.pop("importance")
+        criterion = getattr(pruning, spec["class_name"], None)
+        if not (isinstance(criterion, type) and issubclass(criterion, Importance)):
+            raise ValueError(f"unknown pruning criterion {spec['class_name']!r} in the config")
+        schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
+        return cls(criterion(**spec["config"]), schedule, data=data, **config)
+
     # ------------------------------------------------------------------ setup
     @property
     def net(self) -> keras.Model | None:
