@@ -284,7 +284,7 @@ def test_checkpoint_keras_file_continues_like_the_uninterrupted_run(method, tmp_
 def test_save_model_embeds_the_state(tmp_path):
     model, cb, fit = problem("pruning")
     model.fit(epochs=2, callbacks=[cb], verbose=0, **fit)
-    path = resume.save_model(model, tmp_path / "m.keras", callbacks=[cb], epoch=2)
+    path = resume.save_with_state(model, tmp_path / "m.keras", callbacks=[cb], epoch=2)
     state = resume.load_state(path)
     assert state["epoch"] == 2
     assert state["callbacks"]["ChannelPruningCallback"] == json.loads(json.dumps(cb.get_state()))
@@ -388,7 +388,7 @@ def test_restore_and_load_state_errors(tmp_path):
     with pytest.raises(ValueError, match="has no tfmot_mtl training state"):
         resume.load_state(plain)
     with pytest.raises(ValueError, match="must end in '.keras'"):
-        resume.save_model(_trunk_model(), tmp_path / "m.h5")
+        resume.save_with_state(_trunk_model(), tmp_path / "m.h5")
 
 
 def test_backup_with_another_selection_fails_clearly(tmp_path):
@@ -446,12 +446,12 @@ def test_atomic_write_crash_leaves_previous_file(tmp_path):
 def test_save_model_crash_keeps_previous_keras_file_and_state(tmp_path, monkeypatch):
     model, cb, fit = problem("pruning")
     model.fit(epochs=1, callbacks=[cb], verbose=0, **fit)
-    path = resume.save_model(model, tmp_path / "m.keras", callbacks=[cb], epoch=1)
+    path = resume.save_with_state(model, tmp_path / "m.keras", callbacks=[cb], epoch=1)
     before = (tmp_path / "m.keras").read_bytes()
     model.fit(epochs=2, initial_epoch=1, callbacks=[cb], verbose=0, **fit)
     monkeypatch.setattr(keras.Model, "save", lambda self, p, **kw: _torn_writer(before)(p))
     with pytest.raises(_Crash):
-        resume.save_model(model, path, callbacks=[cb], epoch=2)
+        resume.save_with_state(model, path, callbacks=[cb], epoch=2)
     monkeypatch.undo()
     assert (tmp_path / "m.keras").read_bytes() == before and os.listdir(tmp_path) == ["m.keras"]
     assert resume.load_state(path)["epoch"] == 1
@@ -543,3 +543,9 @@ def test_backup_is_kept_when_a_method_stops_on_nan(tmp_path):
     backup = resume.BackupAndRestore(str(folder), callbacks=[cb])
     model.fit(epochs=3, callbacks=[backup, cb], verbose=0, **fit)  # epoch 2 again, from finite weights
     assert all(np.isfinite(w).all() for w in model.get_weights()) and len(cb.get_state()["zero"]) == 16
+
+
+def test_save_model_is_the_deprecated_name_of_save_with_state(tmp_path):
+    with pytest.warns(DeprecationWarning, match="use save_with_state"):
+        path = resume.save_model(_trunk_model(), tmp_path / "m.keras")
+    assert resume.load_state(path)["callbacks"] == {}

@@ -80,7 +80,7 @@ class ModelProfile:
         for row, layer in zip(out["layers"], self.layers):
             row["tasks"] = list(layer.tasks)
             row["shared"] = layer.shared
-            row["output_shape"] = _jsonable(layer.output_shape)
+            row["output_shape"] = _shape_json(layer.output_shape)
         return out
 
     def table(self, max_rows: int | None = None) -> Table:
@@ -274,9 +274,9 @@ def _shape_str(shape: Any) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-def _jsonable(shape: Any) -> Any:
+def _shape_json(shape: Any) -> Any:
     if isinstance(shape, list):
-        return [_jsonable(s) for s in shape]
+        return [_shape_json(s) for s in shape]
     return [None if d is None else int(d) for d in shape]
 
 

@@ -39,7 +39,7 @@ from tfmot_mtl.budget import losses
 from tfmot_mtl.budget.graph_terms import BudgetTerms
 from tfmot_mtl.budget.switch import switch_infos, union_masks
 from tfmot_mtl.training.callbacks import ResumableCallback
-from tfmot_mtl.training.resume import jsonable
+from tfmot_mtl.utils.jsonable import jsonable
 from tfmot_mtl.training.nonfinite import nonfinite_loss, stop_if_nonfinite
 
 

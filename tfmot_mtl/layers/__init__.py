@@ -18,7 +18,7 @@ new layer kind means registering one rule with :func:`register`.
 """
 from tfmot_mtl.layers.base import (CONST, PATTERN, UNKNOWN, ZERO, Rule, Split, Unknown, describe, is_keras_op,
                                    naming, register, register_op, rule_for)
-from tfmot_mtl.layers import attention, channelwise, heads, ops, producers, structure  # noqa: F401  (register the rules)
+from tfmot_mtl.layers import attention, channelwise, ops, producers, split_heads, structure  # noqa: F401  (register the rules)
 from tfmot_mtl.layers.channelwise import zero_response
 
 __all__ = ["CONST", "PATTERN", "ZERO", "UNKNOWN", "Rule", "Split", "Unknown", "describe", "is_keras_op", "naming", "register",

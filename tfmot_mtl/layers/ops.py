@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from tfmot_mtl.layers.base import CONST, Rule, describe, register_op
-from tfmot_mtl.layers import heads
+from tfmot_mtl.layers import split_heads
 from tfmot_mtl.layers.channelwise import ElementwiseRule, GlobalPoolRule
 from tfmot_mtl.layers.structure import ConcatRule, MergeRule
 
@@ -86,7 +86,7 @@ class OpElementwiseRule(ElementwiseRule):
 class OpSoftmaxRule(OpElementwiseRule):
     def propagate(self, ctx):
         rank = len(ctx.in_shapes[0])
-        channel_axes = heads.standard(ctx, 0).axes
+        channel_axes = split_heads.standard(ctx, 0).axes
         if any(a % rank in channel_axes for a in np.atleast_1d(getattr(ctx.layer, "axis", -1))):
             return ctx.freeze_all(f"{describe(ctx.layer)} mixes channels (softmax over the channel axis)")
         return [ctx.in_maps[0]]
@@ -95,12 +95,12 @@ class OpSoftmaxRule(OpElementwiseRule):
 @register_op("Reshape")
 class OpReshapeRule(Rule):
     """``ops.reshape``: supported when the channel axis is kept as it is, and for the split of
-    channels into attention heads and their merge (:mod:`tfmot_mtl.layers.heads`)."""
+    channels into attention heads and their merge (:mod:`tfmot_mtl.layers.split_heads`)."""
 
     split_axes = True
 
     def propagate(self, ctx):
-        out = heads.split_reshape(ctx) or heads.merge_reshape(ctx)
+        out = split_heads.split_reshape(ctx) or split_heads.merge_reshape(ctx)
         if out is not None:
             return out
         if ctx.in_splits[0] is not None:
@@ -114,7 +114,7 @@ class OpReshapeRule(Rule):
         return [ctx.in_maps[0]]
 
     def config(self, layer, config, in_keep, out_keep):
-        split = heads.split_reshape_config(config, in_keep)
+        split = split_heads.split_reshape_config(config, in_keep)
         if split is not None:
             return split
         shape = list(np.atleast_1d(config["newshape"]).tolist())
@@ -130,7 +130,7 @@ class OpTransposeRule(Rule):
         axes = getattr(ctx.layer, "axes", None)
         rank = len(ctx.in_shapes[0])
         if axes is not None and ctx.in_splits[0] is not None:
-            return heads.transpose_split(ctx, [int(a) % rank for a in axes])
+            return split_heads.transpose_split(ctx, [int(a) % rank for a in axes])
         if axes is None or int(axes[-1]) % rank != rank - 1:
             return ctx.freeze_all(f"{describe(ctx.layer)} moves the channel axis (axes={axes})")
         return [ctx.in_maps[0]]

@@ -41,7 +41,8 @@ from tfmot_mtl.pruning.choose import SCOPES, min_keep, remove_lowest, remove_to_
 from tfmot_mtl.pruning.cost import CostGoal, check_cost_target, per_cost
 from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
-from tfmot_mtl.training.resume import check_groups, jsonable
+from tfmot_mtl.training.resume import check_groups
+from tfmot_mtl.utils.jsonable import jsonable
 from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION, check_floor, check_protect, select_groups
 
 

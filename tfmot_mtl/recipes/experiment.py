@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import keras
-import numpy as np
 
 from tfmot_mtl.utils.atomic import atomic_save_model, atomic_write
+from tfmot_mtl.utils.jsonable import jsonable
 
 DATASETS = ("synthetic_scenes", "multi_digits")
 
@@ -127,18 +127,5 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> str:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:
-    atomic_write(path, json.dumps(obj, indent=2, default=_jsonable))
+    atomic_write(path, json.dumps(jsonable(obj), indent=2))
     return os.fspath(path)
-
-
-def _jsonable(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (set, frozenset, tuple)):
-        return list(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-

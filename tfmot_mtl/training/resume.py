@@ -8,7 +8,7 @@ together with the weights, atomically, and restores them:
 
 * :class:`BackupAndRestore` -- Keras's ``BackupAndRestore`` that backs up the states with
   every weight backup and restores both on the resumed ``fit``;
-* :func:`save_model` / :func:`load_state` / :func:`restore` -- a ``.keras`` file with the
+* :func:`save_with_state` / :func:`load_state` / :func:`restore` -- a ``.keras`` file with the
   states embedded, and continuing from it.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ import zipfile
 from typing import Any, Iterable, Sequence
 
 import keras
-import numpy as np
 
 from tfmot_mtl.utils import _keras_compat
+from tfmot_mtl.utils.jsonable import jsonable
 from tfmot_mtl.utils.atomic import atomic_save_weights, atomic_write, replace_via_temp
 
 FORMAT = "tfmot_mtl.training_state"
@@ -33,7 +33,7 @@ BACKUP_FORMAT = "tfmot_mtl.backup"
 POINTER = "backup.json"
 _BACKUP_FILE = re.compile(r"^\.?(weights-\d+\.weights\.h5|state-\d+\.json|backup\.json)(\..*)?$")
 
-__all__ = ["BackupAndRestore", "ModelCheckpoint", "save_model", "load_state", "restore", "collect_states",
+__all__ = ["BackupAndRestore", "ModelCheckpoint", "save_with_state", "save_model", "load_state", "restore", "collect_states",
            "check_state", "jsonable"]
 
 
@@ -64,23 +64,6 @@ def check_groups(kind: str, saved: list | None, current: list, selection: str) -
     raise ValueError(f"{kind} state was saved for the channel groups {describe(saved)}; this model and "
                      f"{selection} select {describe(current)}. Restore it into the same model with the "
                      "same selection.")
-
-
-def jsonable(obj: Any) -> Any:
-    """`obj` with numpy scalars / arrays turned into Python numbers / lists (for JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    return obj
 
 
 def _checked_callbacks(callbacks: Iterable) -> list:
@@ -133,8 +116,8 @@ def restore(callbacks: Iterable, state: dict) -> int:
 
 
 # -------------------------------------------------------------------------- .keras files
-def save_model(model: keras.Model, path: str | os.PathLike, callbacks: Iterable = (),
-               epoch: int | None = None) -> str:
+def save_with_state(model: keras.Model, path: str | os.PathLike, callbacks: Iterable = (),
+                    epoch: int | None = None) -> str:
     """Saves `model` to a ``.keras`` file atomically, with the callbacks' states embedded.
 
     The states are an extra JSON member of the ``.keras`` zip: ``keras.saving.load_model``
@@ -143,7 +126,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, callbacks: Iterable 
     """
     path = os.fspath(path)
     if not path.endswith(".keras"):
-        raise ValueError(f"save_model writes a .keras file; the path must end in '.keras', got {path!r}")
+        raise ValueError(f"save_with_state writes a .keras file; the path must end in '.keras', got {path!r}")
     payload = json.dumps(collect_states(callbacks, epoch))
 
     def write(tmp: str) -> None:
@@ -154,8 +137,17 @@ def save_model(model: keras.Model, path: str | os.PathLike, callbacks: Iterable 
     return replace_via_temp(path, write, suffix=".keras")
 
 
+def save_model(model: keras.Model, path: str | os.PathLike, callbacks: Iterable = (),
+               epoch: int | None = None) -> str:
+    """Deprecated name of :func:`save_with_state` (``recipes.experiment.save_model`` saves a model
+    without states)."""
+    warnings.warn("tfmot_mtl.training.resume.save_model is deprecated: use save_with_state", DeprecationWarning,
+                  stacklevel=2)
+    return save_with_state(model, path, callbacks, epoch)
+
+
 def load_state(path: str | os.PathLike) -> dict:
-    """The training state saved in a ``.keras`` file (:func:`save_model`), a state JSON
+    """The training state saved in a ``.keras`` file (:func:`save_with_state`), a state JSON
     file, or a :class:`BackupAndRestore` folder (its latest backup)."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -169,7 +161,7 @@ def load_state(path: str | os.PathLike) -> dict:
         with zipfile.ZipFile(path) as zf:
             if STATE_MEMBER not in zf.namelist():
                 raise ValueError(f"load_state: {path!r} has no tfmot_mtl training state; save it with "
-                                 "tfmot_mtl.training.resume.save_model(model, path, callbacks=[...])")
+                                 "tfmot_mtl.training.resume.save_with_state(model, path, callbacks=[...])")
             text = zf.read(STATE_MEMBER).decode()
         return _parse_state(text, path)
     with open(path, encoding="utf-8") as f:
@@ -344,7 +336,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras ``ModelCheckpoint`` whose ``.keras`` files embed the method states (atomically).
 
-    Each checkpoint is written by :func:`save_model` with the epochs done, so
+    Each checkpoint is written by :func:`save_with_state` with the epochs done, so
     ``restore(callbacks, load_state(path))`` returns the ``initial_epoch`` to continue at.
     Keras calls callbacks in list order and this one saves at the end of the epoch: list it
     after the method callbacks, so the checkpoint holds what they did at the epoch end.
@@ -370,4 +362,4 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         filepath = self._get_file_path(epoch, batch, logs)
         if self._should_save_model(epoch, batch, logs, filepath):
             done = epoch + 1 if batch is None else epoch  # mid-epoch: that epoch runs again
-            save_model(self.model, filepath, self.method_callbacks, epoch=done)
+            save_with_state(self.model, filepath, self.method_callbacks, epoch=done)
