@@ -179,11 +179,11 @@ class ChannelPruningCallback(ResumableCallback):
     @classmethod
     def from_config(cls, config: dict, data=None) -> "ChannelPruningCallback":
         """A callback from :meth:`get_config`; ``data``: the scoring batches of a gradient criterion."""
-        from tfmot_mtl import pruning
+        from tfmot_mtl.pruning import gradient_criteria, importance
 
         config = dict(config)
         spec = config.pop("importance")
-        criterion = getattr(pruning, spec["class_name"], None)
+        criterion = getattr(importance, spec["class_name"], None) or getattr(gradient_criteria, spec["class_name"], None)
         if not (isinstance(criterion, type) and issubclass(criterion, Importance)):
             raise ValueError(f"unknown pruning criterion {spec['class_name']!r} in the config")
         schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
