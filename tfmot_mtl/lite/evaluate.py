@@ -91,9 +91,10 @@ def parity(keras_model, lite_model, dataset, tasks: Sequence | None = None,
         verbose: print a progress line (batches done / total when the dataset's size is known).
 
     Returns:
-        {"num_examples", "quantization", "max_abs_error", "max_rel_error" (worst over outputs),
-         "errors": {output: {"max_abs_error", "max_rel_error", "mean_abs_error", "keras_max_abs"}},
-         "metrics": {task: {"keras": {...}, "tflite": {...}}} (only with tasks)}
+        A dict: ``num_examples``, ``quantization``, ``max_abs_error`` and ``max_rel_error``
+        (worst over outputs), ``errors`` (``{output: {max_abs_error, max_rel_error,
+        mean_abs_error, keras_max_abs}}``), ``metrics`` (``{task: {"keras": {...}, "tflite":
+        {...}}}``, only with tasks).
     """
 
     lite = _as_lite_model(lite_model)
@@ -200,9 +201,9 @@ def benchmark(lite_model_or_bytes, runs: int = 50, warmup: int = 5, num_threads:
     resident memory (TensorFlow included when it is loaded), an upper bound for the model.
 
     Returns:
-        {"median_ms", "p90_ms", "mean_ms", "min_ms", "max_ms", "runs", "warmup", "batch_size",
-         "num_threads", "size_bytes", "peak_rss_bytes", "quantization", "api", "cpu"} where "cpu"
-        is :func:`cpu_features` of the measuring machine.
+        A dict: ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``, ``max_ms``, ``runs``,
+        ``warmup``, ``batch_size``, ``num_threads``, ``size_bytes``, ``peak_rss_bytes``,
+        ``quantization``, ``api`` and ``cpu`` (:func:`cpu_features` of the measuring machine).
     """
     for arg, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or value < low:
@@ -265,8 +266,8 @@ def runtime_compat(tflite_bytes, target_version: str = "2.14.0") -> dict[str, An
     wheels, built against NumPy 1) and is never required: when absent the check is skipped.
 
     Returns:
-        {"min_runtime_version", "target_version", "compatible" (None if unknown), "ops",
-         "custom_ops", "tflite_runtime": {"installed", "version", "loads", "error"}}
+        A dict: ``min_runtime_version``, ``target_version``, ``compatible`` (None if unknown),
+        ``ops``, ``custom_ops`` and ``tflite_runtime`` (``{installed, version, loads, error}``).
     """
     content = read_tflite_bytes(tflite_bytes)
     info = inspect_tflite(content)
