@@ -167,3 +167,25 @@ def test_benchmark_quick(tmp_path):
     assert all(r["params"] < dense for r in runs)
     assert all("reinit" in r for r in runs if r["level"] == 0.85)
     assert (tmp_path / "iterative_pruning_mtl_vgg_segmentation.png").exists()
+
+
+def test_a_second_pruning_run_on_the_same_model_starts_from_its_own_masks(data):
+    """The first run's in-graph masks must not leak into the second (restored dense weights,
+    the same compiled model): the second run's masks equal those of a fresh model's."""
+    def run(model, criterion):
+        return prune_model(model, data, criterion, target=0.9, frequency=2, step=0.125, fine_tune_steps=0,
+                           groups="shared", min_fraction=0.0, target_params=0.6, cost_exponent=0.0,
+                           compile=False)[1]
+
+    model = compile_for_pruning(_tiny_model(data), data.tasks, lr=1e-2, run_eagerly=True)
+    model.fit(data.train.take(1), verbose=0)
+    dense = model.get_weights()
+    first = run(model, "magnitude")
+    model.set_weights(dense)
+    second = run(model, "lamp")
+    fresh = compile_for_pruning(keras.models.clone_model(model), data.tasks, lr=1e-2, run_eagerly=True)
+    fresh.set_weights(dense)
+    alone = run(fresh, "lamp")
+    assert any(not np.array_equal(first[g], alone[g]) for g in alone)  # the two criteria differ here
+    for gid in alone:
+        np.testing.assert_array_equal(second[gid], alone[gid], err_msg=gid)

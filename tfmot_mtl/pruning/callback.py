@@ -227,7 +227,7 @@ class ChannelPruningCallback(ResumableCallback):
         if self._var_masks is None or self._var_masks.model is not model:
             if self._var_masks is not None:
                 self._var_masks.uninstall()
-            self._var_masks = VariableMasks(model, self._candidate_variables(), f"prune_{id(self)}")
+            self._var_masks = VariableMasks(model, self._candidate_variables(), f"prune_{id(self)}", role="prune")
         self._set_variable_masks()
 
     def _select_groups(self, graph: ChannelGraph) -> list[ChannelGroup]:

@@ -95,10 +95,21 @@ class VariableMasks:
     ``set(arrays)`` assigns ``{variable: 0/1 array}`` (kept as bool); a variable without an entry keeps
     all of its values. Mask variables are made for ``candidates`` (every variable the
     method may ever mask) at construction, so a mask change never retraces the step.
+
+    The masks stay in the model's train step after training ends (a later ``fit`` keeps the
+    masked slices at zero), until another ``VariableMasks`` of the same ``role`` is made for the
+    same model: that one supersedes them (the earlier hook is removed), so a second pruning run
+    on a model whose dense weights were restored starts from its own masks, not the first run's.
     """
 
-    def __init__(self, model, candidates: Iterable, key: str):
+    def __init__(self, model, candidates: Iterable, key: str, role: str | None = None):
         self.model, self.key = model, key
+        if role is not None:
+            registry = _role_registry(model)
+            previous = registry.get(role)
+            if previous is not None:
+                previous.uninstall()
+            registry[role] = self
         self.pairs: list[tuple[Any, Any]] = []
         seen = set()
         for var in candidates:
@@ -138,6 +149,19 @@ class VariableMasks:
             if not m.all():
                 var.assign(np.where(m, np.asarray(keras.ops.convert_to_numpy(var)), 0).astype(var.dtype))
         self.active.assign(any_zero)
+
+
+def _role_registry(model) -> dict:
+    """``{role: VariableMasks}`` kept on the model object itself (untracked by Keras: it lives
+    exactly as long as the model and is never saved)."""
+    registry = getattr(model, "__dict__", {}).get("_tfmot_mtl_variable_masks")
+    if registry is None:
+        registry = {}
+        try:
+            object.__setattr__(model, "_tfmot_mtl_variable_masks", registry)
+        except (AttributeError, TypeError):  # an object without a __dict__: masks are not shared
+            pass
+    return registry
 
 
 _FINITE_CACHE: dict[tuple, tuple[list, Callable]] = {}
