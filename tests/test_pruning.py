@@ -86,20 +86,23 @@ def conv_data(n=32, batch=8, seed=0):
 
 
 def test_magnitude_l1_l2_hand_computed():
+    """The channel's own weights (``include_consumers=False``); the readers' rows are tested in
+    test_criteria_lamp_fpgm.py."""
     model = dense_bn_model()
     graph = ChannelGraph.from_model(model)
-    l1 = Magnitude(p=1)(model, graph)
+    own = {"include_consumers": False}
+    l1 = Magnitude(p=1, **own)(model, graph)
     np.testing.assert_allclose(l1["d1"], [1.5, 3.0, 3.0, 7.0], rtol=1e-6)
-    l2 = Magnitude(p=2)(model, graph)
+    l2 = Magnitude(p=2, **own)(model, graph)
     np.testing.assert_allclose(l2["d1"], np.sqrt([1.25, 5.0, 5.0, 25.0]), rtol=1e-6)
-    with_bias = Magnitude(p=1, include_bias=True)(model, graph)
+    with_bias = Magnitude(p=1, include_bias=True, **own)(model, graph)
     np.testing.assert_allclose(with_bias["d1"], [2.0, 4.0, 3.0, 9.0], rtol=1e-6)
     # BN unit (|gamma| + |beta|) combined with the kernel unit by each reduction
     bn_unit = np.abs(GAMMA) + np.abs(BETA)
     kernel_unit = np.array([2.0, 4.0, 3.0, 9.0])
     for red, expect in [("sum", kernel_unit + bn_unit), ("mean", (kernel_unit + bn_unit) / 2),
                         ("max", np.maximum(kernel_unit, bn_unit))]:
-        got = Magnitude(p=1, include_bias=True, include_bn=True, reduction=red)(model, graph)
+        got = Magnitude(p=1, include_bias=True, include_bn=True, reduction=red, **own)(model, graph)
         np.testing.assert_allclose(got["d1"], expect, rtol=1e-6)
     # every prunable group is scored, frozen ones are not
     assert set(l1) == {g.id for g in graph.prunable_groups}
@@ -114,7 +117,8 @@ def test_bn_scale_and_fallback():
     assert np.isnan(scores["ha"]).all()  # no BN in the head group: excluded
     fallback = BNScale(fallback="magnitude")(model, graph)
     ha_kernel = np.arange(12).reshape(4, 3) - 6
-    np.testing.assert_allclose(fallback["ha"], np.abs(ha_kernel).sum(axis=0), rtol=1e-6)
+    readers = np.abs(model.get_layer("a").kernel.numpy()).sum(axis=1)  # the output layer reading ha
+    np.testing.assert_allclose(fallback["ha"], np.abs(ha_kernel).sum(axis=0) + readers, rtol=1e-6)
     with pytest.raises(ValueError, match="fallback"):
         BNScale(fallback="zero")
     with pytest.raises(ValueError, match="reduction"):
@@ -432,11 +436,17 @@ def test_min_channels_and_round_to():
     assert rounded.pruned_channels() > 0
 
 
-def test_global_ranking_uses_scores_across_groups():
+@pytest.mark.parametrize("normalize", [None, "mean"])
+def test_global_ranking_uses_scores_across_groups(normalize):
+    """One ranking over every selected group, of the raw scores or of each group's scores over
+    its mean (the criterion's ``normalize``)."""
+    from tfmot_mtl.pruning.importance import normalize_scores
+
     model = conv_model()
-    cb = ChannelPruningCallback(Magnitude(), HalfAtTen(), verbose=0)
+    cb = ChannelPruningCallback(Magnitude(normalize=normalize), HalfAtTen(), verbose=0, min_channels=1,
+                                min_fraction=0.0)  # no floor: the ranking alone decides
     cb.setup(model)
-    scores = Magnitude()(model, cb.graph)
+    scores = normalize_scores(Magnitude()(model, cb.graph), normalize)
     cb.prune_to(0.25, step=0)
     pool = np.concatenate([scores[g.id] for g in cb.selected])
     pruned = np.concatenate([scores[g.id][~cb.masks[g.id]] for g in cb.selected])

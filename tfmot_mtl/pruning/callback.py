@@ -39,7 +39,7 @@ from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
 from tfmot_mtl.pruning.choose import SCOPES, min_keep, remove_lowest, remove_to_cost
 from tfmot_mtl.pruning.cost import CostGoal, check_cost_target, per_cost
-from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches
+from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches, normalize_scores
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
 from tfmot_mtl.training.resume import check_groups
 from tfmot_mtl.utils.jsonable import jsonable
@@ -55,8 +55,11 @@ class ChannelPruningCallback(ResumableCallback):
             or tfmot's ``PolynomialDecay`` / ``ConstantSparsity``. ``step`` is the
             optimizer's iteration count before the batch; sparsity is the fraction of the
             selected channels removed.
-        scope: ``"global"`` ranks all selected channels together (no normalisation, as in
-            Garg et al. 2023); ``"layer"`` prunes every group to the sparsity on its own.
+        scope: ``"global"`` ranks all selected channels together, each group's scores first
+            put on the criterion's common scale (its ``normalize``: none for Taylor,
+            SecondOrder and CosPrune, as in Garg et al. 2023; the group mean for Magnitude and
+            FPGM; see :mod:`tfmot_mtl.pruning.importance`); ``"layer"`` prunes every group to the
+            sparsity on its own.
         groups: which groups may be pruned, in the vocabulary of :mod:`tfmot_mtl.selection`
             shared by the three methods: ``"all"`` prunable groups, ``"shared"`` (the shared
             trunk: groups feeding > 1 task), a callable ``ChannelGroup -> bool``, or a list of
@@ -360,7 +363,8 @@ class ChannelPruningCallback(ResumableCallback):
         scores = imp(self.net, self.graph)
         imp.reset()
         # Each worker scored on its own batches: rank the workers' mean so masks agree.
-        return mean_across_workers(scores, getattr(self.model, "distribute_strategy", None))
+        scores = mean_across_workers(scores, getattr(self.model, "distribute_strategy", None))
+        return normalize_scores(scores, getattr(imp, "normalize", None))  # the criterion's scale across groups
 
     def _candidate_variables(self) -> list:
         """Every variable a mask of the selected (or initially pruned) groups can touch."""

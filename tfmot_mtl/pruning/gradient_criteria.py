@@ -83,8 +83,8 @@ class _GradientImportance(Importance):
     needs_data = True
 
     def __init__(self, losses: Mapping | None = None, include_bias: bool = True,
-                 reduction: str = "sum"):
-        super().__init__(reduction)
+                 reduction: str = "sum", normalize: str | None = None):
+        super().__init__(reduction, normalize)
         self.losses, self.include_bias = losses, include_bias
         self._sum: dict[str, tf.Variable] = {}
         self._size: dict[str, int] = {}
@@ -184,8 +184,8 @@ class Taylor(_GradientImportance):
     """
 
     def __init__(self, losses: Mapping | None = None, loss_weights: Mapping | None = None,
-                 include_bias: bool = True, reduction: str = "sum"):
-        super().__init__(losses, include_bias, reduction)
+                 include_bias: bool = True, reduction: str = "sum", normalize: str | None = None):
+        super().__init__(losses, include_bias, reduction, normalize)
         self.loss_weights = loss_weights
 
     def _batch_scores(self, model, graph, x, y) -> dict:
@@ -257,11 +257,19 @@ class CosPrune(_GradientImportance):
     slices count unless ``include_bias=False``; a group with several layers (a residual add)
     averages its layers' cosines; the layer floor is :func:`tfmot_mtl.selection.layer_floor`
     (``min_channels=5`` reproduces the reference's).
+
+    Comparing criteria: a group feeding one task has no cosine, so a comparison prunes only the
+    shared trunk (``groups="shared"``, as the paper does) and every criterion then scores the
+    same channels; with ``groups="all"`` the heads keep their channels under CosPrune while other
+    criteria may prune them, which is not a like-for-like comparison. The paper compares at equal
+    parameter counts (``benchmarks/iterative_pruning.py --preset seeds``): rank by the criterion
+    alone (``cost_exponent=0``) and let ``target_params`` decide how many channels go.
     """
 
     def __init__(self, tasks: Iterable[str] | None = None, losses: Mapping | None = None,
-                 include_bias: bool = True, reduction: str = "mean", eps: float = 1e-12):
-        super().__init__(losses, include_bias, reduction)
+                 include_bias: bool = True, reduction: str = "mean", eps: float = 1e-12,
+                 normalize: str | None = None):
+        super().__init__(losses, include_bias, reduction, normalize)
         self.tasks = list(tasks) if tasks is not None else None
         self.eps = eps
 

@@ -29,16 +29,20 @@ class Part:
     channels: np.ndarray
 
 
-def group_units(graph: ChannelGraph, group: ChannelGroup, select: Callable) -> list[list[Part]]:
-    """The group's trainable "out" slices, one list per layer, filtered by ``select(layer, s)``."""
+def group_units(graph: ChannelGraph, group: ChannelGroup, select: Callable,
+                consumers: bool = False) -> list[list[Part]]:
+    """The group's trainable "out" slices, one list per layer, filtered by ``select(layer, s)``;
+    with ``consumers`` also the consumers' input rows of the group's channels (the slices removed
+    with a channel, as Torch-Pruning's group importance counts them), one list per consumer."""
     by_layer: dict[str, list[Part]] = {}
     for s in group.slices:
-        if s.role != "out" or not s.defines_zero:
+        wanted = s.role == "out" and s.defines_zero or consumers and s.role == "in"
+        if not wanted:
             continue
         layer = graph.layer(s.layer)
         if select(layer, s):
             part = Part(layer.weights[s.weight], s.axis, s.positions, s.channels)
-            by_layer.setdefault(s.layer, []).append(part)
+            by_layer.setdefault((s.layer, s.role), []).append(part)
     return list(by_layer.values())
 
 
