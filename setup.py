@@ -27,6 +27,8 @@ setup(
                              "hypothesis==6.170.15", "keras-hub==0.32.0",
                              # the docs: `make docs`, and tests/test_docs.py builds them with --strict
                              "mkdocs==1.6.1", "mkdocstrings==1.0.8", "mkdocstrings-python==2.0.9",
-                             "griffelib==2.4.1", "mkdocs-autorefs==1.4.5", "pymdown-extensions==13.1.2"]},
+                             "griffelib==2.4.1", "mkdocs-autorefs==1.4.5", "pymdown-extensions==13.1.2"],
+                    # benchmarks/vs_torch_pruning.py only; the package never imports torch
+                    "bench": ["torch==2.13.0", "torch-pruning==1.6.1"]},
     entry_points={"console_scripts": ["tfmot-mtl=tfmot_mtl.app.cli:main"]},
 )

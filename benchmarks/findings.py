@@ -3,10 +3,12 @@
 Runs the three benchmarks at one preset and judges each finding with a stated rule:
 
 - Garg et al. 2023 (`iterative_pruning.py`): (1) the informed criteria (Taylor, CosPrune,
-  Magnitude) differ little at equal parameter counts (spread of delta_m <= 5 points at the
-  first level); (2) iterative pruning degrades sharply at extreme levels (delta_m at the
-  highest level >= 3 points below the lowest); (3) re-initialised + retrained pruned
-  architectures do better there (higher delta_m at the highest level, averaged over criteria).
+  Magnitude) differ little at equal parameter counts (the equal-parameter mode: spread of the
+  criteria's mean delta_m <= 5 points at every parameter level; the quick preset runs one seed
+  at one learning rate, ``iterative_pruning.py --preset seeds`` three seeds with a learning-rate
+  sweep); (2) iterative pruning degrades sharply at extreme levels (delta_m at the highest
+  level >= 3 points below the lowest); (3) re-initialised + retrained pruned architectures do
+  better there (higher delta_m at the highest level, averaged over criteria).
 - Upadhyay et al. 2024 (`group_sparsity_paper.py`): (1) sparsity grows with lambda (over the
   fixed lambdas); (2) at ~70% shared-channel sparsity (the sparse setting closest to it, fixed
   lambda or target, within 50-85%) the multi-task model's mean delta_m vs its dense model is >= 0.
@@ -40,7 +42,10 @@ PRESETS = {
     "tiny": {
         "garg": dict(n_train=16, n_test=8, batch_size=8, resolution=16, base_channels=4, head_channels=4,
                      dense_epochs=1, frequency=1, step=0.3, fine_tune_steps=1, levels=(0.3, 0.6),
-                     reinit_levels=(0.6,), score_batches=1, eager=True, criteria=("taylor", "magnitude")),
+                     reinit_levels=(0.6,), score_batches=1, eager=True, criteria=("taylor", "magnitude"),
+                     equal_params=dict(seeds=(0,), lrs=(1e-3,), n_train=16, n_val=8, n_test=8, resolution=16,
+                                       base_channels=4, head_channels=4, dense_epochs=1, frequency=1, events=2,
+                                       fine_tune_steps=1, param_levels=(0.85, 0.7), eager=True)),
         "upadhyay": dict(n_train=16, n_val=8, n_test=8, resolution=16, width=0.25, batch_size=8, max_epochs=1,
                          patience=1, lr=1e-3, weight_decay=0.1, lambdas=(0.3, 3.0), seeds=(0,),
                          single_lambda=None, update_every=1, latency_runs=0, eager=True),
@@ -51,7 +56,8 @@ PRESETS = {
         "garg": dict(n_train=192, n_test=64, batch_size=32, resolution=32, base_channels=8, head_channels=8,
                      dense_epochs=8, frequency=6, step=0.1, fine_tune_steps=12, levels=(0.5, 0.9),
                      reinit_levels=(0.9,), score_batches=1, eager=False,
-                     criteria=("taylor", "cosprune", "magnitude")),
+                     criteria=("taylor", "cosprune", "magnitude"),
+                     equal_params=dict(seeds=(0,), lrs=(5e-4,))),
         "upadhyay": dict(n_train=128, n_val=48, n_test=64, resolution=32, width=0.5, batch_size=16,
                          max_epochs=10, patience=3, lr=5e-4, weight_decay=0.1, lambdas=(0.03, 0.08), seeds=(0,),
                          targets=(0.7,), target_l1=0.02, adapt_rate=0.05, single_lambda=None, update_every=2,
@@ -73,18 +79,47 @@ def row(paper: str, finding: str, measured: str, holds: bool | None, **numbers) 
 
 
 # ------------------------------------------------------------------ judging (pure)
-def judge_garg(runs: list[dict]) -> list[dict]:
-    """Rows from iterative_pruning run rows (criterion, level, delta_m, reinit.delta_m)."""
+def judge_criteria(summary: list[dict]) -> dict:
+    """The criteria row from the equal-parameter mode's summary (iterative_pruning.summarize_equal):
+    per parameter level the spread of the informed criteria's mean test delta_m; holds when every
+    level's spread is <= 5 points."""
+    paper = "Garg et al. 2023"
+    levels = sorted({r["level"] for r in summary}, reverse=True)
+    at = {lv: {r["criterion"]: r for r in summary if r["level"] == lv and r["criterion"] in INFORMED}
+          for lv in levels}
+    spreads = {lv: max(r["delta_m_mean"] for r in v.values()) - min(r["delta_m_mean"] for r in v.values())
+               for lv, v in at.items() if len(v) > 1}
+    if not spreads:
+        return row(paper, "criteria differ little at equal parameter counts", "n/a (one criterion)", None)
+    seeds = max(r["seeds"] for r in summary)
+
+    def cell(r):
+        return f"{r['criterion']} {r['delta_m_mean']:+.1f}" + (f" ± {r['delta_m_std']:.1f}" if seeds > 1 else "")
+
+    measured = "; ".join(f"Δm at {100 * lv:.0f}% of the params: " + ", ".join(cell(r) for r in at[lv].values())
+                         + f" (spread {spreads[lv]:.1f} pts)" for lv in spreads)
+    measured += f" — {seeds} seed(s), rule: spread <= 5 at every level"
+    return row(paper, "criteria differ little at equal parameter counts", measured,
+               all(v <= 5.0 for v in spreads.values()), spread=spreads, seeds=seeds,
+               delta_m={lv: {c: r["delta_m_mean"] for c, r in v.items()} for lv, v in at.items()})
+
+
+def judge_garg(runs: list[dict], equal_summary: list[dict] | None = None) -> list[dict]:
+    """Rows from iterative_pruning run rows (criterion, level, delta_m, reinit.delta_m) and, for
+    the criteria row, the equal-parameter mode's summary (without it: equal shares of channels)."""
     paper = "Garg et al. 2023"
     levels = sorted({r["level"] for r in runs})
     lo, hi = levels[0], levels[-1]
-    first = {r["criterion"]: r["delta_m"] for r in runs if r["level"] == lo and r["criterion"] in INFORMED}
-    spread = max(first.values()) - min(first.values()) if len(first) > 1 else None
-    out = [row(paper, "criteria differ little at equal parameter counts",
-               "n/a (one criterion)" if spread is None else
-               f"Δm at level {lo:g}: " + ", ".join(f"{c} {v:+.1f}" for c, v in first.items()) +
-               f" (spread {spread:.1f} pts, rule <= 5)", None if spread is None else spread <= 5.0,
-               spread=spread, level=lo, delta_m=first)]
+    if equal_summary is not None:
+        out = [judge_criteria(equal_summary)]
+    else:
+        first = {r["criterion"]: r["delta_m"] for r in runs if r["level"] == lo and r["criterion"] in INFORMED}
+        spread = max(first.values()) - min(first.values()) if len(first) > 1 else None
+        out = [row(paper, "criteria differ little at equal shares of channels",
+                   "n/a (one criterion)" if spread is None else
+                   f"Δm at level {lo:g}: " + ", ".join(f"{c} {v:+.1f}" for c, v in first.items()) +
+                   f" (spread {spread:.1f} pts, rule <= 5)", None if spread is None else spread <= 5.0,
+                   spread=spread, level=lo, delta_m=first)]
     at = {lv: float(np.mean([r["delta_m"] for r in runs if r["level"] == lv])) for lv in (lo, hi)}
     drop = at[hi] - at[lo]
     out.append(row(paper, "iterative pruning degrades sharply at extreme levels",
@@ -156,11 +191,14 @@ def run_garg(cfg, out_dir: str) -> tuple[list[dict], dict]:
     from tfmot_mtl.recipes import experiment as ex
 
     if isinstance(cfg, str):
-        cfg = dict(ip.PRESETS[cfg], criteria=ip.CRITERIA)
+        cfg = dict(ip.PRESETS[cfg], criteria=ip.CRITERIA, equal_params={})
     data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
                         batch_size=cfg["batch_size"], resolution=cfg["resolution"])
     res = ip.run_model("mtl_vgg", data, cfg, list(cfg["criteria"]), 0)
-    return judge_garg(res["runs"]), res
+    equal_cfg = {**ip.PRESETS["seeds"], **cfg.get("equal_params", {})}
+    criteria = [c for c in cfg["criteria"] if c in INFORMED]
+    res["equal_params"] = ip.run_equal_params("mtl_vgg", ip.load_equal_data(equal_cfg), equal_cfg, criteria, 0)
+    return judge_garg(res["runs"], res["equal_params"]["summary"]), res
 
 
 def run_upadhyay(cfg, out_dir: str) -> tuple[list[dict], dict]:

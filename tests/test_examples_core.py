@@ -50,3 +50,11 @@ def test_distill_finetune_example(tmp_path):
     assert "distillation weight fading to 0 (last epoch's mean 0.75)" in out  # 1 epoch of 2 steps: 1, 0.5
     student = keras.saving.load_model(tmp_path / "student.keras", safe_mode=True)
     assert sorted(student.output_names) == ["depth", "normals", "segmentation"]
+
+
+def test_compare_criteria_example_lands_every_criterion_on_the_same_parameter_count():
+    out = run("examples/compare_criteria.py", "--fast", "--criteria", "bnscale", "cosprune")
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["bnscale"], ["cosprune"])}
+    assert set(rows) == {"bnscale", "cosprune"}
+    for name, cells in rows.items():
+        assert abs(float(cells[2]) - 0.5) <= 0.005, cells  # the share of the dense parameters

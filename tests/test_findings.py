@@ -38,6 +38,39 @@ def test_judge_garg(findings):
     assert [r["holds"] for r in rows[1:]] == [False, False]
 
 
+def _equal_summary(means, std=1.0):
+    """summarize_equal-like rows: {level: {criterion: mean delta_m}}."""
+    return [{"criterion": c, "level": lv, "lr": 5e-4, "seeds": 3, "delta_m_mean": dm, "delta_m_std": std}
+            for lv, row in means.items() for c, dm in row.items()]
+
+
+def test_judge_garg_criteria_row_at_equal_parameters(findings):
+    near = {0.7: {"taylor": 1.0, "cosprune": -2.0, "magnitude": -1.5, "random": -30.0},
+            0.4: {"taylor": -1.0, "cosprune": -4.5, "magnitude": -3.0}}
+    rows = findings.judge_garg(_garg_runs(), _equal_summary(near))
+    assert rows[0]["holds"] is True and rows[0]["finding"].endswith("equal parameter counts")
+    assert rows[0]["numbers"]["spread"] == {0.7: pytest.approx(3.0), 0.4: pytest.approx(3.5)}  # random ignored
+    assert "± 1.0" in rows[0]["measured"] and "3 seed(s)" in rows[0]["measured"]
+    far = {0.7: {"taylor": 1.0, "cosprune": -2.0}, 0.4: {"taylor": 1.0, "cosprune": -4.5}}
+    assert findings.judge_garg(_garg_runs(), _equal_summary(far))[0]["holds"] is False  # 5.5 at one level
+    assert findings.judge_garg(_garg_runs(), _equal_summary({0.7: {"taylor": 1.0}}))[0]["holds"] is None
+
+
+def test_equal_parameter_levels_sit_on_pruning_events_and_the_rate_is_chosen_on_validation():
+    ip = load_script("benchmarks/iterative_pruning.py")
+    assert ip.level_steps((0.7, 0.4), 8) == {0.7: pytest.approx(0.45), 0.4: pytest.approx(0.9)}
+    with pytest.raises(ValueError, match="between pruning events"):
+        ip.level_steps((0.6, 0.4), 8)
+    rows = [{"criterion": "taylor", "level": 0.7, "lr": lr, "seed": seed, "val_delta_m": val, "delta_m": test,
+             "delta_m_same_budget": test - 1.0, "params": 100, "param_share": 0.7, "on_target": True}
+            for lr, val, test in ((1e-3, -5.0, 3.0), (5e-4, -1.0, -2.0)) for seed in (0, 1)]
+    rows[2]["delta_m"] = -4.0  # lr 5e-4, seed 0
+    (summary,) = ip.summarize_equal(rows)
+    assert summary["lr"] == 5e-4  # best on validation, although worse on test
+    assert summary["delta_m_mean"] == pytest.approx(-3.0) and summary["delta_m_std"] == pytest.approx(1.0)
+    assert summary["delta_m_same_budget_mean"] == pytest.approx(-3.0)  # -2 - 1 on both seeds
+
+
 def _sweep(entries):
     return {"summary": {"sweep": [{"lambda": lam, "n": 3, "channel_sparsity": {"mean": s, "std": 0.01},
                                    "delta_m": {"mean": dm, "std": 1.0}} for lam, s, dm in entries]}}

@@ -189,3 +189,20 @@ def test_a_second_pruning_run_on_the_same_model_starts_from_its_own_masks(data):
     assert any(not np.array_equal(first[g], alone[g]) for g in alone)  # the two criteria differ here
     for gid in alone:
         np.testing.assert_array_equal(second[gid], alone[gid], err_msg=gid)
+
+
+def test_equal_parameter_mode_lands_every_criterion_within_one_percent():
+    from scripts import load_script
+
+    ip = load_script("benchmarks/iterative_pruning.py")
+    cfg = dict(ip.PRESETS["seeds"], seeds=(0,), lrs=(1e-3,), n_train=16, n_val=8, n_test=8, resolution=16,
+               batch_size=8, base_channels=4, head_channels=4, dense_epochs=1, frequency=1, events=2,
+               fine_tune_steps=1, param_levels=(0.85, 0.7), eager=True)
+    result = ip.run_equal_params("mtl_vgg", ip.load_equal_data(cfg), cfg, ["cosprune"], 0)
+    runs = result["runs"]
+    assert sorted((r["criterion"], r["level"]) for r in runs) == [("cosprune", 0.7), ("cosprune", 0.85)]
+    dense = result["dense"][0]["params"]
+    for r in runs:
+        assert r["on_target"] and abs(r["params"] / dense / r["level"] - 1) <= 0.01, r
+    assert {(s["criterion"], s["level"]) for s in result["summary"]} == {(r["criterion"], r["level"]) for r in runs}
+    assert np.isfinite(result["dense"][0]["same_budget"]["delta_m"])
