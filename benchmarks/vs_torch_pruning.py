@@ -539,11 +539,12 @@ def tp_prune(dense, criterion: str, level: float, resolution: int, tasks: Sequen
                  "criterion_config": f"{type(imp).__name__}({config})"}
 
 
-def ours_criterion(criterion: str, tasks: Sequence, taylor_normalize: str | None = None):
+def ours_criterion(criterion: str, tasks: Sequence, taylor: dict | None = None):
+    """Ours by name; ``taylor``: more Taylor arguments (``normalize``, ``include_consumers``)."""
     from tfmot_mtl.pruning import LAMP, Magnitude, Taylor
 
     if criterion == "taylor":
-        return Taylor(losses={t.name: t.loss for t in tasks}, normalize=taylor_normalize)
+        return Taylor(losses={t.name: t.loss for t in tasks}, **(taylor or {}))
     return {"magnitude": Magnitude, "lamp": LAMP}[criterion]()
 
 
@@ -558,7 +559,7 @@ def ours_prune(dense, criterion: str, level: float, tasks: Sequence, scoring: li
     schedule = IterativeSchedule(target=0.5, frequency=1, step=0.5)  # one event: the target at once
     start = time.perf_counter()
     options = dict(options or {})
-    importance = ours_criterion(criterion, tasks, options.pop("taylor_normalize", None))
+    importance = ours_criterion(criterion, tasks, options.pop("taylor", None))
     pruner = ChannelPruningCallback(importance, schedule, target_macs=level, data=scoring,
                                     score_batches=len(scoring), verbose=0, **options)
     pruner.setup(model)
@@ -725,6 +726,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              "alone ranks, as Torch-Pruning's global ranking by channel count)")
     parser.add_argument("--taylor-normalize", choices=["mean", "max"],
                         help="ours: Taylor(normalize=...) (default: raw, as Molchanov et al. 2019 rank it)")
+    parser.add_argument("--taylor-consumers", action="store_true",
+                        help="ours: Taylor(include_consumers=True), the readers' rows counted as Torch-Pruning does")
     args = parser.parse_args(argv)
     if any(not 0 < v < 1 for v in args.levels):
         parser.error(f"--levels must be in (0, 1), got {args.levels}")
@@ -736,8 +739,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     start = time.perf_counter()
     data = make_data(cfg["n_train"], cfg["n_test"], cfg["resolution"])
     options = {} if args.cost_exponent is None else {"cost_exponent": args.cost_exponent}
-    if args.taylor_normalize:
-        options["taylor_normalize"] = args.taylor_normalize
+    taylor = {k: v for k, v in (("normalize", args.taylor_normalize),
+                                ("include_consumers", args.taylor_consumers or None)) if v}
+    if taylor:
+        options["taylor"] = taylor
     per_seed = [run_seed(seed, cfg, data, args.levels, args.criteria, options) for seed in seeds]
     rows = [r for s in per_seed for r in s["runs"]]
     summary = summarise(rows)

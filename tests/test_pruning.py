@@ -217,9 +217,11 @@ def _residual_two_head_model():
     return model
 
 
-def test_gradient_scores_in_the_graph_match_a_numpy_oracle():
+@pytest.mark.parametrize("consumers", [False, True], ids=["producers", "with_readers"])
+def test_gradient_scores_in_the_graph_match_a_numpy_oracle(consumers):
     """Residual Add, depthwise, BN and a layer feeding two heads: the compiled per-channel
-    reductions equal sums of the tape's gradients over each channel's slices in numpy."""
+    reductions equal sums of the tape's gradients over each channel's slices in numpy (Taylor
+    with ``include_consumers``: the readers' input rows too)."""
     from tfmot_mtl.pruning.units import channel_sum, combine_units, group_units
 
     model = _residual_two_head_model()
@@ -230,7 +232,7 @@ def test_gradient_scores_in_the_graph_match_a_numpy_oracle():
          "b": rng.standard_normal((3, 8, 8, 1)).astype(np.float32)}
     mse = keras.losses.MeanSquaredError()
     losses = {"a": mse, "b": mse}
-    taylor, cos = Taylor(losses=losses), CosPrune(losses=losses, tasks=["a", "b"])
+    taylor, cos = Taylor(losses=losses, include_consumers=consumers), CosPrune(losses=losses, tasks=["a", "b"])
     got_t, got_c = taylor(model, graph, ({"image": x}, y)), cos(model, graph, ({"image": x}, y))
 
     variables = [w for layer in model.layers for w in layer.trainable_weights]
@@ -244,9 +246,10 @@ def test_gradient_scores_in_the_graph_match_a_numpy_oracle():
         units = group_units(graph, group, lambda layer, s: True)
         if not units:
             continue
-        total = {id(p.var): grads["a"][id(p.var)] + grads["b"][id(p.var)] for u in units for p in u}
+        t_units_of = group_units(graph, group, lambda layer, s: True, consumers=consumers)
+        total = {id(p.var): grads["a"][id(p.var)] + grads["b"][id(p.var)] for u in t_units_of for p in u}
         t_units = [sum(channel_sum(total[id(p.var)] * p.var.numpy(), p, group.size) for p in u) ** 2
-                   for u in units]
+                   for u in t_units_of]
         np.testing.assert_allclose(got_t[group.id], combine_units(t_units, group.size, "sum"), rtol=1e-5, atol=1e-12)
         if {"a", "b"} <= set(group.tasks):
             def dot(u, s, t):
@@ -257,6 +260,9 @@ def test_gradient_scores_in_the_graph_match_a_numpy_oracle():
         else:
             assert np.isnan(got_c[group.id]).all(), group.id
     assert checked >= 2  # the residual group (c1 + c2 + bn1 + dw) and "shared" feed both heads
+    if consumers:  # the readers' rows are really in the score: more units than the producers alone
+        assert any(len(group_units(graph, g, lambda layer, s: True, consumers=True))
+                   > len(group_units(graph, g, lambda layer, s: True)) for g in graph.prunable_groups)
     assert any(len(group_units(graph, g, lambda layer, s: True)) >= 3 for g in graph.prunable_groups)
 
 

@@ -102,7 +102,9 @@ class _GradientImportance(Importance):
 
     def _plan(self, graph: ChannelGraph) -> dict[str, list[list[Part]]]:
         if getattr(self, "_plan_graph", None) is not graph:
-            self._plan_cache = {g.id: group_units(graph, g, self._select) for g in scorable_groups(graph)}
+            consumers = getattr(self, "include_consumers", False)
+            self._plan_cache = {g.id: group_units(graph, g, self._select, consumers=consumers)
+                                for g in scorable_groups(graph)}
             self._plan_graph = graph
             self._size = {gid: graph.groups[gid].size for gid in self._plan_cache}
         return self._plan_cache
@@ -181,12 +183,19 @@ class Taylor(_GradientImportance):
     over the batches since the last reset, then reduced over the group's units. The total
     loss is ``sum_t weight_t * loss_t`` plus the model's regularization losses; losses
     and weights come from the compiled model unless ``losses`` / ``loss_weights`` are given.
+
+    ``include_consumers`` adds one unit per layer reading the channel (its input rows: the
+    first-order change of removing the channel's activation, as Torch-Pruning's
+    ``GroupTaylorImportance`` counts the coupled group); off by default, as Molchanov et al. score
+    the filter.
     """
 
     def __init__(self, losses: Mapping | None = None, loss_weights: Mapping | None = None,
-                 include_bias: bool = True, reduction: str = "sum", normalize: str | None = None):
+                 include_bias: bool = True, reduction: str = "sum", normalize: str | None = None,
+                 include_consumers: bool = False):
         super().__init__(losses, include_bias, reduction, normalize)
         self.loss_weights = loss_weights
+        self.include_consumers = bool(include_consumers)
 
     def _batch_scores(self, model, graph, x, y) -> dict:
         plan = self._plan(graph)
@@ -215,7 +224,8 @@ class Taylor(_GradientImportance):
                          for p in unit]) ** 2
 
     def get_config(self):
-        return {"loss_weights": self.loss_weights, **super().get_config()}
+        return {"loss_weights": self.loss_weights, "include_consumers": self.include_consumers,
+                **super().get_config()}
 
 
 class SecondOrder(Taylor):
