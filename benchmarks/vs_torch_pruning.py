@@ -728,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="ours: Taylor(normalize=...) (default: raw, as Molchanov et al. 2019 rank it)")
     parser.add_argument("--taylor-consumers", action="store_true",
                         help="ours: Taylor(include_consumers=True), the readers' rows counted as Torch-Pruning does")
+    parser.add_argument("--taylor-per-weight", action="store_true",
+                        help="ours: Taylor(per_weight=True), sum of |w dL/dw| as Torch-Pruning scores it")
     args = parser.parse_args(argv)
     if any(not 0 < v < 1 for v in args.levels):
         parser.error(f"--levels must be in (0, 1), got {args.levels}")
@@ -740,7 +742,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = make_data(cfg["n_train"], cfg["n_test"], cfg["resolution"])
     options = {} if args.cost_exponent is None else {"cost_exponent": args.cost_exponent}
     taylor = {k: v for k, v in (("normalize", args.taylor_normalize),
-                                ("include_consumers", args.taylor_consumers or None)) if v}
+                                ("include_consumers", args.taylor_consumers or None),
+                                ("per_weight", args.taylor_per_weight or None)) if v}
     if taylor:
         options["taylor"] = taylor
     per_seed = [run_seed(seed, cfg, data, args.levels, args.criteria, options) for seed in seeds]

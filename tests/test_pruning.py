@@ -251,6 +251,12 @@ def test_gradient_scores_in_the_graph_match_a_numpy_oracle(consumers):
         t_units = [sum(channel_sum(total[id(p.var)] * p.var.numpy(), p, group.size) for p in u) ** 2
                    for u in t_units_of]
         np.testing.assert_allclose(got_t[group.id], combine_units(t_units, group.size, "sum"), rtol=1e-5, atol=1e-12)
+        if consumers:  # Torch-Pruning's per-weight form: sum of |w * dL/dw|
+            per_weight = Taylor(losses=losses, include_consumers=True, per_weight=True)(model, graph, ({"image": x}, y))
+            w_units = [sum(channel_sum(np.abs(total[id(p.var)] * p.var.numpy()), p, group.size) for p in u)
+                       for u in t_units_of]
+            np.testing.assert_allclose(per_weight[group.id], combine_units(w_units, group.size, "sum"), rtol=1e-5,
+                                       atol=1e-12)
         if {"a", "b"} <= set(group.tasks):
             def dot(u, s, t):
                 return sum(channel_sum(grads[s][id(p.var)] * grads[t][id(p.var)], p, group.size) for p in u)

@@ -187,15 +187,16 @@ class Taylor(_GradientImportance):
     ``include_consumers`` adds one unit per layer reading the channel (its input rows: the
     first-order change of removing the channel's activation, as Torch-Pruning's
     ``GroupTaylorImportance`` counts the coupled group); off by default, as Molchanov et al. score
-    the filter.
+    the filter. ``per_weight`` scores ``sum_w |w * dL/dw|`` (Torch-Pruning's per-weight form)
+    instead of the square of the channel's sum.
     """
 
     def __init__(self, losses: Mapping | None = None, loss_weights: Mapping | None = None,
                  include_bias: bool = True, reduction: str = "sum", normalize: str | None = None,
-                 include_consumers: bool = False):
+                 include_consumers: bool = False, per_weight: bool = False):
         super().__init__(losses, include_bias, reduction, normalize)
         self.loss_weights = loss_weights
-        self.include_consumers = bool(include_consumers)
+        self.include_consumers, self.per_weight = bool(include_consumers), bool(per_weight)
 
     def _batch_scores(self, model, graph, x, y) -> dict:
         plan = self._plan(graph)
@@ -217,15 +218,17 @@ class Taylor(_GradientImportance):
         fn = compiled_scores(self, model, variables, total, tag, _outputs, scores_of)
         return fn(x, _targets(y, fns))
 
-    @staticmethod
-    def _unit_score(grads, unit, size):
-        """``z_c**2`` with ``z_c = sum of w * dL/dw`` over the unit's slices of channel c."""
-        return tf.add_n([channel_sum(grads[id(p.var)][0] * tf.cast(p.var.value, tf.float64), p, size)
-                         for p in unit]) ** 2
+    def _unit_score(self, grads, unit, size):
+        """``z_c**2`` with ``z_c = sum of w * dL/dw`` over the unit's slices of channel c; with
+        ``per_weight`` the sum of ``|w * dL/dw|`` instead."""
+        terms = [grads[id(p.var)][0] * tf.cast(p.var.value, tf.float64) for p in unit]
+        if self.per_weight:
+            return tf.add_n([channel_sum(tf.abs(t), p, size) for t, p in zip(terms, unit)])
+        return tf.add_n([channel_sum(t, p, size) for t, p in zip(terms, unit)]) ** 2
 
     def get_config(self):
         return {"loss_weights": self.loss_weights, "include_consumers": self.include_consumers,
-                **super().get_config()}
+                "per_weight": self.per_weight, **super().get_config()}
 
 
 class SecondOrder(Taylor):
@@ -240,8 +243,7 @@ class SecondOrder(Taylor):
     opposite directions still counts as important.
     """
 
-    @staticmethod
-    def _unit_score(grads, unit, size):
+    def _unit_score(self, grads, unit, size):
         return 0.5 * tf.add_n([channel_sum(tf.square(grads[id(p.var)][0] * tf.cast(p.var.value, tf.float64)), p, size)
                                for p in unit])
 
