@@ -219,7 +219,7 @@ def run_model(name: str, methods, cfg: dict, log=print) -> dict:
     test = as_dataset((xt, yt), cfg["batch_size"])
     train = as_dataset((x, y), cfg["batch_size"], shuffle=True, seed=cfg["seed"])
     data = ex.Data("shapes", train, test, tasks, (RES, RES, 3))
-    budget = recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"])
+    budget = recipes.Epochs(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"])
     t0 = time.time()
     same = recipes.train_same_budget(model, data, budget, cfg["lr"])
     same_seconds = time.time() - t0

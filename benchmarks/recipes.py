@@ -74,7 +74,7 @@ def log(msg: str) -> None:
 def run_seed(cfg: dict, seed: int) -> list[dict]:
     data = ex.load_data("synthetic_scenes", n_train=cfg["n_train"], n_test=cfg["n_test"],
                         batch_size=cfg["batch_size"], resolution=cfg["resolution"], seed=seed)
-    budget = recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"])
+    budget = recipes.Epochs(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"])
 
     def build():
         return ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=cfg["width"], seed=seed)
@@ -237,9 +237,9 @@ def main(argv=None) -> dict:
         print(f"{s['target']:>7.0%} {s['variant']:>20} {s['delta_m_mean']:>+15.2f} +- {s['delta_m_std']:<5.2f} "
               f"{s['macs']:>12,.0f}")
     if args.splits:
-        budgets = [recipes.Budget(*split[:3]).to_dict() for split in args.splits]
+        budgets = [recipes.Epochs(*split[:3]).to_dict() for split in args.splits]
     else:
-        budgets = [recipes.Budget(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"]).to_dict()]
+        budgets = [recipes.Epochs(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"]).to_dict()]
     result = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
               "budget_epochs": {"compressed": budgets, "dense_reference": budgets[0]["total"]},
               "summary": summary, "rows": rows, "seconds": round(time.time() - start, 1)}

@@ -37,7 +37,7 @@ def main(argv=None):
     p.add_argument("--out", default="saved_models/distill_finetune/student.keras")
     args = p.parse_args(argv)
     fast = args.fast
-    budget = recipes.Budget(dense=1, find=1, finetune=1) if fast else recipes.Budget(dense=8, find=4, finetune=4)
+    budget = recipes.Epochs(dense=1, find=1, finetune=1) if fast else recipes.Epochs(dense=8, find=4, finetune=4)
     data = ex.load_data("synthetic_scenes", n_train=32 if fast else 800, n_test=16 if fast else 200,
                         batch_size=16, resolution=16 if fast else 32)
     dense = ex.build_model("mtl_resnet", data.tasks, data.input_shape, width=0.25 if fast else 0.5,

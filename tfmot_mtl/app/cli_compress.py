@@ -156,7 +156,7 @@ def _recover_and_save(args, small, dense_model, data, dense, masks, strip_report
     if getattr(args, "same_budget", False):
         epochs = max(1, int(round(find_epochs))) + phase["epochs_run"]
         print(f"dense, same budget: the loaded model trained {epochs} more epochs (as many as the compressed one)")
-        reference = recipes.train_same_budget(dense_model, data, recipes.Budget(0, epochs, 0), lr=args.lr,
+        reference = recipes.train_same_budget(dense_model, data, recipes.Epochs(0, epochs, 0), lr=args.lr,
                                               verbose=2)
         same = ex.evaluate(reference, data)
         report["metrics"]["dense, same budget"] = same

@@ -158,7 +158,7 @@ def run_demo(out: str = "saved_models/demo", full: bool = False, fast: bool = Fa
     how = (f"the parent trained {cfg.find_epochs + cfg.finetune_epochs} more epochs"
            if cfg.baseline == "continue" else "from scratch")
     print(f"[demo] 5/6 dense mtl_resnet with the same total budget, {cfg.total_epochs} epochs ({how})")
-    budget = recipes.Budget(cfg.dense_epochs, cfg.find_epochs, cfg.finetune_epochs)
+    budget = recipes.Epochs(cfg.dense_epochs, cfg.find_epochs, cfg.finetune_epochs)
     baseline = recipes.train_same_budget(dense, data, budget, cfg.lr, cfg.baseline, build=build,
                                          verbose=verbose)
     clock.end("same-budget dense")

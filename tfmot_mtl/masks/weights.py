@@ -169,6 +169,11 @@ def masks_from_zeros(model: keras.Model, atol: float = 0.0, graph: ChannelGraph 
 
     Only trainable slices count (kernel columns, biases, BN gamma and beta); running
     statistics do not. With ``atol=0`` a channel must be exactly zero.
+
+    ``min_channels`` is not the methods' layer floor (:mod:`tfmot_mtl.selection`, which decides
+    what a method may remove): these masks only read what is already zero, and a group left
+    with fewer than ``min_channels`` non-zero channels keeps its first ones, with a warning
+    (:class:`ChannelMasks`; 1: every group stays non-empty, so the stripped model still connects).
     """
     graph = ChannelGraph.of(model) if graph is None else graph.check_model(model)
     weights = read_weights(graph)

@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfmot_mtl.training.callbacks import ResumableCallback, check_inner_model
 from tfmot_mtl.graph import ChannelGraph, ChannelGroup
@@ -39,8 +38,10 @@ from tfmot_mtl.pruning._checks import check_arguments, warn_if_unscored
 from tfmot_mtl.pruning._sync import mean_across_workers
 from tfmot_mtl.pruning.choose import SCOPES, min_keep, remove_lowest, remove_to_cost
 from tfmot_mtl.pruning.cost import CostGoal, check_cost_target, per_cost
-from tfmot_mtl.pruning.importance import CountedIterator, Importance, iterate_batches, normalize_scores
+from tfmot_mtl.pruning.importance import Importance, normalize_scores
 from tfmot_mtl.pruning.schedules import check_schedule, evaluate_schedule
+from tfmot_mtl.pruning.scoring_data import ScoringBatches
+from tfmot_mtl.pruning.summaries import PruningSummaries
 from tfmot_mtl.training.resume import check_groups
 from tfmot_mtl.utils.jsonable import jsonable
 from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION, check_floor, check_protect, select_groups
@@ -143,7 +144,8 @@ class ChannelPruningCallback(ResumableCallback):
             raise ValueError(f"round_mode must be {' or '.join(map(repr, PRUNING_ROUND_MODES))}, got {round_mode!r}")
         self.round_mode = round_mode
         self.protect = check_protect(protect)
-        self.data, self.score_batches = data, int(score_batches)
+        self.score_batches = int(score_batches)
+        self._batches = ScoringBatches(data)
         self.accumulate_every = accumulate_every
         self.log_dir, self.verbose = log_dir, verbose
         self._initial_masks = masks
@@ -154,8 +156,7 @@ class ChannelPruningCallback(ResumableCallback):
         self._last_step = -1
         self._var_masks: VariableMasks | None = None
         self._logged: tuple[float, int] | None = None
-        self._iter = None
-        self._writer = None
+        self._summaries: PruningSummaries | None = None
         self.nonfinite: str | None = None  # the message, once training was stopped on NaN/Inf
 
     # ------------------------------------------------------------------ config
@@ -194,6 +195,11 @@ class ChannelPruningCallback(ResumableCallback):
 
     # ------------------------------------------------------------------ setup
     @property
+    def data(self):
+        """The scoring batches' source (``data=``)."""
+        return self._batches.data
+
+    @property
     def net(self) -> keras.Model | None:
         """The model being pruned: ``pruned_model`` if given, else the fitted model."""
         return self._pruned_model if self._pruned_model is not None else self.model
@@ -223,8 +229,8 @@ class ChannelPruningCallback(ResumableCallback):
         if getattr(self.schedule, "count", None) is not None and \
                 getattr(self.schedule, "total_channels", 0) is None:
             self.schedule.total_channels = total
-        if self.log_dir:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+        if self.log_dir and (self._summaries is None or self._summaries.log_dir != self.log_dir):
+            self._summaries = PruningSummaries(self.log_dir)
         if self._initial_masks is not None:
             apply_masks_(model, self.masks, self.graph)
         if self._var_masks is None or self._var_masks.model is not model:
@@ -263,8 +269,8 @@ class ChannelPruningCallback(ResumableCallback):
         super().on_train_end(logs)
         if self._var_masks is not None:  # the hook stays in the traced step, switched off
             self._var_masks.active.assign(False)
-        if self._writer is not None:
-            self._writer.flush()
+        if self._summaries is not None:
+            self._summaries.flush()
 
     def _stopped_on_nonfinite(self, logs, check_weights: bool = False) -> bool:
         """Stops training (warning) on a NaN/Inf loss, or weights before a pruning step; the
@@ -378,22 +384,7 @@ class ChannelPruningCallback(ResumableCallback):
             self._var_masks.set({id(var): m for var, m in variable_multipliers(self.graph, self.masks)})
 
     def _next_batch(self):
-        if self.data is None:
-            raise ValueError("this criterion needs scoring batches: pass data= to the callback")
-        if isinstance(self.data, tuple):
-            return next(iterate_batches(self.data))
-        for _ in range(2):
-            if self._iter is None:
-                self._iter = self._data_iterator()
-            try:
-                return next(self._iter)
-            except StopIteration:
-                self._iter = None
-        raise ValueError("scoring data= yielded no batches")
-
-    def _data_iterator(self) -> "CountedIterator":
-        """A new pass over ``data`` that counts its batches (saved by ``get_state``)."""
-        return CountedIterator(iterate_batches(self.data))
+        return self._batches.next()
 
     # ------------------------------------------------------------------ state
     # Besides masks, history and the last step, the state holds what decides the NEXT pruning
@@ -414,7 +405,7 @@ class ChannelPruningCallback(ResumableCallback):
         return {"selected": self._selected_groups() if self.graph is not None else None,
                 "masks": None if masks is None else json.loads(ChannelMasks(masks, self.min_channels).to_json()),
                 "history": jsonable(self.history), "last_step": int(self._last_step),
-                "data_position": int(getattr(self._iter, "count", 0)),
+                "data_position": self._batches.position,
                 "importance": jsonable(self.importance.get_state())}
 
     def _write_state(self, state: dict) -> None:
@@ -433,20 +424,7 @@ class ChannelPruningCallback(ResumableCallback):
         self.history = [dict(h) for h in state["history"]]
         self._last_step = int(state["last_step"])
         self.importance.set_state(state.get("importance") or {})
-        self._iter = None
-        self._skip_data(int(state.get("data_position") or 0))
-
-    def _skip_data(self, position: int) -> None:
-        """Moves a new pass over ``data`` past the ``position`` batches drawn before the resume."""
-        if not position or self.data is None or isinstance(self.data, tuple):
-            return
-        self._iter = self._data_iterator()
-        try:
-            for _ in range(position):
-                next(self._iter)
-        except StopIteration:
-            raise ValueError(f"ChannelPruningCallback state: the scoring data= yields fewer than the "
-                             f"{position} batches already drawn from it; pass the same data=") from None
+        self._batches.restart_at(int(state.get("data_position") or 0))
 
     def _report(self, target: float, step: int | None) -> None:
         per_group = {g.id: float((~self.masks[g.id]).mean()) for g in self.selected}
@@ -458,19 +436,5 @@ class ChannelPruningCallback(ResumableCallback):
             print(f"\n[ChannelPruning] step {step}: sparsity {entry['sparsity']:.3f} "
                   f"(scheduled {target:.3f}), pruned {entry['pruned']}/{entry['total']} channels "
                   f"in {len(self.selected)} groups ({type(self.importance).__name__})")
-        if self._writer is not None and step is not None:
-            with self._writer.as_default(step=int(step)):
-                _scalar("pruning/sparsity", entry["sparsity"], step)
-                _scalar("pruning/pruned_channels", entry["pruned"], step)
-                for gid, value in per_group.items():
-                    _scalar(f"pruning/group/{gid}", value, step)
-
-
-def _scalar(tag: str, value: float, step: int) -> None:
-    """A TensorBoard scalar without needing the tensorboard package (tf.summary.scalar does)."""
-    from tensorflow.core.framework import summary_pb2
-
-    meta = summary_pb2.SummaryMetadata()
-    meta.plugin_data.plugin_name = "scalars"
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
-                     metadata=meta.SerializeToString())
+        if self._summaries is not None and step is not None:
+            self._summaries.write(step, entry["sparsity"], entry["pruned"], per_group)

@@ -17,10 +17,10 @@ from __future__ import annotations
 from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.recipes.find import find_channels
 from tfmot_mtl.recipes.run import RecipeResult, run
-from tfmot_mtl.recipes.train import (BASELINES, EAGER_MAX_STEPS, METHODS, Budget, cosine_adam, finetune,
+from tfmot_mtl.recipes.train import (BASELINES, EAGER_MAX_STEPS, METHODS, Budget, Epochs, cosine_adam, finetune,
                                      format_budget, phase_budget, recover, train_dense, train_same_budget,
                                      validation_size)
 
-__all__ = ["BASELINES", "EAGER_MAX_STEPS", "METHODS", "Budget", "RecipeResult", "cosine_adam", "find_channels",
-           "finetune", "format_budget", "phase_budget", "recalibrate_batchnorm", "recover", "run",
+__all__ = ["BASELINES", "EAGER_MAX_STEPS", "METHODS", "Budget", "Epochs", "RecipeResult", "cosine_adam",
+           "find_channels", "finetune", "format_budget", "phase_budget", "recalibrate_batchnorm", "recover", "run",
            "train_dense", "train_same_budget", "validation_size"]

@@ -9,14 +9,14 @@ from typing import Any, Callable, Mapping
 import keras
 
 from tfmot_mtl.recipes import experiment as ex
-from tfmot_mtl.recipes.train import BASELINES, Budget, train_dense, train_same_budget
+from tfmot_mtl.recipes.train import BASELINES, Epochs, train_dense, train_same_budget
 
 
 @dataclass
 class RecipeResult:
     """The three models of one recipe run and their comparison."""
 
-    budget: Budget
+    budget: Epochs
     dense: keras.Model
     compressed: keras.Model
     same_budget: keras.Model | None
@@ -30,7 +30,7 @@ class RecipeResult:
 
 
 def run(data: Any, model: Any = "mtl_resnet", width: float = 1.0, method: str = "sparsity",
-        target: float | None = 0.7, budget: Budget = Budget(12, 4, 4), lr: float = 2e-3,
+        target: float | None = 0.7, budget: Epochs = Epochs(12, 4, 4), lr: float = 2e-3,
         finetune_lr: float = 1e-3, distill: bool = True, weighting: Any = None,
         same_budget: bool = True, baseline: str = "continue", primary_metrics: Mapping | None = None,
         seed: int = 0, options: Mapping[str, Any] | None = None, log=print, verbose: int = 0,

@@ -3,6 +3,7 @@ of a stripped model (on labels or distilled from its dense parent), with cosine-
 BatchNorm statistics re-estimated after every phase."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -15,8 +16,9 @@ METHODS = ("sparsity", "prune")
 
 
 @dataclass(frozen=True)
-class Budget:
-    """Training epochs of each phase; ``total`` is what the same-budget dense model gets."""
+class Epochs:
+    """Training epochs of each phase of a recipe (``dense``, ``find``, ``finetune``); ``total``
+    is what the same-budget dense model gets."""
 
     dense: int
     find: int
@@ -28,6 +30,15 @@ class Budget:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
+
+
+@dataclass(frozen=True)
+class Budget(Epochs):
+    """Deprecated name of :class:`Epochs` (confusable with the :mod:`tfmot_mtl.budget` method)."""
+
+    def __post_init__(self):
+        warnings.warn("tfmot_mtl.recipes.Budget is deprecated: use tfmot_mtl.recipes.Epochs (the same "
+                      "fields: dense, find, finetune)", DeprecationWarning, stacklevel=3)
 
 
 # Runs with at most this many batches per epoch skip graph tracing (run_eagerly): tracing
@@ -58,7 +69,7 @@ def train_dense(model: keras.Model, data: ex.Data, epochs: int, lr: float = 2e-3
 BASELINES = ("continue", "scratch")
 
 
-def train_same_budget(dense: keras.Model, data: ex.Data, budget: Budget, lr: float = 2e-3,
+def train_same_budget(dense: keras.Model, data: ex.Data, budget: Epochs, lr: float = 2e-3,
                       baseline: str = "continue", build: Callable[[], keras.Model] | None = None,
                       verbose: int = 0) -> keras.Model:
     """The dense model a compressed one is compared with: trained for ``budget.total`` epochs.
