@@ -47,7 +47,7 @@ from tfmot_mtl.utils.atomic import atomic_savefig  # noqa: E402
 from tfmot_mtl.pruning.run import (compile_for_pruning, prune_model,  # noqa: E402
                                    retrain_from_scratch, steps_per_epoch)
 from tfmot_mtl.strip import strip_channels  # noqa: E402
-from tfmot_mtl.tasks import delta_m, delta_m_per_task  # noqa: E402
+from tfmot_mtl.tasks import defined_metrics, delta_m, delta_m_per_task  # noqa: E402
 
 CRITERIA = ("taylor", "cosprune", "magnitude", "random")
 INFORMED = ("taylor", "cosprune", "magnitude")
@@ -96,7 +96,7 @@ def scored(model, data, dense_metrics, tasks) -> dict:
     out = {"metrics": metrics}
     if dense_metrics is not None:
         # a barely trained dense model (--quick) can score exactly 0, where delta is undefined
-        chosen = {t.name: [m for m in t.metrics if dense_metrics[t.name][m] != 0] for t in tasks}
+        chosen = defined_metrics(dense_metrics, tasks)
         out["delta_m"] = delta_m(metrics, dense_metrics, tasks, chosen)
         out["delta_m_per_task"] = delta_m_per_task(metrics, dense_metrics, tasks, chosen)
     return out
@@ -168,7 +168,7 @@ def evaluate_split(model, data, split: str) -> dict:
 
 def delta_vs(metrics: dict, dense: dict, tasks, per_task: bool = False):
     """delta_m (or its per-task dict) over the metrics whose dense value is not 0."""
-    chosen = {t.name: [m for m in t.metrics if dense[t.name][m] != 0] for t in tasks}
+    chosen = defined_metrics(dense, tasks)
     return (delta_m_per_task if per_task else delta_m)(metrics, dense, tasks, chosen)
 
 

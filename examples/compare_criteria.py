@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from tfmot_mtl.pruning.run import CRITERIA, compile_for_pruning, prune_model  # noqa: E402
 from tfmot_mtl.recipes import experiment as ex  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
-from tfmot_mtl.tasks import delta_m  # noqa: E402
+from tfmot_mtl.tasks import defined_metrics, delta_m  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,7 +66,7 @@ def main() -> None:
     dense.fit(data.train, epochs=args.epochs, verbose=0)
     reference = ex.evaluate(dense, data)
     # metrics a barely trained dense model scores exactly 0 on have no relative change
-    chosen = {t.name: [m for m in t.metrics if reference[t.name][m] != 0] for t in data.tasks}
+    chosen = defined_metrics(reference, data.tasks)
     print(f"dense: {dense.count_params():,} params; pruning the shared trunk to {args.params:.0%} of them")
     print(f"{'criterion':<13} {'params':>9} {'share':>6} {'delta_m %':>10}")
     for name in args.criteria:

@@ -411,6 +411,15 @@ def test_delta_m_errors():
         T.delta_m({"seg": {"miou": float("nan"), "pixel_acc": 1.0}}, BASE, tasks=["seg"])
 
 
+def test_defined_metrics_leave_out_the_zero_baselines():
+    seg, attrs = T.segmentation("seg", 3), T.binary("attrs", 2)
+    base = {"seg": {"miou": 0.0, "pixel_acc": 80.0}, "attrs": {"accuracy": 0.0, "f1": 0.0}}
+    chosen = T.defined_metrics(base, [seg, attrs])
+    assert chosen == {"seg": ["pixel_acc"], "attrs": []}
+    res = {"seg": {"miou": 10.0, "pixel_acc": 88.0}, "attrs": {"accuracy": 50.0, "f1": 1.0}}
+    assert T.delta_m(res, base, [seg], {"seg": chosen["seg"]}) == pytest.approx(10.0)
+
+
 def test_format_results_table():
     res = {"seg": {"miou": 55.0, "pixel_acc": 80.0}, "depth": {"abs_err": 0.4, "rel_err": 0.25}}
     text = T.format_results(res, title="demo")

@@ -222,9 +222,9 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
 def defined_delta_m(results: Mapping, baseline: Mapping, tasks) -> float:
     """:func:`tfmot_mtl.tasks.delta_m` over each task's metrics whose baseline is not 0 (e.g. the
     F1 of attributes a model never predicts positive); NaN when no metric is left."""
-    from tfmot_mtl.tasks import delta_m
+    from tfmot_mtl.tasks import defined_metrics, delta_m
 
-    metrics = {t.name: [m for m in t.metrics if baseline[t.name][m] != 0] for t in tasks}
+    metrics = defined_metrics(baseline, tasks)
     kept = [t for t in tasks if metrics[t.name]]
     return delta_m(results, baseline, kept, {t.name: metrics[t.name] for t in kept}) if kept else float("nan")
 

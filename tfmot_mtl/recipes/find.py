@@ -8,7 +8,7 @@ import keras
 
 from tfmot_mtl.recipes import experiment as ex
 from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
-from tfmot_mtl.recipes.train import METHODS, _eager
+from tfmot_mtl.recipes.train import METHODS, runs_eagerly
 from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
 
 
@@ -55,7 +55,7 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
         from tfmot_mtl.sparsity._find import find_sparse
 
         model, masks, info = find_sparse(dense, data, target, epochs, lr, groups, opts, verbose,
-                                         callbacks=callbacks, eager=_eager(data), **cost, **floor)
+                                         callbacks=callbacks, eager=runs_eagerly(data), **cost, **floor)
     else:
         from tfmot_mtl.pruning.run import prune_model
 
@@ -72,7 +72,7 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
                                             step=nominal / events,
                                             fine_tune_steps=total - frequency * (events - 1),
                                             groups=groups, lr=lr, verbose=verbose,
-                                            run_eagerly=opts.pop("run_eagerly", _eager(data)),
+                                            run_eagerly=opts.pop("run_eagerly", runs_eagerly(data)),
                                             callbacks=callbacks, **cost, **floor, **opts)
         history.pop("snapshots", None)
         info = {"method": method, "criterion": criterion, "sparsity": history["sparsity"],

@@ -46,7 +46,8 @@ class Budget(Epochs):
 EAGER_MAX_STEPS = 4
 
 
-def _eager(data) -> bool:
+def runs_eagerly(data) -> bool:
+    """Whether a phase on ``data`` runs eagerly: at most ``EAGER_MAX_STEPS`` batches per epoch."""
     return ex.steps_per_epoch(data.train) <= EAGER_MAX_STEPS
 
 
@@ -153,7 +154,7 @@ def _fit(student, data, epochs, teacher, lr, weighting, temperature, student_los
     else:
         trainer = TaskWeightedModel(student, data.tasks, weighting=weighting)
     trainer.compile(cosine_adam(lr, epochs, ex.steps_per_epoch(data.train)), jit_compile=False,
-                    run_eagerly=_eager(data))
+                    run_eagerly=runs_eagerly(data))
     validation = getattr(data, "validation", None) if validation is None else validation
     callbacks = list(callbacks)
     if patience is not None:

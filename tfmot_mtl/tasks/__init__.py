@@ -14,6 +14,7 @@ Modules, each importing only the ones above it:
 - ``infer``: :func:`infer_tasks`, the tasks of a user's model from its compiled losses.
 """
 from tfmot_mtl.tasks.evaluation import (
+    defined_metrics,
     delta_m,
     delta_m_breakdown,
     delta_m_per_task,

@@ -175,6 +175,13 @@ def delta_m(results: Results, baseline: Results, tasks=None, metrics=None) -> fl
     return sum(per_task.values()) / len(per_task)
 
 
+def defined_metrics(baseline: Results, tasks) -> dict[str, list[str]]:
+    """Per task, its metrics whose ``baseline`` value is not 0 (the ``metrics=`` of a Δm that is
+    defined: a barely trained model can score exactly 0, e.g. the F1 of attributes it never
+    predicts positive); tasks left with none map to an empty list."""
+    return {t.name: [m for m in t.metrics if baseline[t.name][m] != 0] for t in tasks}
+
+
 # --------------------------------------------------------------------------- tables
 
 _UNITS = {"abs_err": "", "rel_err": "", "rmse": "", "mean_angle": "°", "median_angle": "°"}
