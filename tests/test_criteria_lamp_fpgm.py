@@ -11,7 +11,7 @@ from tfmot_mtl.strip import strip_channels
 
 import model_zoo
 from test_attention import transformer
-from test_pruning import K1, dense_bn_model
+from pruning_models import K1, dense_bn_model
 
 
 def test_lamp_by_hand():

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import model_zoo as zoo
 from test_budget import DOMAINS, tiny_backbone, tiny_data
-from test_pruning import conv_data, conv_model
+from pruning_models import conv_data, conv_model
 from test_sparsity import two_task_model
 from test_strip import assert_parity
 from tfmot_mtl import budget, lite

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from scripts import load_script
 from test_budget import DOMAINS, tiny_backbone, tiny_data
-from test_pruning import conv_data, conv_model
+from pruning_models import conv_data, conv_model
 from test_sparsity import data, two_task_model, zero_loss
 from tensorflow.python.framework import kernels
 
