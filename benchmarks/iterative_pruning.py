@@ -20,7 +20,8 @@ channels up to 0.93, so the layer floor is ``min_channels=2`` alone (no ``min_fr
 The ``seeds`` preset compares the criteria as Garg et al. compare them: at EQUAL PARAMETER
 COUNTS. Each criterion prunes the shared encoder until the model as it will be stripped holds a
 common share of the dense model's parameters (``target_params``, with ``cost_exponent=0`` so the
-criterion alone ranks the channels and the schedule only decides how many go); a snapshot is
+criterion alone ranks the channels and the schedule only decides how many go; the layer floor a
+quarter of each group, ``min_fraction=0.25``, as measured); a snapshot is
 taken at every level, stripped and fine-tuned for the same steps. Each criterion gets its own
 small learning-rate sweep (the "careful tuning"), the rate chosen on a validation split (new
 scenes of the training distribution, never the test images) by the mean validation delta_m
@@ -46,6 +47,7 @@ from tfmot_mtl.recipes import experiment as ex  # noqa: E402
 from tfmot_mtl.utils.atomic import atomic_savefig  # noqa: E402
 from tfmot_mtl.pruning.run import (compile_for_pruning, prune_model,  # noqa: E402
                                    retrain_from_scratch, steps_per_epoch)
+from tfmot_mtl.selection import MIN_FRACTION  # noqa: E402
 from tfmot_mtl.strip import strip_channels  # noqa: E402
 from tfmot_mtl.tasks import defined_metrics, delta_m, delta_m_per_task  # noqa: E402
 
@@ -181,7 +183,7 @@ def prune_equal_params(model, data, cfg: dict, criterion: str, lr: float, seed: 
     t0 = time.perf_counter()
     _, _, history = prune_model(
         model, data, criterion, target=PROGRESS_END, frequency=cfg["frequency"], step=PROGRESS_END / cfg["events"],
-        fine_tune_steps=0, groups="shared", min_channels=cfg["min_channels"], lr=lr,
+        fine_tune_steps=0, groups="shared", min_channels=cfg["min_channels"], min_fraction=MIN_FRACTION, lr=lr,
         score_batches=cfg["score_batches"], snapshots=list(at.values()), target_params=min(levels),
         cost_exponent=0.0, seed=seed, verbose=0, compile=False)
     prune_seconds = time.perf_counter() - t0

@@ -236,7 +236,8 @@ def run_model(name: str, methods, cfg: dict, log=print) -> dict:
             warnings.simplefilter("ignore", tm.CompressWarning)
             result = tm.compress(model, (x, y), target_macs=cfg["target"], method=method,
                                  find_epochs=cfg["find_epochs"], finetune_epochs=cfg["finetune_epochs"],
-                                 batch_size=cfg["batch_size"], distill=cfg.get("distill", False), verbose=0)
+                                 batch_size=cfg["batch_size"], distill=cfg.get("distill", False), verbose=0,
+                                 **({"min_fraction": cfg["min_fraction"]} if cfg.get("min_fraction") is not None else {}))
         seconds = time.time() - t0
         metrics = evaluate(result.model, test, tasks)
         prof = tm.profile.profile(result.model)
@@ -331,9 +332,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="smoke-test setting")
     ap.add_argument("--distill", action="store_true",
                     help="fine-tune distilled from the dense parent (default: on labels only, as compress does)")
+    ap.add_argument("--min-fraction", type=float, default=None,
+                    help="the layer floor's share of each group (default: compress's)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "own_models.json"))
     args = ap.parse_args(argv)
-    cfg = {**PRESETS["quick" if args.quick else "default"], "distill": args.distill}
+    cfg = {**PRESETS["quick" if args.quick else "default"], "distill": args.distill, "min_fraction": args.min_fraction}
     start = time.time()
     results = {}
     for name in args.models:  # the JSON is rewritten after every model: a late failure keeps the rest

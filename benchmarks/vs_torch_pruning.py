@@ -26,8 +26,9 @@ Per seed:
          of the dense model (within 2% of the target, else the closest of `SEARCH_STEPS`
          tries); Taylor gets `loss.backward()` on `SCORE_BATCHES` batches (model in eval mode);
        - tfmot_mtl: `ChannelPruningCallback(Magnitude() | Taylor() | LAMP(), one-event schedule,
-         target_macs=level)` with its defaults (groups="all", the layer floor of a quarter of
-         each group), Taylor scored on the same `SCORE_BATCHES` batches, `prune_to`, then
+         target_macs=level)` with its defaults (groups="all") and the layer floor of a quarter of
+         each group (`min_fraction=0.25`, the setting these numbers were measured at; with a cost
+         target the default is now 0.4), Taylor scored on the same `SCORE_BATCHES` batches, `prune_to`, then
          `strip_channels`;
   4. every model is scored by the package's metric code (`tfmot_mtl.tasks.evaluate`; PyTorch
      outputs converted to NHWC numpy) on the same test images, BatchNorm in inference mode
@@ -553,6 +554,7 @@ def ours_prune(dense, criterion: str, level: float, tasks: Sequence, scoring: li
     """A stripped copy of the Keras dense model pruned one-shot to ``level`` of its MACs;
     ``options``: more ChannelPruningCallback arguments (e.g. ``cost_exponent``)."""
     from tfmot_mtl.pruning import ChannelPruningCallback, IterativeSchedule
+    from tfmot_mtl.selection import MIN_FRACTION
     from tfmot_mtl.strip import strip_channels
 
     model = clone_keras(dense)
@@ -560,6 +562,7 @@ def ours_prune(dense, criterion: str, level: float, tasks: Sequence, scoring: li
     start = time.perf_counter()
     options = dict(options or {})
     importance = ours_criterion(criterion, tasks, options.pop("taylor", None))
+    options.setdefault("min_fraction", MIN_FRACTION)
     pruner = ChannelPruningCallback(importance, schedule, target_macs=level, data=scoring,
                                     score_batches=len(scoring), verbose=0, **options)
     pruner.setup(model)

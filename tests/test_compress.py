@@ -12,7 +12,7 @@ from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.profile import MaskedCost, profile
 from tfmot_mtl.pruning.choose import remove_to_cost
-from tfmot_mtl.selection import layer_floor
+from tfmot_mtl.selection import COST_MIN_FRACTION, MIN_FRACTION, default_min_fraction, layer_floor
 from tfmot_mtl.tasks.data import as_dataset
 from tfmot_mtl.strip import strip_channels
 from tfmot_mtl.tasks import infer_tasks
@@ -190,6 +190,20 @@ def test_layer_floor():
     assert layer_floor(64) == 16 and layer_floor(8) == 2 and layer_floor(1) == 1 and layer_floor(10) == 3
     assert layer_floor(64, min_fraction=0.1) == 7
     assert layer_floor(100, min_channels=5, min_fraction=0.0) == 5
+
+
+def test_the_floor_share_defaults_by_the_kind_of_target_in_every_entry_point():
+    assert (MIN_FRACTION, COST_MIN_FRACTION) == (0.25, 0.4)
+    assert default_min_fraction(None, cost_target=True) == 0.4 and default_min_fraction(None, False) == 0.25
+    assert default_min_fraction(0.1, cost_target=True) == 0.1  # a given value always wins
+    sched = tm.pruning.IterativeSchedule(target=0.5, frequency=1, step=0.5)
+    assert tm.pruning.ChannelPruningCallback(tm.pruning.Magnitude(), sched).min_fraction == 0.25
+    assert tm.pruning.ChannelPruningCallback(tm.pruning.Magnitude(), sched, target_macs=0.5).min_fraction == 0.4
+    assert tm.pruning.ChannelPruningCallback(tm.pruning.Magnitude(), sched, target_params=0.5,
+                                             min_fraction=0.1).min_fraction == 0.1
+    assert tm.sparsity.ProximalGroupLasso(l1=0.1, target=0.5).min_fraction == 0.25
+    assert tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.5).min_fraction == 0.4
+    assert tm.sparsity.ProximalGroupLasso(l1=0.1, target_params=0.5).get_config()["min_fraction"] == 0.4
 
 
 # ----------------------------------------------------------------------- compress

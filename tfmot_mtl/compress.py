@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
+from tfmot_mtl.selection import MIN_CHANNELS, default_min_fraction
 
 METHODS = ("prune", "sparsity")
 # Δm (%) by which re-estimating the parent's BatchNorm statistics must improve it to be reported.
@@ -109,7 +109,7 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
              target_channels: float | None = None, method: str = "prune", groups: Any = "all",
              protect: Sequence[str] = (), find_epochs: int = 4, finetune_epochs: int = 4,
              distill: bool = False, round_to: int | None = None, lr: float = 1e-3,
-             criterion: str = "taylor", min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION,
+             criterion: str = "taylor", min_channels: int = MIN_CHANNELS, min_fraction: float | None = None,
              batch_size: int = 32, options: Mapping[str, Any] | None = None, weighting: Any = None,
              verbose: int = 1) -> CompressResult:
     """Compresses a trained multi-task model to a target; ``model`` itself is never modified.
@@ -136,7 +136,9 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
         round_to: kept channels per group a multiple of this (SIMD width).
         lr: learning rate of both phases (cosine decay to 0 in each).
         criterion: the pruning criterion (``"taylor"``, ``"magnitude"``, ``"cosprune"``, ...).
-        min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`).
+        min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`);
+            ``min_fraction=None`` keeps 0.4 of each group with a MAC or parameter target and 0.25
+            with ``target_channels`` (:func:`tfmot_mtl.selection.default_min_fraction`).
         options: method options (see :func:`tfmot_mtl.recipes.find_channels`).
         weighting: task weighting of the fine-tuning (see :func:`tfmot_mtl.recipes.finetune`).
         verbose: 1 prints the phases and Keras progress, 0 is silent.
@@ -156,6 +158,7 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     kind, asked = _target(target_macs, target_params, target_channels)
+    min_fraction = default_min_fraction(min_fraction, kind != "channels")
     tasks = infer_tasks(model, tasks)
     train_ds = as_dataset(train, batch_size, shuffle=True, argument="train")
     val_ds = None if validation is None else as_dataset(validation, batch_size, argument="validation")

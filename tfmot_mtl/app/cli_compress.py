@@ -311,13 +311,14 @@ def _add_recovery_args(p: argparse.ArgumentParser, same_budget: bool = True) -> 
 
 def _add_selection_args(p) -> None:
     """Which groups, the layer floor and a cost target: the same flags on prune and sparsify."""
-    from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
+    from tfmot_mtl.selection import COST_MIN_FRACTION, MIN_CHANNELS, MIN_FRACTION
 
     p.add_argument("--groups", default="all", choices=["all", "shared"],
                    help="all: every prunable group (default); shared: the shared trunk only")
     p.add_argument("--min-channels", type=int, default=MIN_CHANNELS, help="layer floor: channels kept per group")
-    p.add_argument("--min-fraction", type=float, default=MIN_FRACTION,
-                   help="layer floor: share of each group kept")
+    p.add_argument("--min-fraction", type=float, default=None,
+                   help=f"layer floor: share of each group kept (default {COST_MIN_FRACTION:g} with --target-macs / "
+                        f"--target-params, else {MIN_FRACTION:g})")
     cost = p.add_mutually_exclusive_group()
     cost.add_argument("--target-macs", type=float, default=None,
                       help="aim at this fraction of the dense MACs (or, > 1, this many MACs) instead of --target")
@@ -330,7 +331,7 @@ def _cost_targets(args) -> dict:
     from tfmot_mtl.selection import check_floor
 
     try:
-        check_floor(args.min_channels, args.min_fraction)
+        check_floor(args.min_channels, 0.0 if args.min_fraction is None else args.min_fraction)
     except ValueError as err:
         raise SystemExit(f"error: --{str(err).replace('_', '-')}") from None
     out = {}

@@ -44,7 +44,7 @@ from tfmot_mtl.pruning.scoring_data import ScoringBatches
 from tfmot_mtl.pruning.summaries import PruningSummaries
 from tfmot_mtl.training.resume import check_groups
 from tfmot_mtl.utils.jsonable import jsonable
-from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION, check_floor, check_protect, select_groups
+from tfmot_mtl.selection import MIN_CHANNELS, check_floor, check_protect, default_min_fraction, select_groups
 
 
 class ChannelPruningCallback(ResumableCallback):
@@ -66,7 +66,9 @@ class ChannelPruningCallback(ResumableCallback):
             trunk: groups feeding > 1 task), a callable ``ChannelGroup -> bool``, or a list of
             group ids / producer layer names.
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
-            no group keeps fewer than ``max(min_channels, ceil(min_fraction * size))`` channels.
+            no group keeps fewer than ``max(min_channels, ceil(min_fraction * size))`` channels
+            (``min_fraction=None``: 0.4 with a cost target, 0.25 otherwise; see
+            :func:`tfmot_mtl.selection.default_min_fraction`).
         target_macs, target_params: prune to a cost instead of a share of channels: a fraction
             of the dense model's MACs / parameters (e.g. 0.33) or, above 1, an absolute count,
             counted on the model as it will be stripped (:class:`tfmot_mtl.profile.MaskedCost`,
@@ -116,7 +118,7 @@ class ChannelPruningCallback(ResumableCallback):
     def __init__(self, importance: Importance, schedule: Any, scope: str = "global",
                  groups: str | Callable | Iterable[str] = "all", min_channels: int = MIN_CHANNELS,
                  round_to: int | None = None, round_mode: str = "nearest", protect: Iterable[str] = (),
-                 data=None, min_fraction: float = MIN_FRACTION, target_macs: float | None = None,
+                 data=None, min_fraction: float | None = None, target_macs: float | None = None,
                  target_params: float | None = None, cost_exponent: float = 1.0,
                  score_batches: int = 4, accumulate_every: int | None = None,
                  log_dir: str | None = None, verbose: int = 1, masks: ChannelMasks | None = None,
@@ -124,8 +126,9 @@ class ChannelPruningCallback(ResumableCallback):
         super().__init__()
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-        min_channels, min_fraction = check_floor(min_channels, min_fraction)
         self.cost_kind, self.cost_target = check_cost_target(target_macs, target_params)
+        min_channels, min_fraction = check_floor(min_channels,
+                                                 default_min_fraction(min_fraction, self.cost_kind is not None))
         if isinstance(cost_exponent, bool) or not 0.0 <= float(cost_exponent) <= 2.0:
             raise ValueError(f"cost_exponent must be in [0, 2], got {cost_exponent!r}")
         self.cost_exponent = float(cost_exponent)

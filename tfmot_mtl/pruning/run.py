@@ -24,7 +24,7 @@ from tfmot_mtl.pruning.gradient_criteria import CosPrune, SecondOrder, Taylor
 from tfmot_mtl.pruning.importance import FPGM, LAMP, BNScale, Importance, Magnitude, Random
 from tfmot_mtl.pruning.reinit import reinitialize
 from tfmot_mtl.pruning.schedules import IterativeSchedule, evaluate_schedule
-from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
+from tfmot_mtl.selection import MIN_CHANNELS
 
 CRITERIA = ("taylor", "cosprune", "magnitude", "bnscale", "lamp", "fpgm", "second_order", "random")
 
@@ -123,7 +123,7 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
                 lr: float = 5e-4, score_batches: int = 2, round_to: int | None = None,
                 protect: Iterable[str] = (), snapshots: Iterable[float] = (), seed: int = 0,
                 verbose: int = 0, compile: bool = True, run_eagerly: bool = False,
-                min_fraction: float = MIN_FRACTION, target_macs: float | None = None,
+                min_fraction: float | None = None, target_macs: float | None = None,
                 target_params: float | None = None, cost_exponent: float = 1.0,
                 callbacks: Iterable = ()) -> tuple[keras.Model, ChannelMasks, dict]:
     """Iteratively prunes ``model`` IN PLACE, fine-tuning on ``data.train`` in between.
@@ -140,7 +140,8 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
         fine_tune_steps: training steps after the last event (default ``frequency``).
         groups: "all" (default), "shared" (the shared trunk: groups feeding > 1 task), a list of
             group ids / layer names or a callable (:func:`tfmot_mtl.selection.select_groups`).
-        min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`).
+        min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`;
+            ``min_fraction=None``: :func:`tfmot_mtl.selection.default_min_fraction`).
         target_macs, target_params, cost_exponent: prune to a cost (:class:`ChannelPruningCallback`).
         callbacks: more Keras callbacks for the fits (e.g. a task monitor).
         lr: Adam learning rate of the fine-tuning.

@@ -9,14 +9,14 @@ import keras
 from tfmot_mtl.recipes import experiment as ex
 from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.recipes.train import METHODS, runs_eagerly
-from tfmot_mtl.selection import MIN_CHANNELS, MIN_FRACTION
+from tfmot_mtl.selection import MIN_CHANNELS, default_min_fraction
 
 
 def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", target: float = 0.7,
                   epochs: int = 4, lr: float = 1e-3, groups: Any = "all",
                   options: Mapping[str, Any] | None = None, verbose: int = 0, *,
                   target_macs: float | None = None, target_params: float | None = None,
-                  min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION,
+                  min_channels: int = MIN_CHANNELS, min_fraction: float | None = None,
                   callbacks: Sequence = ()):
     """Finds the channels to remove, starting from a copy of the trained ``dense`` model.
 
@@ -50,7 +50,8 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
     cost = {"target_macs": target_macs, "target_params": target_params}
-    floor = {"min_channels": min_channels, "min_fraction": min_fraction}
+    floor = {"min_channels": min_channels,
+             "min_fraction": default_min_fraction(min_fraction, target_macs is not None or target_params is not None)}
     if method == "sparsity":
         from tfmot_mtl.sparsity._find import find_sparse
 

@@ -15,18 +15,19 @@ RAMP = 0.75
 def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float, groups: Any,
                 options: Mapping[str, Any], verbose: int = 0, *, callbacks: Sequence = (),
                 eager: bool = False, target_macs: float | None = None, target_params: float | None = None,
-                min_channels: int = 2, min_fraction: float = 0.1) -> tuple[keras.Model, Any, dict]:
+                min_channels: int = 2, min_fraction: float | None = None) -> tuple[keras.Model, Any, dict]:
     """Group lasso + proximal step on a copy of ``dense`` (see ``find_channels``)."""
     from tfmot_mtl.recipes.experiment import steps_per_epoch
     from tfmot_mtl.profile import MaskedCost
     from tfmot_mtl.recipes.train import cosine_adam
-    from tfmot_mtl.selection import layer_floor
+    from tfmot_mtl.selection import default_min_fraction, layer_floor
     from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity, sparsity_report
     from tfmot_mtl.tasks import compile_args
 
     opts = dict(options)
     min_channels = opts.pop("min_channels", min_channels)
-    min_fraction = opts.pop("min_fraction", min_fraction)
+    min_fraction = default_min_fraction(opts.pop("min_fraction", min_fraction),
+                                        target_macs is not None or target_params is not None)
     steps = steps_per_epoch(data.train)
     model = apply_group_sparsity(dense, l1=opts.pop("l1_loss", 1e-5), groups=groups)
     cost = {"target_macs": target_macs, "target_params": target_params}

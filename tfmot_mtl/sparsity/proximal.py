@@ -30,7 +30,7 @@ from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity._graph_step import GraphState, ProxPlan, ProxStep
 from tfmot_mtl.sparsity.regularizer import regularized_layers
 from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
-from tfmot_mtl.selection import (MIN_CHANNELS, MIN_FRACTION, Selection, check_protect, check_selection,
+from tfmot_mtl.selection import (MIN_CHANNELS, Selection, check_protect, check_selection, default_min_fraction,
                                  renamed_selection, select_groups)
 
 MODES = ("plain", "adam")
@@ -138,7 +138,9 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             comparable and an absolute threshold empties whole layers at once.
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
             the strongest ``max(min_channels, ceil(min_fraction * size))`` channels of every
-            group are never shrunk, so no layer loses all (or nearly all) of its channels.
+            group are never shrunk, so no layer loses all (or nearly all) of its channels
+            (``min_fraction=None``: 0.4 with a cost target, 0.25 otherwise; see
+            :func:`tfmot_mtl.selection.default_min_fraction`).
         sparse_model: the model whose channels are shrunk when it is not the model being
             fitted but a part of it: the model inside a
             :class:`~tfmot_mtl.distill.TaskWeightedModel` (learned task weighting) or the
@@ -155,7 +157,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                  groups: Selection = "all", mode: str = "plain", update_every: int = 1,
                  scale: str = "sqrt_group_size", log_key: str = "group_sparsity",
                  target: float | None = None, adapt_rate: float = 0.02, gain: float | str = 1.0,
-                 min_channels: int = MIN_CHANNELS, min_fraction: float = MIN_FRACTION, protect=(),
+                 min_channels: int = MIN_CHANNELS, min_fraction: float | None = None, protect=(),
                  sparse_model: keras.Model | None = None, ramp_steps: int | None = None,
                  target_macs: float | None = None, target_params: float | None = None,
                  relative: bool = False, cost_exponent: float = 1.0, layers: Selection | None = None):
@@ -165,6 +167,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         self.cost_exponent = float(cost_exponent)
         self._sparse_model = sparse_model
         self.relative = bool(relative)
+        min_fraction = default_min_fraction(min_fraction, target_macs is not None or target_params is not None)
         if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
             raise ValueError(f"min_channels must be >= 0 and min_fraction in [0, 1), got "
                              f"{min_channels}, {min_fraction}")
