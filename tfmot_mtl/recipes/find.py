@@ -9,7 +9,7 @@ import keras
 from tfmot_mtl.recipes import experiment as ex
 from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
 from tfmot_mtl.recipes.train import METHODS, runs_eagerly
-from tfmot_mtl.selection import MIN_CHANNELS, default_min_fraction
+from tfmot_mtl.selection import MIN_CHANNELS
 
 
 def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", target: float = 0.7,
@@ -50,8 +50,7 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
     cost = {"target_macs": target_macs, "target_params": target_params}
-    floor = {"min_channels": min_channels,
-             "min_fraction": default_min_fraction(min_fraction, target_macs is not None or target_params is not None)}
+    floor = {"min_channels": min_channels, "min_fraction": min_fraction}  # None: each method's default_min_fraction
     if method == "sparsity":
         from tfmot_mtl.sparsity._find import find_sparse
 
