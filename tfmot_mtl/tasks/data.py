@@ -52,7 +52,7 @@ def _is_batched(ds: tf.data.Dataset) -> bool:
 def check_targets(ds: tf.data.Dataset, model: keras.Model, tasks: Sequence[Task], argument: str = "data",
                   batches: int = 2) -> None:
     """Raises a ValueError naming the output when the targets do not fit the model and tasks:
-    a task without targets, a spatial size or channel count that differs from the output,
+    a task without targets, targets for no output, a spatial size or channel count that differs from the output,
     or class labels outside the output's classes."""
     from tfmot_mtl.graph.walk import output_names
 
@@ -64,6 +64,10 @@ def check_targets(ds: tf.data.Dataset, model: keras.Model, tasks: Sequence[Task]
     if missing:
         raise ValueError(f"`{argument}` has targets {sorted(spec[1])} but no target for outputs {missing} "
                          f"of the model (outputs: {sorted(shapes)}).")
+    extra = sorted(set(spec[1]) - set(shapes))
+    if extra:  # Keras' fit refuses a target structure that differs from the outputs'
+        raise ValueError(f"`{argument}` has targets {extra} that are not outputs of the model (outputs: "
+                         f"{sorted(shapes)}): leave them out of the targets.")
     for task in tasks:
         _check_shape(task, tuple(spec[1][task.name].shape), shapes[task.name], argument)
     for _, y, *_ in ds.take(batches):
