@@ -23,6 +23,7 @@ images.
     python benchmarks/own_models.py                    # all models, both methods
     python benchmarks/own_models.py --models mobilenetv2 --methods prune
     python benchmarks/own_models.py --quick            # smoke run (a minute)
+    python benchmarks/own_models.py --cache-dir /tmp/parents   # reuse the trained parents in later runs
 
 Each compressed model is also converted to full int8 (calibrated on training images) and
 measured on LiteRT: what int8 costs each task against the model's own float outputs.
@@ -32,6 +33,7 @@ Prints a table, writes ``benchmarks/results/own_models.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 import warnings
@@ -200,6 +202,36 @@ def _subset(y: dict, names) -> dict:
     return {k: v for k, v in y.items() if k in names}
 
 
+def _cache_stem(name: str, cfg: dict) -> str | None:
+    """Where ``--cache-dir`` keeps a model's dense and same-budget models: one file set per model
+    and training setting, so a changed setting trains afresh."""
+    if not cfg.get("cache_dir"):
+        return None
+    keys = ("seed", "n_train", "batch_size", "dense_epochs", "find_epochs", "finetune_epochs", "lr")
+    return os.path.join(cfg["cache_dir"], name + "-" + "-".join(f"{k}{cfg[k]}" for k in keys))
+
+
+def _load_parents(name: str, cfg: dict):
+    """``(dense, same_budget, dense_seconds, same_seconds)`` from the cache, or None."""
+    stem = _cache_stem(name, cfg)
+    if not stem or not os.path.exists(stem + ".json"):
+        return None
+    with open(stem + ".json") as f:
+        seconds = json.load(f)
+    load = keras.models.load_model
+    return load(stem + "-dense.keras"), load(stem + "-same.keras"), seconds["dense"], seconds["same"]
+
+
+def _save_parents(name: str, cfg: dict, dense, same, dense_seconds: float, same_seconds: float) -> None:
+    stem = _cache_stem(name, cfg)
+    if not stem:
+        return
+    os.makedirs(cfg["cache_dir"], exist_ok=True)
+    dense.save(stem + "-dense.keras")
+    same.save(stem + "-same.keras")
+    ex.write_json(stem + ".json", {"dense": dense_seconds, "same": same_seconds})  # last: marks a complete set
+
+
 def run_model(name: str, methods, cfg: dict, log=print) -> dict:
     """Trains the dense model, the same-budget dense model and one compressed model per method."""
     from tfmot_mtl.graph.walk import output_names
@@ -210,19 +242,25 @@ def run_model(name: str, methods, cfg: dict, log=print) -> dict:
     outs = output_names(model)
     y, yt = _subset(y, outs), _subset(yt, outs)
     tasks = infer_tasks(model)
-    t0 = time.time()
-    steps = int(np.ceil(cfg["n_train"] / cfg["batch_size"]))
-    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg["lr"], cfg["dense_epochs"] * steps)),
-                  loss={k: LOSSES[k] for k in outs})
-    model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["dense_epochs"], verbose=0, shuffle=True)
-    dense_seconds = time.time() - t0
     test = as_dataset((xt, yt), cfg["batch_size"])
     train = as_dataset((x, y), cfg["batch_size"], shuffle=True, seed=cfg["seed"])
     data = ex.Data("shapes", train, test, tasks, (RES, RES, 3))
     budget = recipes.Epochs(cfg["dense_epochs"], cfg["find_epochs"], cfg["finetune_epochs"])
-    t0 = time.time()
-    same = recipes.train_same_budget(model, data, budget, cfg["lr"])
-    same_seconds = time.time() - t0
+    cached = _load_parents(name, cfg)
+    if cached:
+        model, same, dense_seconds, same_seconds = cached
+        log(f"[{name}] dense and same-budget models from {cfg['cache_dir']}")
+    else:
+        t0 = time.time()
+        steps = int(np.ceil(cfg["n_train"] / cfg["batch_size"]))
+        model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg["lr"], cfg["dense_epochs"] * steps)),
+                      loss={k: LOSSES[k] for k in outs})
+        model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["dense_epochs"], verbose=0, shuffle=True)
+        dense_seconds = time.time() - t0
+        t0 = time.time()
+        same = recipes.train_same_budget(model, data, budget, cfg["lr"])
+        same_seconds = time.time() - t0
+        _save_parents(name, cfg, model, same, dense_seconds, same_seconds)
     reference = evaluate(same, test, tasks)
     dense_prof = tm.profile.profile(model)
     rows = {"dense, same budget": {"macs": dense_prof.total_macs, "params": dense_prof.total_params,
@@ -334,9 +372,14 @@ def main(argv=None) -> dict:
                     help="fine-tune distilled from the dense parent (default: on labels only, as compress does)")
     ap.add_argument("--min-fraction", type=float, default=None,
                     help="the layer floor's share of each group (default: compress's)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 conversion and its LiteRT measurement")
+    ap.add_argument("--cache-dir", default=None,
+                    help="keep the trained dense and same-budget models here and reuse them in later runs "
+                         "(same setting only): compare compress options without retraining the parents")
     ap.add_argument("--out", default=os.path.join(RESULTS, "own_models.json"))
     args = ap.parse_args(argv)
-    cfg = {**PRESETS["quick" if args.quick else "default"], "distill": args.distill, "min_fraction": args.min_fraction}
+    cfg = {**PRESETS["quick" if args.quick else "default"], "distill": args.distill, "min_fraction": args.min_fraction,
+           "cache_dir": args.cache_dir, **({"int8": False} if args.no_int8 else {})}
     start = time.time()
     results = {}
     for name in args.models:  # the JSON is rewritten after every model: a late failure keeps the rest

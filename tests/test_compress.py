@@ -12,7 +12,9 @@ from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.masks import ChannelMasks
 from tfmot_mtl.profile import MaskedCost, profile
 from tfmot_mtl.pruning.choose import remove_to_cost
-from tfmot_mtl.selection import COST_MIN_FRACTION, MIN_FRACTION, default_min_fraction, layer_floor
+from tfmot_mtl.profile import MaskedCost
+from tfmot_mtl.pruning.cost import CostGoal, cost_floor, uniform_keep
+from tfmot_mtl.selection import COST_FLOOR_SHARE, MIN_FRACTION, default_min_fraction, layer_floor
 from tfmot_mtl.tasks.data import as_dataset
 from tfmot_mtl.strip import strip_channels
 from tfmot_mtl.tasks import infer_tasks
@@ -193,17 +195,46 @@ def test_layer_floor():
 
 
 def test_the_floor_share_defaults_by_the_kind_of_target_in_every_entry_point():
-    assert (MIN_FRACTION, COST_MIN_FRACTION) == (0.25, 0.4)
-    assert default_min_fraction(None, cost_target=True) == 0.4 and default_min_fraction(None, False) == 0.25
+    assert (MIN_FRACTION, COST_FLOOR_SHARE) == (0.25, 0.75)
+    assert default_min_fraction(None, cost_target=False) == 0.25
+    assert default_min_fraction(None, cost_target=True) is None  # set from the model and the target
     assert default_min_fraction(0.1, cost_target=True) == 0.1  # a given value always wins
+    model = nested_two_heads()
+    graph = tm.ChannelGraph.from_model(model)
+    goal = CostGoal(graph, graph.prunable_groups, "macs", 0.33, 2, None)
+    uniform = uniform_keep(goal.model, graph.prunable_groups, "macs", 0.33, 2)
+    assert goal.min_fraction == pytest.approx(0.75 * uniform, abs=1e-4)
     sched = tm.pruning.IterativeSchedule(target=0.5, frequency=1, step=0.5)
     assert tm.pruning.ChannelPruningCallback(tm.pruning.Magnitude(), sched).min_fraction == 0.25
-    assert tm.pruning.ChannelPruningCallback(tm.pruning.Magnitude(), sched, target_macs=0.5).min_fraction == 0.4
+    pruner = tm.pruning.ChannelPruningCallback(tm.pruning.Magnitude(), sched, target_macs=0.33)
+    assert pruner.min_fraction is None
+    pruner.setup(model)
+    assert pruner.min_fraction == goal.min_fraction
     assert tm.pruning.ChannelPruningCallback(tm.pruning.Magnitude(), sched, target_params=0.5,
                                              min_fraction=0.1).min_fraction == 0.1
     assert tm.sparsity.ProximalGroupLasso(l1=0.1, target=0.5).min_fraction == 0.25
-    assert tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.5).min_fraction == 0.4
-    assert tm.sparsity.ProximalGroupLasso(l1=0.1, target_params=0.5).get_config()["min_fraction"] == 0.4
+    prox = tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.33)
+    assert prox.min_fraction is None and prox.get_config()["min_fraction"] is None
+    prox.build(model)
+    assert prox.min_fraction == goal.min_fraction
+
+
+def test_the_cost_floor_follows_the_target_so_every_target_above_two_channels_a_group_is_reachable():
+    model = nested_two_heads()
+    graph = tm.ChannelGraph.from_model(model)
+    groups, cost = graph.prunable_groups, MaskedCost(graph)
+    floors = [cost_floor(cost, groups, "macs", t, 2) for t in (0.15, 0.33, 0.6)]
+    assert floors[0] < floors[1] < floors[2] < 0.75
+    for target, floor in zip((0.15, 0.33, 0.6), floors):
+        at_floor = {g.id: np.arange(g.size) < layer_floor(g.size, 2, floor) for g in groups}
+        assert cost.share(at_floor)[1] <= target  # the target stays inside the reachable range
+        uniform = {g.id: np.arange(g.size) < layer_floor(g.size, 2, floor / 0.75 + 1e-3) for g in groups}
+        assert cost.share(uniform)[1] > target  # and the uniform share is the least that meets it
+    lowest = cost.share({g.id: np.arange(g.size) < 2 for g in groups})[1]
+    assert uniform_keep(cost, groups, "macs", lowest * 0.9, 2) is None
+    assert cost_floor(cost, groups, "macs", lowest * 0.9, 2) == 0.0
+    with pytest.raises(ValueError, match=r"cannot be reached.*min_fraction=0\)"):
+        CostGoal(graph, groups, "macs", lowest * 0.9, 2, None)
 
 
 # ----------------------------------------------------------------------- compress
@@ -246,6 +277,8 @@ def test_compress_needs_exactly_one_target_and_fitting_data():
         tm.compress(model, (x, y), target_macs=0.5, target_params=0.5, verbose=0)
     with pytest.raises(ValueError, match=r"no target for outputs \['label'\]"):
         tm.compress(model, (x, {"segmentation": y["segmentation"]}), target_macs=0.5, verbose=0)
+    with pytest.raises(ValueError, match=r"targets \['depth'\] that are not outputs of the model"):
+        tm.compress(model, (x, {**y, "depth": y["label"]}), target_macs=0.5, verbose=0)
     with pytest.raises(ValueError, match=r"output 'segmentation'.*shape \(None, 16, 16\).*\(B, 32, 32\)"):
         tm.compress(model, (x, {**y, "segmentation": y["segmentation"][:, :16, :16]}), target_macs=0.5, verbose=0)
     with pytest.raises(ValueError, match="class ids up to 9 but the output has 4 classes"):
@@ -407,6 +440,26 @@ def test_own_models_benchmark_runs(tmp_path):
         assert abs(rows[method]["mac_share"] / 0.33 - 1) <= 0.02, rows[method]
         assert rows[method]["epochs"] == rows["dense, same budget"]["epochs"] == 3
     assert set(saved["verdict"]) == {"prune", "sparsity"}
+
+
+def test_own_models_reuses_cached_parents_only_for_the_same_setting(tmp_path):
+    import importlib.util
+
+    path = __file__.rsplit("/tests/", 1)[0] + "/benchmarks/own_models.py"
+    spec = importlib.util.spec_from_file_location("own_models", path)
+    own = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(own)
+    cfg = {**own.PRESETS["quick"], "n_train": 16, "n_test": 8, "cache_dir": str(tmp_path)}
+    logs = []
+    first = own.run_model("unet", [], cfg, log=logs.append)
+    again = own.run_model("unet", [], cfg, log=logs.append)
+    assert not any("from " + str(tmp_path) in line for line in logs[:1])
+    assert "from " + str(tmp_path) in logs[1]
+    assert again["rows"]["dense, same budget"]["metrics"] == first["rows"]["dense, same budget"]["metrics"]
+    assert len(list(tmp_path.glob("unet-*.keras"))) == 2
+    for key, value in (("dense_epochs", 2), ("seed", 1), ("lr", 1e-3), ("n_train", 32)):  # another setting: anew
+        assert own._cache_stem("unet", {**cfg, key: value}) != own._cache_stem("unet", cfg), key
+    assert own._cache_stem("unet", {**cfg, "cache_dir": None}) is None
 
 
 def test_delta_m_leaves_out_metrics_whose_baseline_is_zero():

@@ -137,8 +137,9 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
         lr: learning rate of both phases (cosine decay to 0 in each).
         criterion: the pruning criterion (``"taylor"``, ``"magnitude"``, ``"cosprune"``, ...).
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`);
-            ``min_fraction=None`` keeps 0.4 of each group with a MAC or parameter target and 0.25
-            with ``target_channels`` (:func:`tfmot_mtl.selection.default_min_fraction`).
+            ``min_fraction=None`` keeps 0.25 of each group with ``target_channels``, and with a
+            MAC or parameter target 0.75 of the share that, kept in every group alike, meets the
+            target (about 0.4 at 0.33x MACs; :func:`tfmot_mtl.pruning.cost.cost_floor`).
         options: method options (see :func:`tfmot_mtl.recipes.find_channels`).
         weighting: task weighting of the fine-tuning (see :func:`tfmot_mtl.recipes.finetune`).
         verbose: 1 prints the phases and Keras progress, 0 is silent.
@@ -203,6 +204,7 @@ def compress(model: keras.Model, train: Any, *, validation: Any = None, tasks: A
 
     target = _reached(kind, asked, report, info)
     at_floor = list(info.get("at_floor", []))
+    min_fraction = info.get("min_fraction", min_fraction)  # the floor in use (a cost target sets a None one)
     news = [target["missed"]] if target.get("missed") else []
     if at_floor:
         news.append(f"{len(at_floor)} channel groups were cut to their layer floor (min_channels="

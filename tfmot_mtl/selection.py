@@ -36,8 +36,11 @@ anyway, so a task's output width is safe); the paper reproductions pass ``"share
 **The layer floor.** No method takes a group below :func:`layer_floor` channels:
 ``max(min_channels, ceil(min_fraction * size))`` (never more than the group), with the same
 defaults in every entry point: :data:`MIN_CHANNELS` = 2, and ``min_fraction=None``, which means
-:data:`MIN_FRACTION` = 0.25 with a share of channels as the target and :data:`COST_MIN_FRACTION` = 0.4
-with a MAC or parameter target (:func:`default_min_fraction`). Two
+:data:`MIN_FRACTION` = 0.25 with a share of channels as the target, and with a MAC or parameter
+target :data:`COST_FLOOR_SHARE` = 0.75 of the *uniform share*: the share of channels that, kept in
+every selected group alike, meets the target (:func:`tfmot_mtl.pruning.cost.cost_floor`; about
+0.55 for 0.33x MACs on a plain conv net, so the floor is about 0.4 there). Two
+Two
 channels keep a path through every layer; a quarter of the group keeps a global ranking from
 emptying the layers it finds cheap to cut: with a MAC target the ranking is per unit of cost,
 so the wide high-resolution layers of a task head (one 3x3 conv held 54% of the MACs of
@@ -54,8 +57,11 @@ group sparsity reached 0.33x MACs by removing 2% of MobileNetV2's channels (its 
 group kept (``benchmarks/own_models.py --min-fraction 0.4``, one run, Δm against the same-budget
 dense model) group sparsity went from -6.3% to -4.4% on MobileNetV2 and from -18.5% to -10.5% on
 the U-Net, and pruning from -1.42% to +0.47% on MobileNetV2 (see the own-models section of
-docs/benchmarks.md for all four models). A share-of-channels target keeps 0.25: 0.4 would make a
-target above 60% of the channels (the paper settings' 70%) unreachable.
+docs/benchmarks.md for all four models). A fixed 0.4 made every target below what 0.4 of each group
+costs unreachable (0.2x MACs on the own-models U-Net); a share of the uniform share follows the
+target down (0.2x MACs: uniform share 0.41, floor 0.31) and stays 0.4 where it was measured. A
+share-of-channels target keeps 0.25: 0.4 would make a target above 60% of the channels (the paper
+settings' 70%) unreachable.
 """
 from __future__ import annotations
 
@@ -71,7 +77,7 @@ from tfmot_mtl.graph import ChannelGraph, ChannelGroup
 Selection = Union[str, Sequence[str], Callable[[Any], bool]]
 MIN_CHANNELS = 2
 MIN_FRACTION = 0.25
-COST_MIN_FRACTION = 0.4
+COST_FLOOR_SHARE = 0.75
 KEYWORDS = ("shared", "all")
 ON_EMPTY = ("raise", "warn", "ignore")
 
@@ -115,19 +121,23 @@ def layer_floor(size: int, min_channels: int = MIN_CHANNELS, min_fraction: float
     return min(int(size), max(int(min_channels), int(math.ceil(float(min_fraction) * int(size) - 1e-9))))
 
 
-def default_min_fraction(min_fraction: float | None, cost_target: bool) -> float:
-    """``min_fraction``, or where it is None the default for the kind of target:
-    :data:`COST_MIN_FRACTION` with a MAC or parameter target, :data:`MIN_FRACTION` with a share of
-    channels (see the module docstring)."""
-    if min_fraction is not None:
+def default_min_fraction(min_fraction: float | None, cost_target: bool) -> float | None:
+    """``min_fraction``, or where it is None the default for the kind of target: :data:`MIN_FRACTION`
+    with a share of channels; with a MAC or parameter target None still, since that floor depends on
+    the model and the target and is set once both are known
+    (:func:`tfmot_mtl.pruning.cost.cost_floor`; see the module docstring)."""
+    if min_fraction is not None or cost_target:
         return min_fraction
-    return COST_MIN_FRACTION if cost_target else MIN_FRACTION
+    return MIN_FRACTION
 
 
-def check_floor(min_channels: Any, min_fraction: Any, least: int = 1) -> tuple[int, float]:
-    """Validates the layer floor pair; returns it as ``(int, float)``."""
+def check_floor(min_channels: Any, min_fraction: Any, least: int = 1) -> tuple[int, float | None]:
+    """Validates the layer floor pair; returns it as ``(int, float)`` (``min_fraction`` None, the
+    floor a cost target sets once the model is known, stays None)."""
     if isinstance(min_channels, bool) or not isinstance(min_channels, (int, np.integer)) or min_channels < least:
         raise ValueError(f"min_channels must be >= {least} (an integer), got {min_channels!r}")
+    if min_fraction is None:
+        return int(min_channels), None
     if isinstance(min_fraction, bool) or not isinstance(min_fraction, (int, float)) or \
             not 0.0 <= float(min_fraction) < 1.0:
         raise ValueError(f"min_fraction must be a number in [0, 1), got {min_fraction!r}")

@@ -311,14 +311,15 @@ def _add_recovery_args(p: argparse.ArgumentParser, same_budget: bool = True) -> 
 
 def _add_selection_args(p) -> None:
     """Which groups, the layer floor and a cost target: the same flags on prune and sparsify."""
-    from tfmot_mtl.selection import COST_MIN_FRACTION, MIN_CHANNELS, MIN_FRACTION
+    from tfmot_mtl.selection import COST_FLOOR_SHARE, MIN_CHANNELS, MIN_FRACTION
 
     p.add_argument("--groups", default="all", choices=["all", "shared"],
                    help="all: every prunable group (default); shared: the shared trunk only")
     p.add_argument("--min-channels", type=int, default=MIN_CHANNELS, help="layer floor: channels kept per group")
     p.add_argument("--min-fraction", type=float, default=None,
-                   help=f"layer floor: share of each group kept (default {COST_MIN_FRACTION:g} with --target-macs / "
-                        f"--target-params, else {MIN_FRACTION:g})")
+                   help=f"layer floor: share of each group kept (default {MIN_FRACTION:g}; with --target-macs / "
+                        f"--target-params {COST_FLOOR_SHARE:g} of the share that, kept in every group alike, "
+                        "meets the target)")
     cost = p.add_mutually_exclusive_group()
     cost.add_argument("--target-macs", type=float, default=None,
                       help="aim at this fraction of the dense MACs (or, > 1, this many MACs) instead of --target")

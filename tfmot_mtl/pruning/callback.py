@@ -67,7 +67,8 @@ class ChannelPruningCallback(ResumableCallback):
             group ids / producer layer names.
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
             no group keeps fewer than ``max(min_channels, ceil(min_fraction * size))`` channels
-            (``min_fraction=None``: 0.4 with a cost target, 0.25 otherwise; see
+            (``min_fraction=None``: 0.25, or with a cost target 0.75 of the share that, kept in
+            every group alike, meets the target, set when the model is known; see
             :func:`tfmot_mtl.selection.default_min_fraction`).
         target_macs, target_params: prune to a cost instead of a share of channels: a fraction
             of the dense model's MACs / parameters (e.g. 0.33) or, above 1, an absolute count,
@@ -334,6 +335,7 @@ class ChannelPruningCallback(ResumableCallback):
     def _setup_cost(self) -> None:
         self.cost = CostGoal(self.graph, self.selected, self.cost_kind, self.cost_target, self.min_channels,
                              self.min_fraction, self.round_to, self.group_spec)
+        self.min_fraction = self.cost.min_fraction  # None until now: the floor the target sets
 
     def _cost_share(self, keep) -> float:
         return self.cost.share({**dict(self.masks), **keep})

@@ -53,8 +53,46 @@ def per_cost(scores: Mapping, groups: Sequence, share, masks: Mapping, exponent:
     return out
 
 
+def uniform_keep(cost, groups: Sequence, kind: str, target: float, min_channels: int,
+                 round_to: int | None = None) -> float | None:
+    """The share of channels that, kept alike in every one of ``groups`` (each at least
+    ``min_channels``, rounded up to ``round_to``), brings the cost (a
+    :class:`~tfmot_mtl.profile.MaskedCost`) down to ``target`` (a share of the dense cost); None
+    where even ``min_channels`` per group costs more."""
+    def share(fraction: float) -> float:
+        params, macs = cost.share({g.id: _first(g.size, min_keep(g.size, min_channels, round_to, fraction))
+                                   for g in groups})
+        return macs if kind == "macs" else params
+
+    if share(0.0) > target + 1e-9:
+        return None
+    low, high = 0.0, 1.0  # share(low) <= target; the cost grows with the kept share
+    for _ in range(20):
+        middle = (low + high) / 2
+        if share(middle) <= target + 1e-9:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def cost_floor(cost, groups: Sequence, kind: str, target: float, min_channels: int,
+               round_to: int | None = None) -> float:
+    """The default layer floor's share under a cost target: :data:`~tfmot_mtl.selection.COST_FLOOR_SHARE`
+    of :func:`uniform_keep`, so the ranking can move the cut between layers but not pile it on the
+    layers it finds cheapest, at any target (0 where the target is below ``min_channels``' cost: the
+    goal then reports the reachable range)."""
+    from tfmot_mtl.selection import COST_FLOOR_SHARE
+
+    uniform = uniform_keep(cost, groups, kind, target, min_channels, round_to)
+    return 0.0 if uniform is None else round(COST_FLOOR_SHARE * uniform, 4)
+
+
 class CostGoal:
     """A cost target over the ``selected`` groups of ``graph``, as a share of the dense cost.
+
+    ``min_fraction=None`` sets the layer floor from the target (:func:`cost_floor`); the floor in
+    use is ``goal.min_fraction``.
 
     Raises:
         ValueError: the target is below what the selected groups reach at their floor (the
@@ -63,13 +101,16 @@ class CostGoal:
     """
 
     def __init__(self, graph, selected: Sequence, kind: str, value: float, min_channels: int,
-                 min_fraction: float, round_to: int | None = None, group_spec: Any = None):
+                 min_fraction: float | None, round_to: int | None = None, group_spec: Any = None):
         from tfmot_mtl.profile import MaskedCost
 
         self.kind, self.value = kind, float(value)
         self.model = MaskedCost(graph)
         dense = self.model.dense_macs if kind == "macs" else self.model.dense_params
         self.target = self.value if self.value <= 1.0 else self.value / max(1, dense)
+        if min_fraction is None:
+            min_fraction = cost_floor(self.model, selected, kind, self.target, min_channels, round_to)
+        self.min_fraction = float(min_fraction)  # the floor's share, set from the target where not given
         floor = {g.id: _first(g.size, min_keep(g.size, min_channels, round_to, min_fraction)) for g in selected}
         lowest = self.share(floor)
         if self.target < lowest - 1e-9:

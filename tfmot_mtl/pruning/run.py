@@ -201,7 +201,7 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
                "events": pruner.history, "snapshots": shots.taken,
                "steps": int(model.optimizer.iterations.numpy()), "sparsity": pruner.sparsity(),
                "seconds": time.perf_counter() - t0, "reached": pruner.reached(),
-               "at_floor": pruner.groups_at_floor()}
+               "at_floor": pruner.groups_at_floor(), "min_fraction": pruner.min_fraction}
     return model, pruner.masks, history
 
 

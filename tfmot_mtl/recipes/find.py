@@ -77,6 +77,6 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
         history.pop("snapshots", None)
         info = {"method": method, "criterion": criterion, "sparsity": history["sparsity"],
                 "events": history["events"], "reached": history["reached"], "at_floor": history["at_floor"],
-                "trimmed": 0}
+                "min_fraction": history["min_fraction"], "trimmed": 0}
     recalibrate_batchnorm(model, data.train)
     return model, masks, info

@@ -44,10 +44,11 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
     masks = prox.masks
     report = sparsity_report(model, groups=groups)
     params, macs = (cost_model := MaskedCost(graph))(masks)
+    min_fraction = prox.min_fraction  # with a cost target, the floor it set
     floor = {g.id: layer_floor(g.size, min_channels, min_fraction) for g in prox.groups}
     info = {"method": "sparsity", "sparsity": report["channel_sparsity"], "report": report,
             "per_epoch": [float(v) for v in history.history.get(prox.log_key, [])],
-            "aimed": float(prox.target or 0.0), "trimmed": int(prox.trimmed),
+            "aimed": float(prox.target or 0.0), "trimmed": int(prox.trimmed), "min_fraction": min_fraction,
             "at_floor": [g.id for g in prox.groups if g.size > floor[g.id] and int(masks[g.id].sum()) <= floor[g.id]],
             "reached": {"params": params, "macs": macs, "params_share": params / max(1, cost_model.dense_params),
                         "macs_share": macs / max(1, cost_model.dense_macs)}}

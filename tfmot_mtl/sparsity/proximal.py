@@ -139,7 +139,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         min_channels, min_fraction: the layer floor (:func:`tfmot_mtl.selection.layer_floor`):
             the strongest ``max(min_channels, ceil(min_fraction * size))`` channels of every
             group are never shrunk, so no layer loses all (or nearly all) of its channels
-            (``min_fraction=None``: 0.4 with a cost target, 0.25 otherwise; see
+            (``min_fraction=None``: 0.25, or with a cost target 0.75 of the share that, kept in
+            every group alike, meets the target, set when the model is built; see
             :func:`tfmot_mtl.selection.default_min_fraction`).
         sparse_model: the model whose channels are shrunk when it is not the model being
             fitted but a part of it: the model inside a
@@ -168,10 +169,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         self._sparse_model = sparse_model
         self.relative = bool(relative)
         min_fraction = default_min_fraction(min_fraction, target_macs is not None or target_params is not None)
-        if int(min_channels) < 0 or not 0.0 <= float(min_fraction) < 1.0:
+        if int(min_channels) < 0 or (min_fraction is not None and not 0.0 <= float(min_fraction) < 1.0):
             raise ValueError(f"min_channels must be >= 0 and min_fraction in [0, 1), got "
                              f"{min_channels}, {min_fraction}")
-        self.min_channels, self.min_fraction = int(min_channels), float(min_fraction)
+        self.min_channels = int(min_channels)
+        self.min_fraction = None if min_fraction is None else float(min_fraction)  # None: set by the cost target
         if target is not None and not 0.0 < float(target) < 1.0:
             raise ValueError(f"target sparsity must be in (0, 1), got {target}")
         if not 0.0 < float(adapt_rate) < 1.0:
@@ -316,8 +318,12 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                        "none": np.ones(offset)}[self.scale]
         self._plan_model = model
         if self.cost_kind is not None and self.cost_target is None:
+            from tfmot_mtl.pruning.cost import CostGoal
             from tfmot_mtl.sparsity.cost_target import AIM, CostTarget
 
+            # refuses an unreachable target before training; sets the floor a None min_fraction leaves open
+            self.min_fraction = CostGoal(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
+                                         self.min_fraction, None, self.group_spec).min_fraction
             self.cost_target = CostTarget(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
                                           self.min_fraction, self.relative, self.cost_exponent)
             self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
