@@ -13,7 +13,6 @@ NaN/Inf flag per selected weight.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -28,24 +27,12 @@ from tfmot_mtl.training.nonfinite import nonfinite_loss, nonfinite_variables, st
 from tfmot_mtl.training.resume import check_groups
 from tfmot_mtl.sparsity._checks import check_strengths
 from tfmot_mtl.sparsity._graph_step import GraphState, ProxPlan, ProxStep
-from tfmot_mtl.sparsity.regularizer import regularized_layers
+from tfmot_mtl.sparsity.plan import SCALES, Entry, group_strengths, plan_channels, trainable
 from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
 from tfmot_mtl.selection import (MIN_CHANNELS, Selection, check_protect, check_selection, default_min_fraction,
                                  renamed_selection, select_groups)
 
 MODES = ("plain", "adam")
-SCALES = ("sqrt_group_size", "sqrt_num_groups", "none")
-
-
-@dataclass
-class _Entry:
-    """The positions of one weight (along one axis) that belong to selected channels."""
-
-    var: int  # index into the plan's variable list
-    axis: int
-    positions: np.ndarray
-    rows: np.ndarray  # global channel id of each position
-    elements: np.ndarray  # global channel id of each element of the gathered block
 
 
 def _unwrap(optimizer):
@@ -282,40 +269,13 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         groups = select_groups(graph, self.group_spec, self.protect, on_empty="warn", argument="groups",
                                callable_of=self._callable_of, context="ProximalGroupLasso selected no channel group; "
                                "it will do nothing")
-        strengths = self._group_strengths(model, groups)
+        strengths = group_strengths(model, groups, self.l1)
+        plan = plan_channels(graph, [g for g in groups if g.id in strengths and trainable(graph, g)], strengths)
         self.graph = graph
-        self.groups = [g for g in groups if g.id in strengths and self._trainable(graph, g)]
-        self.variables: list = []
-        self.entries: list[_Entry] = []
-        var_index: dict[int, int] = {}
-        offset = 0
-        sizes, lam = [], []
-        for g in self.groups:
-            for s in g.slices:
-                if s.role != "out" or not s.defines_zero:
-                    continue
-                var = graph.layer(s.layer).weights[s.weight]
-                if id(var) not in var_index:
-                    var_index[id(var)] = len(self.variables)
-                    self.variables.append(var)
-                rest = int(np.prod(var.shape)) // int(var.shape[s.axis])
-                rows = offset + np.asarray(s.channels, np.int64)
-                self.entries.append(_Entry(var_index[id(var)], s.axis, np.asarray(s.positions),
-                                           rows, np.repeat(rows, rest)))
-            sizes.append(g.size)
-            lam.append(np.full(g.size, strengths[g.id]))
-            offset += g.size
-        self.num_channels = offset
-        self._channel_group = np.repeat(np.arange(len(self.groups)), sizes).astype(np.int64)
-        self._lambda = np.concatenate(lam) if lam else np.zeros(0)
-        counts = np.zeros(offset)
-        for e in self.entries:
-            counts += np.bincount(e.elements, minlength=offset)
-        self._params = counts
-        self._scale = {"sqrt_group_size": np.sqrt(counts),
-                       "sqrt_num_groups": np.sqrt(np.asarray(sizes, float))[self._channel_group]
-                       if sizes else np.zeros(0),
-                       "none": np.ones(offset)}[self.scale]
+        self.groups, self.variables, self.entries = plan.groups, plan.variables, plan.entries
+        self.num_channels = plan.num_channels
+        self._channel_group, self._lambda = plan.channel_group, plan.strength
+        self._scale = plan.scale(self.scale)
         self._plan_model = model
         if self.cost_kind is not None and self.cost_target is None:
             from tfmot_mtl.pruning.cost import CostGoal
@@ -335,26 +295,6 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             warnings.warn("ProximalGroupLasso selected no channel group; it will do nothing",
                           stacklevel=2)
         return self
-
-    def _group_strengths(self, model, groups) -> dict[str, float]:
-        if self.l1 is not None:
-            return {g.id: 1.0 for g in groups}
-        regs = regularized_layers(model)
-        out = {}
-        for g in groups:
-            found = [regs[p].l1 for p in g.producers if p in regs]
-            if found:
-                out[g.id] = max(found)
-        if groups and not out:
-            raise ValueError("ProximalGroupLasso(l1=None) takes lambda from ChannelGroupLasso "
-                             "regularizers, but no selected layer has one: pass l1=... or build "
-                             "the model with apply_group_sparsity")
-        return out
-
-    @staticmethod
-    def _trainable(graph: ChannelGraph, group) -> bool:
-        return all(graph.layer(s.layer).weights[s.weight].trainable
-                   for s in group.slices if s.role == "out" and s.defines_zero)
 
     def _check_optimizer(self, optimizer) -> None:
         if self.mode == "adam" and not isinstance(optimizer, keras.optimizers.Adam):
@@ -431,7 +371,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         return (total / np.maximum(live, 1.0))[self._channel_group]
 
     @staticmethod
-    def _gather(value: np.ndarray, e: _Entry) -> np.ndarray:
+    def _gather(value: np.ndarray, e: Entry) -> np.ndarray:
         return np.moveaxis(value, e.axis, 0)[e.positions]
 
     def _preconditioners(self, optimizer, step: int) -> list[np.ndarray]:
