@@ -372,6 +372,7 @@ def main(argv=None) -> dict:
                     help="fine-tune distilled from the dense parent (default: on labels only, as compress does)")
     ap.add_argument("--min-fraction", type=float, default=None,
                     help="the layer floor's share of each group (default: compress's)")
+    ap.add_argument("--seed", type=int, default=None, help="data, initialisation and training seed (default 0)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 conversion and its LiteRT measurement")
     ap.add_argument("--cache-dir", default=None,
                     help="keep the trained dense and same-budget models here and reuse them in later runs "
@@ -379,7 +380,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=os.path.join(RESULTS, "own_models.json"))
     args = ap.parse_args(argv)
     cfg = {**PRESETS["quick" if args.quick else "default"], "distill": args.distill, "min_fraction": args.min_fraction,
-           "cache_dir": args.cache_dir, **({"int8": False} if args.no_int8 else {})}
+           "cache_dir": args.cache_dir, **({"int8": False} if args.no_int8 else {}),
+           **({"seed": args.seed} if args.seed is not None else {})}
     start = time.time()
     results = {}
     for name in args.models:  # the JSON is rewritten after every model: a late failure keeps the rest
