@@ -40,7 +40,6 @@ defaults in every entry point: :data:`MIN_CHANNELS` = 2, and ``min_fraction=None
 target :data:`COST_FLOOR_SHARE` = 0.75 of the *uniform share*: the share of channels that, kept in
 every selected group alike, meets the target (:func:`tfmot_mtl.pruning.cost.cost_floor`; about
 0.55 for 0.33x MACs on a plain conv net, so the floor is about 0.4 there). Two
-Two
 channels keep a path through every layer; a quarter of the group keeps a global ranking from
 emptying the layers it finds cheap to cut: with a MAC target the ranking is per unit of cost,
 so the wide high-resolution layers of a task head (one 3x3 conv held 54% of the MACs of

@@ -60,8 +60,7 @@ def uniform_keep(cost, groups: Sequence, kind: str, target: float, min_channels:
     :class:`~tfmot_mtl.profile.MaskedCost`) down to ``target`` (a share of the dense cost); None
     where even ``min_channels`` per group costs more."""
     def share(fraction: float) -> float:
-        params, macs = cost.share({g.id: _first(g.size, min_keep(g.size, min_channels, round_to, fraction))
-                                   for g in groups})
+        params, macs = cost.share(at_floor(groups, min_channels, round_to, fraction))
         return macs if kind == "macs" else params
 
     if share(0.0) > target + 1e-9:
@@ -111,8 +110,7 @@ class CostGoal:
         if min_fraction is None:
             min_fraction = cost_floor(self.model, selected, kind, self.target, min_channels, round_to)
         self.min_fraction = float(min_fraction)  # the floor's share, set from the target where not given
-        floor = {g.id: _first(g.size, min_keep(g.size, min_channels, round_to, min_fraction)) for g in selected}
-        lowest = self.share(floor)
+        lowest = self.share(at_floor(selected, min_channels, round_to, min_fraction))
         if self.target < lowest - 1e-9:
             raise ValueError(
                 f"target_{kind}={self.value:g} cannot be reached: with groups={_short(group_spec)} and the layer "
@@ -131,6 +129,11 @@ class CostGoal:
         final = _final_sparsity(schedule)
         progress = 1.0 if not final else min(1.0, max(0.0, float(sparsity) / final))
         return 1.0 - progress * (1.0 - self.target)
+
+
+def at_floor(groups: Sequence, min_channels: int, round_to: int | None, min_fraction: float) -> dict:
+    """Masks that keep every one of ``groups`` at its layer floor (its first channels)."""
+    return {g.id: _first(g.size, min_keep(g.size, min_channels, round_to, min_fraction)) for g in groups}
 
 
 def _first(size: int, keep: int) -> np.ndarray:

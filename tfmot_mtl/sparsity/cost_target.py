@@ -37,7 +37,7 @@ class CostTarget:
     """
 
     def __init__(self, graph, groups: Sequence, kind: str, value: float, min_channels: int,
-                 min_fraction: float, relative: bool = False, exponent: float = 1.0):
+                 min_fraction: float, relative: bool = False, exponent: float = 1.0, cost=None):
         from tfmot_mtl.profile import MaskedCost
 
         if kind not in ("macs", "params"):
@@ -45,7 +45,7 @@ class CostTarget:
         self.graph, self.groups, self.kind = graph, list(groups), kind
         self.min_channels, self.min_fraction = min_channels, min_fraction
         self.relative, self.exponent = relative, float(exponent)
-        self.cost = MaskedCost(graph)
+        self.cost = cost if cost is not None else MaskedCost(graph)  # one already built for graph may be passed
         dense = self.cost.dense_macs if kind == "macs" else self.cost.dense_params
         self.goal = float(value) if value <= 1.0 else float(value) / max(1, dense)
 

@@ -282,10 +282,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             from tfmot_mtl.sparsity.cost_target import AIM, CostTarget
 
             # refuses an unreachable target before training; sets the floor a None min_fraction leaves open
-            self.min_fraction = CostGoal(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
-                                         self.min_fraction, None, self.group_spec).min_fraction
+            goal = CostGoal(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
+                            self.min_fraction, None, self.group_spec)
+            self.min_fraction = goal.min_fraction
             self.cost_target = CostTarget(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
-                                          self.min_fraction, self.relative, self.cost_exponent)
+                                          self.min_fraction, self.relative, self.cost_exponent, cost=goal.model)
             self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
             # Thresholds per unit of cost: a channel that saves k times the average cost dies
             # at k times the average threshold (the ranking the trim and channel_share use).
