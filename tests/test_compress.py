@@ -166,7 +166,7 @@ def test_channel_costs_and_per_cost_ranking():
     tempered = per_cost(scores, groups, share, dense, exponent=0.5)
     for gid, values in tempered.items():
         np.testing.assert_allclose(values, scores[gid] / np.sqrt(saved[gid]))
-    weights = CostTarget(graph, groups, "macs", 0.5, 2, 0.1).channel_weights()
+    weights = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1)).channel_weights()
     mean = sum(weights[g] * by_id[g].size for g in weights) / sum(by_id[g].size for g in weights)
     assert mean == pytest.approx(1.0) and weights["fuse"] / weights["lateral"] == pytest.approx(
         saved["fuse"] / saved["lateral"])
@@ -176,9 +176,9 @@ def test_channel_costs_and_per_cost_ranking():
         rows = priced._channel_group == i
         np.testing.assert_allclose(priced._scale[rows], plain._scale[rows] * weights[g.id])
     # the exponent tempers the price: 0 gives every channel the same threshold, 0.5 the square root
-    flat = CostTarget(graph, groups, "macs", 0.5, 2, 0.1, exponent=0.0).channel_weights()
+    flat = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1), exponent=0.0).channel_weights()
     assert set(flat.values()) == {1.0}
-    root = CostTarget(graph, groups, "macs", 0.5, 2, 0.1, exponent=0.5).channel_weights()
+    root = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1), exponent=0.5).channel_weights()
     assert root["fuse"] / root["lateral"] == pytest.approx(np.sqrt(weights["fuse"] / weights["lateral"]))
     unpriced = tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.5, cost_exponent=0.0).build(model)
     np.testing.assert_allclose(unpriced._scale, plain._scale)

@@ -104,6 +104,7 @@ class CostGoal:
         from tfmot_mtl.profile import MaskedCost
 
         self.kind, self.value = kind, float(value)
+        self.graph, self.selected, self.min_channels = graph, list(selected), int(min_channels)
         self.model = MaskedCost(graph)
         dense = self.model.dense_macs if kind == "macs" else self.model.dense_params
         self.target = self.value if self.value <= 1.0 else self.value / max(1, dense)

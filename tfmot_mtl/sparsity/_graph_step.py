@@ -1,6 +1,6 @@
 """The proximal step of ProximalGroupLasso as graph ops, run after each optimizer update.
 
-Built from the callback's plan (entries, channel groups, lambda, scale); its state (gain,
+Built from a :class:`ProxPlan` (the callback builds it; the step never reads the callback); its state (gain,
 last step, locked and zero patterns, the strength of callable schedules) lives in
 non-trainable variables, so the whole step runs inside the compiled train function
 (:mod:`tfmot_mtl.training.ingraph`), under ``jit_compile=True`` and on a GPU without host transfers.
@@ -9,7 +9,6 @@ same operators on flat group-indexed vectors).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,18 +16,35 @@ import tensorflow as tf
 
 from tfmot_mtl.utils import _keras_compat
 from tfmot_mtl.training.ingraph import new_variable
-from tfmot_mtl.sparsity._pieces import F64, extend, pieces
+from tfmot_mtl.sparsity._pieces import F64, extend
 
 
 @dataclass(frozen=True)
 class ProxPlan:
-    """What ProximalGroupLasso hands its graph step besides its public settings: per selected
-    channel, the index of its group in ``groups`` and its threshold before the learning rate and
-    the strength (``lambda * scale``), and the step's starting gain."""
+    """Everything a :class:`ProxStep` needs, built by ProximalGroupLasso from its settings: the
+    selected weights as pieces, per selected channel the index of its group and its threshold
+    before the learning rate and the strength (``lambda * scale``), the channels each group
+    protects, and the controller's settings."""
 
+    pieces: list
     channel_group: np.ndarray
     base_tau: np.ndarray
     gain0: float
+    protect: tuple = ()  # (channel indices of a group, how many of its strongest to keep), per group
+    strength0: tuple = (True, 1.0)  # (apply?, lambda multiplier) before the first step
+    dynamic: bool = False  # lambda or its schedule is callable: the callback sets it every step
+    adam: bool = False  # the Adam-reweighted step
+    relative: bool = True  # thresholds relative to the group's mean live channel norm
+    update_every: int = 1
+    ramp_steps: int | None = None
+    target: float | None = None
+    adapt_rate: float = 0.2
+
+    group_count: int = 0  # how many groups ``channel_group`` indexes
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_group)
 
 
 class ProxStep:
@@ -42,21 +58,14 @@ class ProxStep:
     and precision (float64) as :mod:`prox_ops`.
     """
 
-    def __init__(self, cb, model, optimizer, plan: ProxPlan):
-        self.cb, self.optimizer, self.plan = cb, optimizer, plan
-        n = cb.num_channels
-        self.n = n
-        self.pieces = pieces(cb, n)
+    def __init__(self, model, optimizer, plan: ProxPlan):
+        self.optimizer, self.plan = optimizer, plan
+        self.n = n = plan.num_channels
+        self.pieces = plan.pieces
         self.rows = tf.concat([p.row_of for p in self.pieces], 0) if self.pieces else None
         self.base_tau = tf.constant(np.asarray(plan.base_tau, np.float64))
-        self.protect = []
-        for i, _ in enumerate(cb.groups):
-            idx = np.flatnonzero(plan.channel_group == i)
-            k = min(len(idx), max(cb.min_channels, int(math.ceil(cb.min_fraction * len(idx)))))
-            if k:
-                self.protect.append((tf.constant(idx.astype(np.int32)), k))
-        self.dynamic = callable(cb.l1) or callable(cb.schedule)
-        go, lam = (True, 1.0) if self.dynamic else cb.strength(0)
+        self.protect = [(tf.constant(np.asarray(idx, np.int32)), int(k)) for idx, k in plan.protect if k]
+        go, lam = (True, 1.0) if plan.dynamic else plan.strength0
         self.go = new_variable(model, go, "bool", "prox_go")
         self.lam = new_variable(model, lam, "float64", "prox_lam")
         self.gain = new_variable(model, plan.gain0, "float64", "prox_gain")
@@ -69,7 +78,7 @@ class ProxStep:
         self.ramp_start = new_variable(model, -1, "int64", "prox_ramp_start")
         self._compiled = None  # the XLA-compiled step, made on first use
         self.moments = None
-        if cb.mode == "adam":
+        if plan.adam:
             self.moments = [[_keras_compat.adam_second_moment(optimizer, v) for v in p.variables]
                             for p in self.pieces]
 
@@ -99,11 +108,11 @@ class ProxStep:
     def _base(self, sq):
         """Per channel, the threshold before the learning rate and strength: ``base_tau``, times
         the mean norm of the live channels of its group with ``relative`` thresholds."""
-        if not self.cb.relative:
+        if not self.plan.relative:
             return self.base_tau
         norm = tf.sqrt(sq)
         group = tf.constant(self.plan.channel_group.astype(np.int32))
-        count = len(self.cb.groups)
+        count = self.plan.group_count
         total = tf.math.unsorted_segment_sum(norm, group, count)
         live = tf.math.unsorted_segment_sum(tf.cast(norm > 0, F64), group, count)
         return self.base_tau * tf.gather(total / tf.maximum(live, 1.0), group)
@@ -135,7 +144,7 @@ class ProxStep:
         self._compiled()
 
     def _due_step(self) -> None:
-        self._run_if_due(tf.cast(self.optimizer.iterations, tf.int64) + 1, self.cb.update_every)
+        self._run_if_due(tf.cast(self.optimizer.iterations, tf.int64) + 1, self.plan.update_every)
 
     def _run_if_due(self, step, at_least: int) -> None:
         """The step for update number ``step`` when ``at_least`` updates passed since the last one."""
@@ -175,7 +184,7 @@ class ProxStep:
 
         def when_free():
             protected = self._protected(sq)
-            if self.cb.ramp_steps and self.cb.target is not None:
+            if self.plan.ramp_steps and self.plan.target is not None:
                 protected = tf.logical_or(protected, self._ahead_of_ramp(sq, step))
             t = tf.where(protected, tf.zeros_like(tau), tau)
             if self.moments is None:
@@ -305,13 +314,13 @@ class ProxStep:
         self.zero.assign(zero)
         fraction = tf.reduce_mean(tf.cast(zero, F64)) if self.n else tf.constant(0.0, F64)
         self.sparsity.assign(tf.cast(fraction, tf.float32))
-        if self.cb.target is not None:
+        if self.plan.target is not None:
             free = tf.logical_not(locked)
-            reached = tf.logical_and(free, fraction >= self.cb.target)
+            reached = tf.logical_and(free, fraction >= self.plan.target)
             self.locked.assign(tf.where(reached, zero, self.locked.value))
             self.locked_flag.assign(tf.logical_or(locked, reached))
             below = fraction < self._ramp_target(step)
-            rate = self.cb.adapt_rate
+            rate = self.plan.adapt_rate
             grow = tf.logical_and(free, tf.logical_and(tf.logical_not(reached), below))
             ease = tf.logical_and(free, tf.logical_and(tf.logical_not(reached), tf.logical_not(below)))
             self.gain.assign(tf.where(grow, self.gain.value * (1 + rate),
@@ -324,76 +333,10 @@ class ProxStep:
     def _ramp_target(self, step):
         """The sparsity the controller aims at now: ``target`` or, with ``ramp_steps``, a
         linear ramp from 0 at the first proximal step of training to ``target``."""
-        target = tf.constant(float(self.cb.target), F64)
-        if not self.cb.ramp_steps:
+        target = tf.constant(float(self.plan.target), F64)
+        if not self.plan.ramp_steps:
             return target
         step = tf.cast(step, tf.int64)
         self.ramp_start.assign(tf.where(self.ramp_start.value < 0, step, self.ramp_start.value))
-        done = tf.cast(step - self.ramp_start.value + 1, F64) / float(self.cb.ramp_steps)
+        done = tf.cast(step - self.ramp_start.value + 1, F64) / float(self.plan.ramp_steps)
         return target * tf.clip_by_value(done, 0.0, 1.0)
-
-
-class GraphState:
-    """ProximalGroupLasso's step state (gain, locked and zero patterns, last step) as
-    properties over the graph variables of its :class:`ProxStep` (plain values before one exists)."""
-
-    def _var(self, name: str):
-        return getattr(self._step_graph, name) if self._step_graph is not None else None
-
-    @property
-    def gain(self) -> float:
-        """The current multiplier of lambda (grows while below ``target``)."""
-        var = self._var("gain")
-        return self._gain0 if var is None else float(var.numpy())
-
-    @gain.setter
-    def gain(self, value: float) -> None:
-        self._gain0 = float(value)
-        if self._step_graph is not None:
-            self._step_graph.gain.assign(float(value))
-
-    @property
-    def locked(self) -> np.ndarray | None:
-        """The locked zero pattern once ``target`` was reached, else None."""
-        if self._step_graph is None or not bool(self._step_graph.locked_flag.numpy()):
-            return None
-        return np.asarray(self._step_graph.locked.numpy(), bool)
-
-    @locked.setter
-    def locked(self, value) -> None:
-        if self._step_graph is None:
-            return
-        self._step_graph.locked_flag.assign(value is not None)
-        self._step_graph.locked.assign(np.zeros(self.num_channels, bool) if value is None
-                                       else np.asarray(value, bool))
-
-    @property
-    def _zero(self) -> np.ndarray | None:
-        if self._step_graph is not None and self._zero_host is None:
-            return np.asarray(self._step_graph.zero.numpy(), bool)
-        return self._zero_host
-
-    @_zero.setter
-    def _zero(self, value) -> None:
-        if self._step_graph is not None and value is not None:
-            self._step_graph.zero.assign(np.asarray(value, bool))
-            self._step_graph.sparsity.assign(float(np.mean(value)) if len(value) else 0.0)
-            self._zero_host = None
-        else:
-            self._zero_host = None if value is None else np.asarray(value, bool)
-
-    @property
-    def _last_step(self) -> int | None:
-        step = None if self._step_graph is None else int(self._step_graph.last_step.numpy())
-        return None if step is None or step < 0 else step
-
-    @_last_step.setter
-    def _last_step(self, value) -> None:
-        if self._step_graph is not None:
-            self._step_graph.last_step.assign(-1 if value is None else int(value))
-
-    @property
-    def last_step(self) -> int | None:
-        """The optimizer step of the last proximal step (or of the start of training)."""
-        return self._last_step
-

@@ -64,11 +64,12 @@ def extend(per_channel, spare: float):
     return tf.concat([per_channel, tf.constant([spare], per_channel.dtype)], 0)
 
 
-def pieces(cb, n: int) -> list[Piece]:
-    """The callback's selected weights grouped into :class:`Piece` s."""
+def pieces(entries, variables, n: int) -> list[Piece]:
+    """The selected weights (``entries`` over ``variables``, as a :class:`~tfmot_mtl.sparsity.plan.ChannelPlan`
+    holds them) grouped into :class:`Piece` s."""
     per_var: dict[int, list] = {}
-    for e in cb.entries:
-        var = cb.variables[e.var]
+    for e in entries:
+        var = variables[e.var]
         plan = per_var.setdefault(id(var), [var, e.axis, np.full(int(var.shape[e.axis]), n, np.int64)])
         if plan[1] != e.axis:
             raise ValueError(f"weight '{var.path}' has selected channels along two axes "

@@ -20,7 +20,7 @@ bring the cost down for the least weight, as the pruning callback ranks them
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -31,28 +31,18 @@ MAX_FILL = 256
 
 
 class CostTarget:
-    """A MAC or parameter target for the channel groups ``groups`` of ``graph``.
-
-    ``value`` is a fraction of the dense model's cost (<= 1) or an absolute count (> 1).
+    """Group sparsity's side of a :class:`~tfmot_mtl.pruning.cost.CostGoal`: the ranking of the
+    goal's selected channels by norm per unit of cost (``relative``: the norm over the mean of its
+    group's live channels; ``exponent``: the power of the cost), the share of channels the goal
+    needs, and the landing on it after training. The goal holds the target, the cost model and
+    the layer floor.
     """
 
-    def __init__(self, graph, groups: Sequence, kind: str, value: float, min_channels: int,
-                 min_fraction: float, relative: bool = False, exponent: float = 1.0, cost=None):
-        from tfmot_mtl.profile import MaskedCost
-
-        if kind not in ("macs", "params"):
-            raise ValueError(f"cost kind must be 'macs' or 'params', got {kind!r}")
-        self.graph, self.groups, self.kind = graph, list(groups), kind
-        self.min_channels, self.min_fraction = min_channels, min_fraction
+    def __init__(self, goal, relative: bool = False, exponent: float = 1.0):
+        self.graph, self.groups, self.kind = goal.graph, list(goal.selected), goal.kind
+        self.min_channels, self.min_fraction = goal.min_channels, goal.min_fraction
         self.relative, self.exponent = relative, float(exponent)
-        self.cost = cost if cost is not None else MaskedCost(graph)  # one already built for graph may be passed
-        dense = self.cost.dense_macs if kind == "macs" else self.cost.dense_params
-        self.goal = float(value) if value <= 1.0 else float(value) / max(1, dense)
-
-    def share(self, masks: Mapping) -> float:
-        """The cost of ``masks`` as a share of the dense model's."""
-        params, macs = self.cost.share(masks)
-        return macs if self.kind == "macs" else params
+        self.cost, self.share, self.goal = goal.model, goal.share, goal.target
 
     def channel_weights(self) -> dict[str, float]:
         """Per group, the cost one of its channels saves in the dense model, over the mean of

@@ -26,11 +26,12 @@ from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.training.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.training.resume import check_groups
 from tfmot_mtl.sparsity._checks import check_strengths
-from tfmot_mtl.sparsity._graph_step import GraphState, ProxPlan, ProxStep
+from tfmot_mtl.sparsity._graph_step import ProxPlan, ProxStep
+from tfmot_mtl.sparsity._pieces import pieces
 from tfmot_mtl.sparsity.plan import SCALES, Entry, group_strengths, plan_channels, trainable
 from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
 from tfmot_mtl.selection import (MIN_CHANNELS, Selection, check_protect, check_selection, default_min_fraction,
-                                 renamed_selection, select_groups)
+                                 layer_floor, renamed_selection, select_groups)
 
 MODES = ("plain", "adam")
 
@@ -39,6 +40,71 @@ def _unwrap(optimizer):
     while hasattr(optimizer, "inner_optimizer"):
         optimizer = optimizer.inner_optimizer
     return optimizer
+
+
+class GraphState:
+    """ProximalGroupLasso's step state (gain, locked and zero patterns, last step) as
+    properties over the graph variables of its :class:`ProxStep` (plain values before one exists)."""
+
+    def _var(self, name: str):
+        return getattr(self._step_graph, name) if self._step_graph is not None else None
+
+    @property
+    def gain(self) -> float:
+        """The current multiplier of lambda (grows while below ``target``)."""
+        var = self._var("gain")
+        return self._gain0 if var is None else float(var.numpy())
+
+    @gain.setter
+    def gain(self, value: float) -> None:
+        self._gain0 = float(value)
+        if self._step_graph is not None:
+            self._step_graph.gain.assign(float(value))
+
+    @property
+    def locked(self) -> np.ndarray | None:
+        """The locked zero pattern once ``target`` was reached, else None."""
+        if self._step_graph is None or not bool(self._step_graph.locked_flag.numpy()):
+            return None
+        return np.asarray(self._step_graph.locked.numpy(), bool)
+
+    @locked.setter
+    def locked(self, value) -> None:
+        if self._step_graph is None:
+            return
+        self._step_graph.locked_flag.assign(value is not None)
+        self._step_graph.locked.assign(np.zeros(self.num_channels, bool) if value is None
+                                       else np.asarray(value, bool))
+
+    @property
+    def _zero(self) -> np.ndarray | None:
+        if self._step_graph is not None and self._zero_host is None:
+            return np.asarray(self._step_graph.zero.numpy(), bool)
+        return self._zero_host
+
+    @_zero.setter
+    def _zero(self, value) -> None:
+        if self._step_graph is not None and value is not None:
+            self._step_graph.zero.assign(np.asarray(value, bool))
+            self._step_graph.sparsity.assign(float(np.mean(value)) if len(value) else 0.0)
+            self._zero_host = None
+        else:
+            self._zero_host = None if value is None else np.asarray(value, bool)
+
+    @property
+    def _last_step(self) -> int | None:
+        step = None if self._step_graph is None else int(self._step_graph.last_step.numpy())
+        return None if step is None or step < 0 else step
+
+    @_last_step.setter
+    def _last_step(self, value) -> None:
+        if self._step_graph is not None:
+            self._step_graph.last_step.assign(-1 if value is None else int(value))
+
+    @property
+    def last_step(self) -> int | None:
+        """The optimizer step of the last proximal step (or of the start of training)."""
+        return self._last_step
 
 
 @keras.saving.register_keras_serializable(package="tfmot_mtl")
@@ -220,8 +286,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             previous = None if graph is None else (graph.gain.numpy(), self._zero, self.locked)
             if previous is None and self.auto_gain:
                 self._gain0 = self._starting_gain(optimizer)
-            self._step_graph = ProxStep(self, self.model, optimizer,
-                                        ProxPlan(self._channel_group, self._lambda * self._scale, self._gain0))
+            self._step_graph = ProxStep(self.model, optimizer, self._step_plan())
             self._step_graph.model = self.model
             self._zero = self._zero_from_weights() if previous is None else previous[1]
             if previous is not None:
@@ -230,6 +295,19 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
         anchor = ingraph.pick_anchor(self.variables, self.model)
         if anchor is not None and ingraph.add_post_update_hook(anchor, f"prox_{id(self)}", self._step_graph):
             ingraph.refresh_train_function(self.model)
+
+    def _step_plan(self) -> ProxPlan:
+        """What the graph step needs, from this callback's plan and settings."""
+        protect = []
+        for i, group in enumerate(self.groups):
+            idx = np.flatnonzero(self._channel_group == i)
+            protect.append((idx, layer_floor(len(idx), self.min_channels, self.min_fraction)))
+        return ProxPlan(pieces(self.entries, self.variables, self.num_channels), self._channel_group,
+                        self._lambda * self._scale, self._gain0, protect=tuple(protect),
+                        group_count=len(self.groups), strength0=self.strength(0),
+                        dynamic=callable(self.l1) or callable(self.schedule), adam=self.mode == "adam",
+                        relative=self.relative, update_every=self.update_every, ramp_steps=self.ramp_steps,
+                        target=self.target, adapt_rate=self.adapt_rate)
 
     def _starting_gain(self, optimizer) -> float:
         """``gain="auto"``: the gain at which the weakest 5% of the channels (by ``||w_g|| /
@@ -285,8 +363,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             goal = CostGoal(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
                             self.min_fraction, None, self.group_spec)
             self.min_fraction = goal.min_fraction
-            self.cost_target = CostTarget(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
-                                          self.min_fraction, self.relative, self.cost_exponent, cost=goal.model)
+            self.cost_target = CostTarget(goal, self.relative, self.cost_exponent)
             self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
             # Thresholds per unit of cost: a channel that saves k times the average cost dies
             # at k times the average threshold (the ranking the trim and channel_share use).
@@ -306,7 +383,7 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
     # ---------------------------------------------------------------------- step
     def on_train_batch_begin(self, batch, logs=None):
         graph = self._step_graph
-        if graph is not None and graph.dynamic:  # a callable strength: evaluated on the host
+        if graph is not None and graph.plan.dynamic:  # a callable strength: evaluated on the host
             go, lam = self.strength(int(np.asarray(graph.optimizer.iterations)) + 1)
             graph.go.assign(bool(go))
             graph.lam.assign(float(lam))
