@@ -316,16 +316,31 @@ def test_load_tasks_layouts(tasks_file):
 # ----------------------------------------------------------------------------- compress
 
 
-def test_compress_end_to_end(models, tmp_path, capsys, tasks_file, eager):
+def test_compress_end_to_end(models, tmp_path, capsys, tasks_file, eager, monkeypatch):
+    """Compress, save, bundle; a bundle the converter fails on is reported (exit 1) after the
+    model, masks and report are written, and the other bundles are still made."""
     pytest.importorskip("tfmot_mtl.compress")
     out = tmp_path / "small"
+    real = cli._compressed_bundle
+
+    def bundle(model, data, quantization, *args):
+        if quantization == "float16":
+            assert (out / "report.json").exists()
+            raise SystemExit("error: --quantization float16: TFLite conversion failed: a converter error")
+        return real(model, data, quantization, *args)
+
+    monkeypatch.setattr(cli, "_compressed_bundle", bundle)
     assert cli.main(["compress", str(models["wide"]), "--data", "user_data:two_heads", "--target-macs", "0.5",
-                     "--tasks", tasks_file(SEG_TASKS),
+                     "--tasks", tasks_file(SEG_TASKS), "--min-fraction", "0.3",
                      "--find-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16", "--calibration", "2",
-                     "--out", str(out)]) == 0
+                     "--quantization", "float32", "float16", "int8", "--out", str(out)]) == 1
     assert sorted(p.name for p in out.iterdir()) == ["float32", "int8", "masks.json", "model.keras", "report.json"]
     report = json.loads((out / "report.json").read_text())
     assert report["data"] == "user_data:two_heads" and report["options"]["target_macs"] == 0.5
+    assert report["options"]["min_fraction"] == 0.3 and report["evaluated_on"] == "validation"  # the test split
+    assert report["bundles"]["float16"] == {"error": "error: --quantization float16: TFLite conversion failed: "
+                                                     "a converter error"}
+    assert set(report["bundles"]) == {"float32", "float16", "int8"}
     assert set(report["test_metrics"]) == {"dense", "compressed"}
     assert set(report["test_metrics"]["compressed"]) == {"seg", "cls"}
     small = keras.saving.load_model(out / "model.keras", safe_mode=True)
@@ -335,13 +350,17 @@ def test_compress_end_to_end(models, tmp_path, capsys, tasks_file, eager):
         assert {o["name"]: o["task_kind"] for o in desc["outputs"]} == {"seg": "segmentation",
                                                                          "cls": "classification"}
     assert json.loads((out / "int8" / "model.json").read_text())["quantization"] == "int8"
-    assert "compressed vs dense (test split)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "compressed vs dense (test split)" in captured.out and "a converter error" in captured.err
 
 
 @pytest.mark.parametrize("argv, expected", [
     (["--target-macs", "0"], "error: --target-macs must be > 0"),
     (["--find-epochs", "-1"], "error: --find-epochs must be >= 0"),
     (["--calibration", "0"], "error: --calibration must be >= 1"),
+    (["--quantization", "none", "int8"], "error: --quantization none means no bundle"),
+    (["--min-fraction", "1.5"], "error: --min-fraction must be a number in [0, 1)"),
+    (["--min-channels", "0"], "error: --min-channels must be >= 1"),
 ])
 def test_compress_bad_arguments(models, argv, expected):
     assert _error(["compress", models["square"], "--data", "user_data:two_heads", *argv]).startswith(expected)
@@ -351,3 +370,7 @@ def test_compress_errors_name_the_flags(models):
     pytest.importorskip("tfmot_mtl.compress")
     message = _error(["compress", models["square"], "--data", "user_data:two_heads", "--target-channels", "3"])
     assert message.startswith("error: compress: ") and "--target-channels" in message
+
+
+def test_compress_quantization_none_means_no_bundle():
+    assert cli._bundles_asked(["none"]) == [] and cli._bundles_asked(["int8", "float32", "int8"]) == ["int8", "float32"]

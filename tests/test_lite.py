@@ -167,6 +167,20 @@ def test_fixed_batch_size_fuses_dilated_convs_and_runs_any_batch():
         lite.convert(m, batch_size=0)
 
 
+def test_a_graph_the_converter_cannot_lower_at_a_dynamic_batch_converts_at_batch_one():
+    """TensorFlow's converter leaves the convolution after two UpSampling2D in a row as a TF op
+    when the batch is dynamic (a U-Net decoder); convert says so and fixes the batch at 1."""
+    image = keras.Input((SIZE, SIZE + 4, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=4, padding="same")(image)
+    x = keras.layers.UpSampling2D(2)(keras.layers.UpSampling2D(2)(x))
+    m = keras.Model(image, {"seg": keras.layers.Conv2D(4, 3, padding="same", name="seg")(x)})
+    with pytest.warns(UserWarning, match=r"Conv2D.*converted with batch_size=1"):
+        fixed = lite.LiteModel(lite.convert(m, verbose=False))
+    assert fixed.fixed_batch_size == 1
+    x = np.random.default_rng(0).random((2, SIZE, SIZE + 4, 3), dtype=np.float32)
+    assert_close(keras_outputs(m, {"image": x}), fixed.predict(x), 1e-4)
+
+
 def test_outputs_keyed_by_name_not_order():
     image = keras.Input((8, 8, 3), name="image")
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(image)

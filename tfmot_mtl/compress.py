@@ -335,7 +335,7 @@ class TaskMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from tfmot_mtl.recipes.batchnorm import recalibrate_batchnorm
         from tfmot_mtl.tasks import evaluate
-        from tfmot_mtl.tasks.chance import collapsed
+        from tfmot_mtl.tasks.chance import collapsed, main_metric
 
         net = self._net if self._net is not None else self.model
         if self.recalibrate_on is not None:
@@ -343,8 +343,10 @@ class TaskMonitor(keras.callbacks.Callback):
         results = evaluate(net, self.data.take(self.batches), self.tasks)
         self.records.append({"phase": self._phase, "epoch": int(epoch), "metrics": results})
         for name in collapsed(results, self.chance, self.reference, self.tasks):
+            metric = main_metric(next(t for t in self.tasks if t.name == name))
             message = (f"task '{name}' fell to chance level during {self._phase} (epoch {epoch + 1}): "
-                       f"{results[name]} vs chance {self.chance[name]}")
+                       f"{metric} {results[name][metric]:.4g}, chance {self.chance[name][metric]:.4g}, "
+                       f"dense {self.reference[name][metric]:.4g}")
             if not any(m.startswith(f"task '{name}' fell to chance level during {self._phase}")
                        for m in self.messages):
                 self.messages.append(message)

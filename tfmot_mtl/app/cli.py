@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfmot_mtl.app.cli_compress import DEFAULT_OUT, add_compress_commands, load_keras as _load_keras  # noqa: E402
 from tfmot_mtl.masks import ROUND_MODES  # noqa: E402
+from tfmot_mtl.selection import COST_FLOOR_SHARE, MIN_CHANNELS, MIN_FRACTION  # noqa: E402
 from tfmot_mtl.app.cli_compress import (add_data_spec_args, data_error, data_spec, load_model_data,  # noqa: E402
                                     round_to_arg, task_file)
 
@@ -166,30 +167,52 @@ def _cmd_compress(args) -> int:
     from tfmot_mtl.tasks import print_results
 
     options = _compress_options(args)
+    quantizations = _bundles_asked(args.quantization)
     compress = _compress_function()
     model = _load_keras(args.model)
     data = load_model_data(args, model)
+    held_out = data.validation if data.validation is not None else data.test
     dense = ex.evaluate(model, data)
     try:
-        result = compress(model, data.train, validation=None, tasks=data.tasks, verbose=1, **options)
+        result = compress(model, data.train, validation=held_out, tasks=data.tasks, verbose=1, **options)
     except ValueError as err:
         raise SystemExit(f"error: compress: {_as_flags(' '.join(str(err).split()))}") from None
     compressed = ex.evaluate(result.model, data)
     folder = args.out or os.path.splitext(args.model)[0] + "_compressed"
     path = ex.save_model(result.model, os.path.join(folder, "model.keras"))
     result.masks.save(os.path.join(folder, "masks.json"))
-    bundles = {q: _compressed_bundle(result.model, data, q, args.calibration, folder) for q in args.quantization}
-    ex.write_json(os.path.join(folder, "report.json"), {
-        **result.to_dict(), "model": args.model, "data": data.name, "options": options,
-        "test_metrics": {"dense": dense, "compressed": compressed}, "bundles": bundles})
+    report = {**result.to_dict(), "model": args.model, "data": data.name, "options": options,
+              "test_metrics": {"dense": dense, "compressed": compressed}, "bundles": {}}
+    ex.write_json(os.path.join(folder, "report.json"), report)  # before converting: a failed conversion keeps it
     print_results(compressed, title="compressed vs dense (test split)", baseline=dense, tasks=data.tasks)
-    print(f"saved {path}, masks.json, report.json" + "".join(f", {b['folder']}" for b in bundles.values()))
-    return 0
+    print(f"saved {path}, masks.json, report.json")
+    failed = []
+    for q in quantizations:
+        try:
+            report["bundles"][q] = _compressed_bundle(result.model, data, q, args.calibration, folder)
+            print(f"saved {report['bundles'][q]['folder']}")
+        except SystemExit as err:  # the converter's error, as one line
+            report["bundles"][q] = {"error": str(err)}
+            failed.append(str(err))
+        ex.write_json(os.path.join(folder, "report.json"), report)
+    for message in failed:
+        print(message, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _bundles_asked(values: list) -> list:
+    """The --quantization values, with ``none`` (alone) for no bundle."""
+    if "none" in values:
+        if len(values) > 1:
+            raise SystemExit(f"error: --quantization none means no bundle; it cannot be combined with {values}")
+        return []
+    return list(dict.fromkeys(values))
 
 
 def _as_flags(text: str) -> str:
     """A message of `compress` with its keyword arguments named as the command's flags."""
-    for name in (*(f"target_{t}" for t in TARGETS), "find_epochs", "finetune_epochs", "round_to"):
+    for name in (*(f"target_{t}" for t in TARGETS), "find_epochs", "finetune_epochs", "round_to",
+                 "min_channels", "min_fraction", "groups"):
         text = re.sub(rf"(?<![\w-]){name}\b", "--" + name.replace("_", "-"), text)
     return text
 
@@ -218,10 +241,23 @@ def _compress_options(args) -> dict:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 0, got {value}")
     if args.calibration < 1:
         raise SystemExit(f"error: --calibration must be >= 1 batch, got {args.calibration}")
-    for name in ("method", "groups", "find_epochs", "finetune_epochs", "distill", "round_to"):
+    _check_floor_flags(args)
+    for name in ("method", "groups", "find_epochs", "finetune_epochs", "distill", "round_to", "min_channels",
+                 "min_fraction"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     return options
+
+
+def _check_floor_flags(args) -> None:
+    from tfmot_mtl.selection import check_floor
+
+    if args.min_channels is None and args.min_fraction is None:
+        return
+    try:
+        check_floor(MIN_CHANNELS if args.min_channels is None else args.min_channels, args.min_fraction)
+    except ValueError as err:
+        raise SystemExit(f"error: --{str(err).replace('_', '-')}") from None
 
 
 def _compressed_bundle(model, data, quantization: str, calibration: int, folder: str) -> dict:
@@ -252,7 +288,13 @@ def add_compress_command(sub) -> None:
                    help="fine-tune distilled from the dense model")
     p.add_argument("--round-to", type=round_to_arg, default=None,
                    help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
-    p.add_argument("--quantization", nargs="*", default=["float32", "int8"], choices=QUANTIZATIONS,
+    p.add_argument("--min-channels", type=int, default=None,
+                   help=f"layer floor: channels kept per group (default {MIN_CHANNELS})")
+    p.add_argument("--min-fraction", type=float, default=None,
+                   help=f"layer floor: share of each group kept (default: {COST_FLOOR_SHARE:g} of the share that, "
+                        f"kept in every group alike, meets a MAC / parameter target; {MIN_FRACTION:g} with "
+                        "--target-channels)")
+    p.add_argument("--quantization", nargs="*", default=["float32", "int8"], choices=(*QUANTIZATIONS, "none"),
                    help="TFLite bundles to write, one folder each (default: float32 int8; none: no bundle)")
     p.add_argument("--calibration", type=int, default=64, help="training batches calibrating int8")
     p.add_argument("--batch-size", type=int, default=32)

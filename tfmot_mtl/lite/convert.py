@@ -15,6 +15,7 @@ every quantized file goes through the SavedModel route above.
 """
 from __future__ import annotations
 
+import re
 import tempfile
 import warnings
 from typing import Any, Mapping, Sequence
@@ -207,6 +208,20 @@ def convert_all(model, quantizations: Sequence[str | None] = (None, "int8"), rep
     if "int16x8" in quantizations and non_float:
         raise ValueError(f"quantization='int16x8' cannot calibrate the integer inputs {non_float} (the TFLite "
                          f"16x8 quantizer needs a range for every input); use 'int8' for this model.")
+    try:
+        return _convert_specs(model, quantizations, specs, representative_data, num_calibration_steps, verbose)
+    except NeedsFlexOps as err:
+        if batch_size is not None:
+            raise
+        # TensorFlow's converter leaves some ops of a dynamic-batch graph unlowered (seen: a
+        # convolution after two UpSampling2D in a row); the same model at a fixed batch converts.
+        warnings.warn(f"{err} With a dynamic batch; converted with batch_size=1 instead (LiteModel.predict "
+                      "runs larger batches one example at a time).", stacklevel=2)
+        return _convert_specs(model, quantizations, input_specs(model, 1), representative_data,
+                              num_calibration_steps, verbose)
+
+
+def _convert_specs(model, quantizations, specs, representative_data, num_calibration_steps, verbose) -> dict:
     import tensorflow as tf
 
     out = {}
@@ -282,6 +297,10 @@ def _label(quantization: str | None) -> str:
     return "float32" if quantization in (None, "float32") else quantization
 
 
+class NeedsFlexOps(RuntimeError):
+    """The converter left TensorFlow ops that TFLite's builtin kernels cannot run."""
+
+
 def _run_converter(converter, quantization: str | None) -> bytes:
     try:
         with warnings.catch_warnings():  # calibration runs the deprecated tf.lite.Interpreter internally
@@ -290,8 +309,13 @@ def _run_converter(converter, quantization: str | None) -> bytes:
     except Exception as exc:
         if isinstance(exc, ValueError) and "representative_data" in str(exc):
             raise  # our own message about the calibration data
+        text = " ".join(str(exc).split())
+        flex = re.search(r"TF Select ops: ([\w, ]+?)(?: Details|$)", text)
+        if flex:
+            raise NeedsFlexOps(f"TFLite conversion (quantization={quantization!r}) failed: TFLite's builtin ops do "
+                               f"not cover {flex.group(1)} as the converter left them.") from exc
         hint = " Ops without an int8 kernel need quantization='dynamic'." if quantization == "int8" else ""
-        raise RuntimeError(f"TFLite conversion (quantization={quantization!r}) failed: {exc}.{hint}") from exc
+        raise RuntimeError(f"TFLite conversion (quantization={quantization!r}) failed: {text[:600]}.{hint}") from exc
 
 
 def _keras_export(model) -> bytes:

@@ -117,7 +117,7 @@ class CostGoal:
                 f"target_{kind}={self.value:g} cannot be reached: with groups={_short(group_spec)} and the layer "
                 f"floor (min_channels={min_channels}, min_fraction={min_fraction:g}) the pruned model keeps at "
                 f"least {lowest:.3f} of the dense {kind} (reachable: {lowest:.3f} to 1.0)"
-                f"{_hint(graph, selected, self.model)}")
+                f"{_hint(graph, selected, self.model, min_fraction)}")
 
     def share(self, masks: Mapping) -> float:
         """The cost of ``masks`` as a share of the dense model's."""
@@ -156,11 +156,12 @@ def _short(spec) -> str:
     return repr(spec) if isinstance(spec, str) or spec is None else type(spec).__name__
 
 
-def _hint(graph, selected, cost) -> str:
-    """Which share of the MACs the selected groups touch, and what to widen."""
+def _hint(graph, selected, cost, min_fraction: float) -> str:
+    """Which share of the MACs the selected groups touch, and what to widen or lower."""
     touched = 1.0 - cost.share({g.id: _first(g.size, 0) for g in selected})[1]
     possible = 1.0 - cost.share({g.id: _first(g.size, 0) for g in graph.prunable_groups})[1]
     if possible > touched + 0.05:
         return (f"; the selected groups hold only {100 * touched:.0f}% of the MACs, every prunable group "
                 f"{100 * possible:.0f}%: use groups='all'")
-    return "; lower min_channels / min_fraction, or aim higher"
+    return "; lower min_channels / min_fraction, or aim higher" if min_fraction > 0 else \
+        "; lower min_channels, or aim higher"

@@ -186,6 +186,9 @@ def prune_model(model: keras.Model, data, criterion: str | Importance = "taylor"
     shots = _SnapshotCallback(pruner, snapshots)
     events = schedule.events_to_target()
     t0 = time.perf_counter()
+    if verbose and events > 1:
+        print(f"[prune] {events} pruning events {int(frequency)} steps apart, then {fine_tune_steps} steps; "
+              f"Keras shows each interval between events as an epoch")
     if events > 1:  # every event but the last, each followed by `frequency` steps
         model.fit(train, epochs=events - 1, steps_per_epoch=int(frequency),
                   callbacks=[shots, pruner, *callbacks], verbose=verbose)

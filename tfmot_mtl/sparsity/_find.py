@@ -21,7 +21,8 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
     from tfmot_mtl.profile import MaskedCost
     from tfmot_mtl.recipes.train import cosine_adam
     from tfmot_mtl.selection import default_min_fraction, layer_floor
-    from tfmot_mtl.sparsity import ProximalGroupLasso, apply_group_sparsity, sparsity_report
+    from tfmot_mtl.sparsity import (ProximalGroupLasso, apply_group_sparsity, remove_group_sparsity,
+                                    sparsity_report)
     from tfmot_mtl.tasks import compile_args
 
     opts = dict(options)
@@ -40,6 +41,7 @@ def find_sparse(dense: keras.Model, data, target: float, epochs: int, lr: float,
     model.compile(cosine_adam(lr, epochs, steps), jit_compile=False, run_eagerly=eager,
                   **compile_args(data.tasks))
     history = model.fit(data.train, epochs=max(1, epochs), callbacks=[prox, *callbacks], verbose=verbose)
+    remove_group_sparsity(model)  # its zeros are found: what is stripped from it loads in plain Keras
     graph = prox.graph
     masks = prox.masks
     report = sparsity_report(model, groups=groups)

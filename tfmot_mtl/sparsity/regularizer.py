@@ -194,3 +194,24 @@ def regularized_layers(model: keras.Model) -> dict[str, ChannelGroupLasso]:
                 out[name] = reg
                 break
     return out
+
+
+def remove_group_sparsity(model: keras.Model) -> int:
+    """Takes every :class:`ChannelGroupLasso` off ``model``'s layers, in place (the layer's
+    setting, so its config and any ``.keras`` file no longer name it, and its variables, so
+    training no longer adds the penalty); other regularizers stay. For a model whose lasso has
+    done its job, e.g. before stripping: the result then loads in plain Keras. Returns how many
+    were removed."""
+    graph = ChannelGraph.of(model)
+    removed = 0
+    for layer in graph.flat.layers.values():
+        for attr in ("kernel_regularizer", "pointwise_regularizer", "depthwise_regularizer"):
+            reg = getattr(layer, attr, None)
+            if not isinstance(reg, ChannelGroupLasso):
+                continue
+            setattr(layer, attr, None)
+            for var in layer.weights:
+                if var.regularizer is reg:
+                    var.regularizer = None
+            removed += 1
+    return removed
