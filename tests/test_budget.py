@@ -335,6 +335,7 @@ def test_exported_model_converts_to_tflite():
         np.testing.assert_allclose(got[d], np.asarray(ref[d]), atol=1e-4)
 
 
+@pytest.mark.slow  # ~25 s; the budget tests above cover the method
 def test_example_runs_fast():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, os.path.join(root, "examples", "budget_multi_domain.py"), "--fast"],

@@ -52,6 +52,7 @@ def test_convert_int8_writes_a_described_bundle(bundle):
         assert outputs[name]["dtype"] == "int8" and outputs[name]["quantization"]["scale"] > 0
 
 
+@pytest.mark.slow  # ~18 s; test_convert_int8_writes_a_described_bundle converts through the same command
 def test_convert_float_default_folder(model_path):
     assert main(["convert", str(model_path)]) == 0
     folder = model_path.parent / "tiny_float32"

@@ -446,6 +446,7 @@ def test_own_models_benchmark_runs(tmp_path):
     assert set(saved["verdict"]) == {"prune", "sparsity"}
 
 
+@pytest.mark.slow  # ~25 s; test_own_models_benchmark_runs runs the benchmark
 def test_own_models_reuses_cached_parents_only_for_the_same_setting(tmp_path):
     import importlib.util
 

@@ -49,6 +49,7 @@ def _check_compressed(folder, model_file, trained_path):
     return report
 
 
+@pytest.mark.slow  # ~50 s; test_cli_user_data runs sparsify-free compress, test_compress the sparsity path
 def test_sparsify_distilled_with_early_stopping(trained_path, tmp_path, capsys, eager):
     out = tmp_path / "sparse"
     rc = cli.main(["sparsify", str(trained_path), "--data", "synthetic_scenes", "--target", "0.5",
@@ -72,6 +73,7 @@ def test_sparsify_distilled_with_early_stopping(trained_path, tmp_path, capsys, 
     assert {"val_loss", "distillation_loss", "segmentation_distill_loss"} <= set(phase["history"])
 
 
+@pytest.mark.slow  # ~15 s
 def test_prune_distilled_with_uncertainty_weighting(trained_path, tmp_path, capsys, eager):
     out = tmp_path / "pruned"
     rc = cli.main(["prune", str(trained_path), "--criterion", "magnitude", "--target", "0.5",
@@ -93,6 +95,7 @@ def test_prune_distilled_with_uncertainty_weighting(trained_path, tmp_path, caps
     assert report["metrics_dense"] == report["metrics"]["dense"]
 
 
+@pytest.mark.slow  # ~21 s; test_recipes covers the same-budget baseline
 def test_prune_with_a_same_budget_dense_baseline(trained_path, tmp_path, capsys, eager):
     out = tmp_path / "pruned_same"
     rc = cli.main(["prune", str(trained_path), "--criterion", "magnitude", "--target", "0.5",

@@ -62,6 +62,7 @@ def test_demo_fast_end_to_end(tmp_path):
     assert bundle["quantization"] == "int8"
 
 
+@pytest.mark.slow  # ~28 s; the demo test trains the same model
 def test_cli_train_writes_model_and_metrics(tmp_path):
     code = main(["train", "--epochs", "1", "--width", "0.25", "--n-train", "16", "--n-test", "8",
                  "--resolution", "32", "--batch-size", "8", "--name", "tiny", "--out", str(tmp_path)])

@@ -285,6 +285,7 @@ def test_recipe_finetune_gives_the_teacher_back_trainable():
         recipes.finetune(student, data, 1, patience=2)
 
 
+@pytest.mark.slow  # ~11 s
 def test_pruning_the_student_while_distilling():
     """ChannelPruningCallback(pruned_model=student) prunes inside a MultiTaskDistiller fit
     with a gradient criterion: the removed channels stay exactly zero, the teacher is untouched."""

@@ -86,6 +86,7 @@ def mirrored(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow  # ~32 s; the per-method mirrored tests below compare with a single device
 def test_mirrored_replicas_stay_identical_for_every_method(mirrored):
     """Two replicas: callbacks act once per global step and their writes reach both replicas."""
     runs = mirrored(["mirrored"], ["sparsity", "taylor", "budget"])

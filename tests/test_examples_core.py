@@ -42,6 +42,7 @@ def test_speedup_sweep_benchmark_runs(tmp_path):
         assert r["speedup_vs_ideal"] == r["measured_speedup"] / r["ideal_speedup"]
 
 
+@pytest.mark.slow  # ~35 s; test_distill covers distillation
 def test_distill_finetune_example(tmp_path):
     import keras
 
@@ -52,6 +53,7 @@ def test_distill_finetune_example(tmp_path):
     assert sorted(student.output_names) == ["depth", "normals", "segmentation"]
 
 
+@pytest.mark.slow  # ~60 s; test_prune_cli and test_criteria cover the criteria
 def test_compare_criteria_example_lands_every_criterion_on_the_same_parameter_count():
     out = run("examples/compare_criteria.py", "--fast", "--criteria", "bnscale", "cosprune")
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["bnscale"], ["cosprune"])}

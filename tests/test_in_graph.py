@@ -317,6 +317,7 @@ def test_budget_terms_are_in_the_loss_and_history(jit):
     assert float(terms.loss()) == 0.0  # switched off after fit
 
 
+@pytest.mark.slow  # ~100 s: compiles the example under XLA; the jit tests above cover the in-graph steps
 def test_xla_training_example():
     """examples/xla_training.py: each method does its work under jit_compile=True."""
     out = load_script("examples/xla_training.py").main(["--fast"])
@@ -326,6 +327,7 @@ def test_xla_training_example():
     assert all(lam > 0 for lam in out["lambdas"]) and out["accuracy"]["a"] > 0.5
 
 
+@pytest.mark.slow  # ~60-85 s each; test_sparsity checks the step against the numpy oracle
 @pytest.mark.parametrize("mode", ["adam", "plain"])
 def test_prox_step_benchmark_graph_and_xla_forms_write_the_same_weights(tmp_path, mode):
     out = tmp_path / "prox.json"

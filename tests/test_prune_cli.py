@@ -169,6 +169,7 @@ def test_benchmark_quick(tmp_path):
     assert (tmp_path / "iterative_pruning_mtl_vgg_segmentation.png").exists()
 
 
+@pytest.mark.slow  # ~55 s
 def test_a_second_pruning_run_on_the_same_model_starts_from_its_own_masks(data):
     """The first run's in-graph masks must not leak into the second (restored dense weights,
     the same compiled model): the second run's masks equal those of a fresh model's."""
@@ -194,6 +195,7 @@ def test_a_second_pruning_run_on_the_same_model_starts_from_its_own_masks(data):
     assert differing(second, alone) <= 2, {g: (second[g], alone[g]) for g in alone if not np.array_equal(second[g], alone[g])}
 
 
+@pytest.mark.slow  # ~27 s
 def test_equal_parameter_mode_lands_every_criterion_within_one_percent():
     from scripts import load_script
 

@@ -56,6 +56,7 @@ def test_same_budget_dense_continues_a_copy_of_the_parent():
     assert np.abs(same.get_weights()[kernel] - fresh).mean() > 0.4
 
 
+@pytest.mark.slow  # ~15 s
 def test_same_budget_dense_from_scratch_and_bad_values():
     data, build = _tiny()
     parent = recipes.train_dense(build(), data, 1)

@@ -29,10 +29,10 @@ from resume_problems import (EPOCHS, KILL_EPOCH, _compile, _Crash, _trunk_model,
 
 
 # --------------------------------------------------------------------- kill tests
-# A killed process per method: proximal by default; pruning and budget in the slow run (the
-# checkpoint tests below resume all three in-process by default).
-@pytest.mark.parametrize("method", ["proximal", pytest.param("pruning", marks=pytest.mark.slow),
-                                    pytest.param("budget", marks=pytest.mark.slow)])
+# A killed process per method, in the slow run (~25 s each; the checkpoint tests below resume all
+# three in-process by default).
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["proximal", "pruning", "budget"])
 def test_killed_between_epochs_resumes_to_the_uninterrupted_result(method, tmp_path):
     backup_dir = str(tmp_path / "backup")
     killed_run(method, backup_dir, kill_epoch=KILL_EPOCH)
@@ -87,7 +87,7 @@ class _CrashAt(keras.callbacks.Callback):
             raise _Crash(f"interrupted at epoch {epoch}")
 
 
-@pytest.mark.parametrize("method", ["proximal", "pruning", "budget"])
+@pytest.mark.parametrize("method", ["proximal", "pruning", pytest.param("budget", marks=pytest.mark.slow)])
 def test_checkpoint_keras_file_continues_like_the_uninterrupted_run(method, tmp_path):
     """ModelCheckpoint .keras files embed the states; load + restore continues exactly."""
     model, cb, fit = problem(method)
