@@ -8,6 +8,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``heavy`` (the longest of the default run) go first, so that the two xdist
+    workers do not end with one of them alone on a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import keras

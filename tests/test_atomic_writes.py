@@ -52,6 +52,7 @@ def test_save_model_crash_keeps_previous_keras_file_and_state(tmp_path, monkeypa
     keras.saving.load_model(path, safe_mode=True)
 
 
+@pytest.mark.slow  # ~10 s; test_backup_is_kept_when_a_method_stops_on_nan covers the backup
 def test_backup_crash_while_writing_keeps_previous_backup(tmp_path, monkeypatch):
     model, cb, fit = problem("budget")
     folder = tmp_path / "b"

@@ -298,6 +298,7 @@ def test_target_miss_is_reported():
     assert result.target["missed"] in result.warnings
 
 
+@pytest.mark.heavy
 def test_stale_batchnorm_statistics_of_the_parent_are_reestimated_on_a_copy_and_reported():
     model = nested_two_heads()
     x, y = arrays(32)
@@ -410,6 +411,7 @@ def test_proximal_group_lasso_lands_a_parameter_target():
     assert prox.get_config()["target_params"] == 0.6 and prox.get_config()["target"] is None
 
 
+@pytest.mark.heavy
 def test_compress_own_model_example(tmp_path):
     import subprocess
     import sys

@@ -297,6 +297,7 @@ def test_tfds_builders_tiny(tmp_path):
     np.testing.assert_array_equal(np.bincount(dom), [8] * len(multi_domain.DOMAINS))
 
 
+@pytest.mark.slow  # ~14 s
 def test_datasets_tour_fast(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "datasets_tour.py"), "--fast",
                              "--out", str(tmp_path)], capture_output=True, text=True, timeout=180,

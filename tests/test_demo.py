@@ -20,6 +20,7 @@ def test_demo_fast_group_sparsity_variant(tmp_path):
     assert report["sparsity"]["channel_sparsity"] > 0
 
 
+@pytest.mark.heavy
 def test_demo_fast_end_to_end(tmp_path):
     report = run_demo(out=str(tmp_path), fast=True, verbose=0)
     assert report["strip_parity_max_rel_err"] <= 1e-4

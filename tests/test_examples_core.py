@@ -16,6 +16,7 @@ def run(*args, timeout=300):
     return proc.stdout
 
 
+@pytest.mark.heavy
 def test_strip_any_model_example(tmp_path):
     out = run("examples/strip_any_model.py", "--fast", "--out", str(tmp_path / "s.keras"))
     assert "parity (stripped vs masked)" in out

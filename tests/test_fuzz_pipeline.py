@@ -58,6 +58,7 @@ def check_pipeline(spec, data):
     assert_parity(stripped_out, runtime.predict({"image": xs[0]}))
 
 
+@pytest.mark.slow  # ~17 s; test_fuzz_strip fuzzes the surgeon
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(graphs, st.data())
 def test_random_graphs_through_strip_convert_and_litert(spec, data):

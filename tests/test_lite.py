@@ -145,6 +145,7 @@ def test_parity_needs_targets_for_tasks(model, converted):
         lite.parity(model, converted[None], make_dataset(), tasks=[Task("depth", "depth", 1)])
 
 
+@pytest.mark.heavy
 def test_fixed_batch_size_fuses_dilated_convs_and_runs_any_batch():
     image = keras.Input((SIZE, SIZE, 3), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2, activation="relu")(image)
@@ -329,6 +330,7 @@ def test_save_bundle(model, converted, tmp_path):
         lite.save_bundle(model, converted[None], folder, tasks=[Task("depth", "depth", 1)])
 
 
+@pytest.mark.slow  # ~17 s; the tests above cover the example's calls
 def test_example_runs_fast(tmp_path):
     script = Path(__file__).resolve().parents[1] / "examples" / "convert_to_tflite.py"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -3,6 +3,7 @@ model it trains, the one ``ChannelGraph.of`` keeps) and ``.masks`` (ChannelMasks
 which ``strip_channels`` takes with that graph."""
 import keras
 import numpy as np
+import pytest
 
 from test_budget import DOMAINS, random_latents, tiny_backbone
 from test_compress import arrays, nested_two_heads
@@ -23,6 +24,7 @@ def _check(cb, model):
     return masks, small
 
 
+@pytest.mark.heavy
 def test_pruning_and_sparsity_callbacks_expose_graph_and_masks():
     x, y = arrays(32)
     model = nested_two_heads()

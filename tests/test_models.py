@@ -321,6 +321,7 @@ def test_mdl_resnet26_rejects_bad_arguments(domains, kwargs, match):
 # ---------------------------------------------------------------- example
 
 
+@pytest.mark.slow  # ~13 s
 def test_build_models_example_runs_fast():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(

@@ -38,6 +38,7 @@ def _tiny():
     return data, build
 
 
+@pytest.mark.heavy
 def test_same_budget_dense_continues_a_copy_of_the_parent():
     data, build = _tiny()
     parent = recipes.train_dense(build(), data, 1)

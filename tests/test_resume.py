@@ -54,6 +54,7 @@ def test_killed_between_epochs_resumes_to_the_uninterrupted_result(method, tmp_p
         assert state["step"] == 3 * EPOCHS  # batches counted across the kill
 
 
+@pytest.mark.slow  # ~12 s
 def test_crash_inside_a_backup_keeps_the_previous_pair(tmp_path, monkeypatch):
     """A crash after backup 3's files are written but before backup.json names them: the
     resumed run starts from backup 2 (whose weights and state match) and ends the same."""
@@ -87,7 +88,8 @@ class _CrashAt(keras.callbacks.Callback):
             raise _Crash(f"interrupted at epoch {epoch}")
 
 
-@pytest.mark.parametrize("method", ["proximal", "pruning", pytest.param("budget", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", ["proximal", pytest.param("pruning", marks=pytest.mark.slow),
+                                    pytest.param("budget", marks=pytest.mark.slow)])
 def test_checkpoint_keras_file_continues_like_the_uninterrupted_run(method, tmp_path):
     """ModelCheckpoint .keras files embed the states; load + restore continues exactly."""
     model, cb, fit = problem(method)

@@ -159,7 +159,7 @@ def test_report_counts_per_task():
     assert "TOTAL" in str(report)
 
 
-@pytest.mark.parametrize("app", ["ResNet50", "MobileNetV2", "DenseNet121"])
+@pytest.mark.parametrize("app", ["ResNet50", "MobileNetV2", pytest.param("DenseNet121", marks=pytest.mark.slow)])
 def test_keras_applications_parity(app):
     model = zoo.randomize(getattr(keras.applications, app)(weights=None, input_shape=(32, 32, 3),
                                                            classes=5, classifier_activation=None))

@@ -463,6 +463,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow  # ~14 s; test_distributed compares each method under a mirrored strategy
 def test_losses_under_mirrored_strategy_match_single_device():
     proc = subprocess.run(
         [sys.executable, "-c", DISTRIBUTED, str(ROOT)], capture_output=True, text=True, timeout=120
@@ -470,6 +471,7 @@ def test_losses_under_mirrored_strategy_match_single_device():
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
 
 
+@pytest.mark.slow  # ~15 s; the tests above cover the example's calls
 def test_example_runs_fast():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "metrics_and_delta_m.py"), "--fast"],
