@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from tfmot_mtl.training import ingraph
 from tfmot_mtl.budget import losses
-from tfmot_mtl.budget.graph_terms import BudgetTerms
+from tfmot_mtl.budget.graph_terms import BudgetTerms, TermSettings
 from tfmot_mtl.budget.switch import switch_infos, union_masks
 from tfmot_mtl.training.callbacks import ResumableCallback
 from tfmot_mtl.utils.jsonable import jsonable
@@ -203,6 +203,9 @@ class BudgetCallback(ResumableCallback):
         reaches only later, which made every switch fall off together), else β."""
         return self.annealed_budget(epoch) if self.anneal and self.project else self.budget
 
+    def _term_settings(self) -> TermSettings:
+        return TermSettings(self.budget, self.frequency, self.sharing, self.sharing_weight, self.multiplier_lr)
+
     def annealed_budget(self, epoch: int) -> float:
         """The budget projected on at the end of `epoch` when annealing (β at the last epoch)."""
         epochs = max(1, int((getattr(self, "params", None) or {}).get("epochs") or 1))
@@ -214,8 +217,9 @@ class BudgetCallback(ResumableCallback):
         self.attach(self.model)
         lambdas = self.lambdas
         if self._terms is None or self._terms.latents[0] is not self._infos[0].layer.latent:
-            self._terms = BudgetTerms(self, self.model, self._infos, *self._args())
+            self._terms = BudgetTerms(self.model, self._infos, *self._args(), self._term_settings())
         terms = self._terms
+        terms.settings = self._term_settings()
         for good, info in zip(terms.good, self._infos):
             good.assign(info.layer.latent.value)
         terms.weight.assign(sum(len(c) for c in terms.costs) * self._loss_scale())

@@ -15,6 +15,9 @@ a NaN/Inf stop restores). Everything stays on the device.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -74,14 +77,24 @@ def sharing_loss(switches, kind: str, costs, served):
     return tf.where(union > 0, 1.0 - inter / safe, tf.zeros_like(union))
 
 
+@dataclass(frozen=True)
+class TermSettings:
+    """The settings of a BudgetCallback that its graph terms use (read when the train step is traced)."""
+
+    budget: float
+    frequency: int
+    sharing: Any
+    sharing_weight: float
+    multiplier_lr: float
+
+
 class BudgetTerms:
     """Graph state of a BudgetCallback: multipliers, batch counter, logged values, last finite latents."""
 
-    def __init__(self, cb, model, infos: list, costs: list, served: list):
-        """``cb`` gives the public settings (budget, frequency, sharing, multiplier_lr); ``infos``
-        are its switches (``switch_infos``), ``costs`` / ``served`` their per-channel costs and
-        served domains."""
-        self.cb, self.infos = cb, infos
+    def __init__(self, model, infos: list, costs: list, served: list, settings: TermSettings):
+        """``infos`` are the callback's switches (``switch_infos``), ``costs`` / ``served`` their
+        per-channel costs and served domains; the callback renews ``settings`` before each fit."""
+        self.settings, self.infos = settings, infos
         self.latents = [i.layer.latent for i in self.infos]
         self.costs, self.served = costs, served
         self.num_domains = self.infos[0].layer.num_domains
@@ -91,14 +104,14 @@ class BudgetTerms:
         self.enabled = new_variable(model, False, "bool", "budget_enabled")
         self.penalty = new_variable(model, 0.0, "float32", "budget_penalty")
         self.sharing = new_variable(model, 0.0, "float32", "sharing_loss")
-        self.target = new_variable(model, cb.budget, "float64", "budget_target")  # the epoch's budget
+        self.target = new_variable(model, settings.budget, "float64", "budget_target")  # the epoch's budget
         self.good = [new_variable(model, np.asarray(v.numpy()), "float32", f"budget_good_{i}")
                      for i, v in enumerate(self.latents)]
         self.anchor = self.latents[-1]
         self.installed = False
 
     def _due(self):
-        return tf.logical_and(self.enabled.value, (self.counter.value + 1) % self.cb.frequency == 0)
+        return tf.logical_and(self.enabled.value, (self.counter.value + 1) % self.settings.frequency == 0)
 
     def loss(self, *_):
         """``N · (P + γ·S)`` on the batches where the penalty step is due (a regularizer); also
@@ -106,7 +119,7 @@ class BudgetTerms:
         switches = [binarize_ste(tf.convert_to_tensor(v)) for v in self.latents]
         u = usage(switches, self.costs, self.served, self.num_domains)
         pen = budget_penalty(u, tf.cast(self.target.value, u.dtype), self.lambdas.value)
-        share = sharing_loss(switches, self.cb.sharing, self.costs, self.served) if self.cb.sharing \
+        share = sharing_loss(switches, self.settings.sharing, self.costs, self.served) if self.settings.sharing \
             else tf.zeros([], F32)
         self.penalty.assign(tf.stop_gradient(pen))
         self.sharing.assign(tf.stop_gradient(share))
@@ -114,14 +127,14 @@ class BudgetTerms:
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v.value)) for v in self.latents])
         for good, v in zip(self.good, self.latents):
             good.assign(tf.where(finite, v.value, good.value))
-        total = pen + self.cb.sharing_weight * share if self.cb.sharing_weight else pen
+        total = pen + self.settings.sharing_weight * share if self.settings.sharing_weight else pen
         return tf.where(self._due(), self.weight.value * total, tf.zeros_like(total))
 
     def after_update(self) -> None:
         """Multiplier ascent (when due) and the batch counter."""
         switches = [tf.cast(v.value > 0, F32) for v in self.latents]
         u = tf.cast(usage(switches, self.costs, self.served, self.num_domains), tf.float64)
-        step = self.cb.multiplier_lr * tf.maximum(tf.constant(0.0, tf.float64), u - self.target.value)
+        step = self.settings.multiplier_lr * tf.maximum(tf.constant(0.0, tf.float64), u - self.target.value)
         due = self._due()
         self.lambdas.assign(tf.where(due, self.lambdas.value + step, self.lambdas.value))
         self.counter.assign_add(tf.where(self.enabled.value, tf.constant(1, tf.int64), tf.constant(0, tf.int64)))
