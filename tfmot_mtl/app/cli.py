@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfmot_mtl.app.cli_compress import DEFAULT_OUT, add_compress_commands, load_keras as _load_keras  # noqa: E402
 from tfmot_mtl.masks import ROUND_MODES  # noqa: E402
 from tfmot_mtl.selection import COST_FLOOR_SHARE, MIN_CHANNELS, MIN_FRACTION  # noqa: E402
-from tfmot_mtl.app.cli_compress import (add_data_spec_args, data_error, data_spec, load_model_data,  # noqa: E402
-                                    round_to_arg, task_file)
+from tfmot_mtl.app.cli_compress import (add_data_spec_args, check_floor_flags, data_error, data_spec,  # noqa: E402
+                                    load_model_data, round_to_arg, task_file)
 
 
 def _cmd_data(args) -> int:
@@ -241,23 +241,12 @@ def _compress_options(args) -> dict:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 0, got {value}")
     if args.calibration < 1:
         raise SystemExit(f"error: --calibration must be >= 1 batch, got {args.calibration}")
-    _check_floor_flags(args)
+    check_floor_flags(args)
     for name in ("method", "groups", "find_epochs", "finetune_epochs", "distill", "round_to", "min_channels",
                  "min_fraction"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     return options
-
-
-def _check_floor_flags(args) -> None:
-    from tfmot_mtl.selection import check_floor
-
-    if args.min_channels is None and args.min_fraction is None:
-        return
-    try:
-        check_floor(MIN_CHANNELS if args.min_channels is None else args.min_channels, args.min_fraction)
-    except ValueError as err:
-        raise SystemExit(f"error: --{str(err).replace('_', '-')}") from None
 
 
 def _compressed_bundle(model, data, quantization: str, calibration: int, folder: str) -> dict:

@@ -327,14 +327,19 @@ def _add_selection_args(p) -> None:
                       help="aim at this fraction of the dense parameters (or, > 1, a count) instead of --target")
 
 
-def _cost_targets(args) -> dict:
-    """``target_macs`` / ``target_params`` from the flags (checked), for the method's call."""
-    from tfmot_mtl.selection import check_floor
+def check_floor_flags(args) -> None:
+    """``--min-channels`` / ``--min-fraction`` checked (None: the entry point's default), or exit with one line."""
+    from tfmot_mtl.selection import MIN_CHANNELS, check_floor
 
     try:
-        check_floor(args.min_channels, 0.0 if args.min_fraction is None else args.min_fraction)
+        check_floor(MIN_CHANNELS if args.min_channels is None else args.min_channels, args.min_fraction)
     except ValueError as err:
         raise SystemExit(f"error: --{str(err).replace('_', '-')}") from None
+
+
+def _cost_targets(args) -> dict:
+    """``target_macs`` / ``target_params`` from the flags (checked), for the method's call."""
+    check_floor_flags(args)
     out = {}
     for name in ("macs", "params"):
         value = getattr(args, f"target_{name}")
