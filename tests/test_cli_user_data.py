@@ -361,6 +361,7 @@ def test_compress_end_to_end(models, tmp_path, capsys, tasks_file, eager, monkey
     (["--quantization", "none", "int8"], "error: --quantization none means no bundle"),
     (["--min-fraction", "1.5"], "error: --min-fraction must be a number in [0, 1)"),
     (["--min-channels", "0"], "error: --min-channels must be >= 1"),
+    (["--lr", "0"], "error: --lr must be in (0, 1)"),
 ])
 def test_compress_bad_arguments(models, argv, expected):
     assert _error(["compress", models["square"], "--data", "user_data:two_heads", *argv]).startswith(expected)

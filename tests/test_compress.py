@@ -167,7 +167,7 @@ def test_channel_costs_and_per_cost_ranking():
     tempered = per_cost(scores, groups, share, dense, exponent=0.5)
     for gid, values in tempered.items():
         np.testing.assert_allclose(values, scores[gid] / np.sqrt(saved[gid]))
-    weights = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1)).channel_weights()
+    weights = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1)).cost_weights()
     mean = sum(weights[g] * by_id[g].size for g in weights) / sum(by_id[g].size for g in weights)
     assert mean == pytest.approx(1.0) and weights["fuse"] / weights["lateral"] == pytest.approx(
         saved["fuse"] / saved["lateral"])
@@ -177,9 +177,9 @@ def test_channel_costs_and_per_cost_ranking():
         rows = priced._channel_group == i
         np.testing.assert_allclose(priced._scale[rows], plain._scale[rows] * weights[g.id])
     # the exponent tempers the price: 0 gives every channel the same threshold, 0.5 the square root
-    flat = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1), exponent=0.0).channel_weights()
+    flat = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1), exponent=0.0).cost_weights()
     assert set(flat.values()) == {1.0}
-    root = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1), exponent=0.5).channel_weights()
+    root = CostTarget(CostGoal(graph, groups, "macs", 0.5, 2, 0.1), exponent=0.5).cost_weights()
     assert root["fuse"] / root["lateral"] == pytest.approx(np.sqrt(weights["fuse"] / weights["lateral"]))
     unpriced = tm.sparsity.ProximalGroupLasso(l1=0.1, target_macs=0.5, cost_exponent=0.0).build(model)
     np.testing.assert_allclose(unpriced._scale, plain._scale)
@@ -371,6 +371,31 @@ def test_proximal_ramp_reaches_its_target_without_a_cliff():
     assert max(b - a for a, b in zip(per_epoch, per_epoch[1:])) <= 0.5 / 3 + 0.05, per_epoch
     # the ramp caps the dead share: at no epoch end above the ramp's value
     assert all(v <= 0.5 * min(1.0, 8 * (e + 1) / 24) + 1e-9 for e, v in enumerate(per_epoch[1:])), per_epoch
+
+
+def test_both_phases_start_from_the_learning_rate_the_model_was_compiled_with(monkeypatch):
+    """lr=None: the initial rate of the model's Adam (a schedule's value at step 0) for group
+    sparsity, half of it for pruning; an optimizer that is not Adam's says nothing about Adam's
+    rate: 1e-3. The rate both phases use is recorded."""
+    import tfmot_mtl.recipes.train as train
+    from tfmot_mtl.compress import DEFAULT_LR, PRUNE_LR_SHARE, _learning_rate
+
+    used = []
+    original = train.cosine_adam
+    monkeypatch.setattr(train, "cosine_adam", lambda lr, *a, **k: used.append(lr) or original(lr, *a, **k))
+    model = nested_two_heads()
+    x, y = arrays(16)
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(5e-3, 100)), loss=model.loss)
+    result = tm.compress(model, (x, y), target_channels=0.3, method="sparsity", find_epochs=1, finetune_epochs=1,
+                         batch_size=8, verbose=0)
+    assert result.lr == 5e-3 and used == [5e-3, 5e-3] and result.to_dict()["lr"] == 5e-3
+    model.compile(keras.optimizers.SGD(0.1), loss=model.loss)
+    assert _learning_rate(model, None) == DEFAULT_LR == 1e-3 and _learning_rate(model, 4e-4) == 4e-4
+    model.compile(keras.optimizers.AdamW(3e-3), loss=model.loss)
+    assert _learning_rate(model, None, PRUNE_LR_SHARE) == 1.5e-3 and _learning_rate(model, None) == 3e-3
+    for bad in (0.0, 1.5, True, "fast"):
+        with pytest.raises(ValueError, match="lr must be a learning rate in"):
+            tm.compress(model, (x, y), target_channels=0.3, lr=bad, verbose=0)
 
 
 def test_pruning_callback_aims_at_macs_and_reports_the_floor():

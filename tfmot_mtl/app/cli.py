@@ -242,8 +242,10 @@ def _compress_options(args) -> dict:
     if args.calibration < 1:
         raise SystemExit(f"error: --calibration must be >= 1 batch, got {args.calibration}")
     check_floor_flags(args)
+    if args.lr is not None and not 0 < args.lr < 1:
+        raise SystemExit(f"error: --lr must be in (0, 1), got {args.lr}")
     for name in ("method", "groups", "find_epochs", "finetune_epochs", "distill", "round_to", "min_channels",
-                 "min_fraction"):
+                 "min_fraction", "lr"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     return options
@@ -275,6 +277,9 @@ def add_compress_command(sub) -> None:
     p.add_argument("--finetune-epochs", type=int, default=None, help="epochs fine-tuning the stripped model")
     p.add_argument("--distill", default=None, action=argparse.BooleanOptionalAction,
                    help="fine-tune distilled from the dense model")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of both phases (default: the initial rate of the Adam optimizer the model "
+                        "was compiled with, half of it for pruning; else 1e-3)")
     p.add_argument("--round-to", type=round_to_arg, default=None,
                    help="kept channels per group a multiple of this (SIMD width: 16 AVX-512, 8 AVX2, 4 NEON)")
     p.add_argument("--min-channels", type=int, default=None,

@@ -31,9 +31,13 @@ def find_channels(dense: keras.Model, data: ex.Data, method: str = "sparsity", t
     at 85% of the channels a ranking by norm per unit of cost says the cost needs, and a trim
     by that ranking at the end removes the rest (``info["trimmed"]`` channels), so the cost
     lands. The gain starts where the weakest channels begin to die (``gain="auto"``) and the
-    ramp caps the dead share, so no lambda needs tuning. ``options`` may set ``l1`` (0.3),
+    ramp caps the dead share, so no lambda needs tuning. Each channel's threshold is divided by
+    its pilot weight (:func:`tfmot_mtl.sparsity.pilot_weights`: its Taylor importance on 8 training
+    batches of ``dense`` over the mean of all channels'), an adaptive group lasso that lets the
+    loss, not the norms alone, decide which layers thin. ``options`` may set ``l1`` (0.3),
     ``l1_loss`` (1e-5), ``adapt_rate`` (0.2), ``gain``, ``mode``, ``relative`` (True),
-    ``cost_exponent`` (1).
+    ``cost_exponent`` (1), ``pilot`` (``"taylor"``, a criterion name or object, or None for no
+    pilot), ``pilot_exponent`` (1), ``channel_weights`` (your own pilot weights).
 
     ``method="prune"`` (Garg et al. 2023): iterative pruning with ``options["criterion"]``
     ("taylor" by default) in equal steps spread over ``epochs``, fine-tuning in between;

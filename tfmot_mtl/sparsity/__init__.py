@@ -5,6 +5,7 @@ the shared layers; ``ProximalGroupLasso`` applies the proximal step after each o
 update, driving whole channels to exact zeros; ``sparsity_report`` measures the result;
 ``tfmot_mtl.strip_channels`` then removes the dead channels.
 """
+from tfmot_mtl.sparsity.pilot import pilot_weights
 from tfmot_mtl.sparsity.prox_ops import prox_adam, prox_plain, solve_theta
 from tfmot_mtl.sparsity.proximal import ProximalGroupLasso
 from tfmot_mtl.sparsity.regularizer import (ChannelGroupLasso, apply_group_sparsity, regularized_layers,
@@ -15,6 +16,7 @@ from tfmot_mtl.selection import select_groups
 
 __all__ = [
     "ChannelGroupLasso", "apply_group_sparsity", "regularized_layers", "remove_group_sparsity", "ProximalGroupLasso",
+    "pilot_weights",
     "evaluate_strength", "prox_plain", "prox_adam", "solve_theta", "sparsity_report",
     "format_sparsity_report", "plot_sparsity", "select_groups",
 ]

@@ -11,7 +11,7 @@ channel costs, so a cost target is reached in two moves (:class:`CostTarget`):
    as still fit (they are stripped in at zero, and the fine-tuning trains them again).
 
 The ranking is the one the proximal step applies when it aims at a cost
-(:meth:`CostTarget.channel_weights`): a channel's L2 norm per unit of the cost it saves. L2,
+(:meth:`CostTarget.cost_weights`): a channel's L2 norm per unit of the cost it saves. L2,
 not L1: with fan-in-scaled weights the L2 norm of a channel is about the same in every layer,
 while its L1 norm grows with the fan-in, so an L1 ranking empties the layers with few inputs
 (a stem convolution) first. Per unit of cost, so that the channels removed are the ones that
@@ -33,18 +33,21 @@ MAX_FILL = 256
 class CostTarget:
     """Group sparsity's side of a :class:`~tfmot_mtl.pruning.cost.CostGoal`: the ranking of the
     goal's selected channels by norm per unit of cost (``relative``: the norm over the mean of its
-    group's live channels; ``exponent``: the power of the cost), the share of channels the goal
+    group's live channels; ``exponent``: the power of the cost; ``channel_weights``: per group, a
+    weight per channel that multiplies its norm), the share of channels the goal
     needs, and the landing on it after training. The goal holds the target, the cost model and
     the layer floor.
     """
 
-    def __init__(self, goal, relative: bool = False, exponent: float = 1.0):
+    def __init__(self, goal, relative: bool = False, exponent: float = 1.0,
+                 channel_weights: Mapping[str, np.ndarray] | None = None):
         self.graph, self.groups, self.kind = goal.graph, list(goal.selected), goal.kind
+        self.channel_weights = dict(channel_weights or {})
         self.min_channels, self.min_fraction = goal.min_channels, goal.min_fraction
         self.relative, self.exponent = relative, float(exponent)
         self.cost, self.share, self.goal = goal.model, goal.share, goal.target
 
-    def channel_weights(self) -> dict[str, float]:
+    def cost_weights(self) -> dict[str, float]:
         """Per group, the cost one of its channels saves in the dense model, over the mean of
         that over all selected channels (1 = an average channel)."""
         from tfmot_mtl.pruning.cost import channel_costs
@@ -56,7 +59,8 @@ class CostTarget:
 
     def ranking(self, model, masks: Mapping) -> dict[str, np.ndarray]:
         """Channel scores (higher = kept longer): L2 norm per unit of the cost saved; with
-        ``relative``, the norm over the mean norm of the group's live channels."""
+        ``relative``, the norm over the mean norm of the group's live channels; times the
+        channel's weight where ``channel_weights`` has one."""
         from tfmot_mtl.pruning.cost import per_cost
         from tfmot_mtl.pruning.importance import Magnitude
 
@@ -66,6 +70,9 @@ class CostTarget:
                 live = np.asarray(masks[g.id], bool) & (scores[g.id] > 0)
                 if live.any():
                     scores[g.id] = scores[g.id] / scores[g.id][live].mean()
+        for gid, weight in self.channel_weights.items():
+            if gid in scores:
+                scores[gid] = scores[gid] * weight
         return per_cost(scores, self.groups, self.share, masks, self.exponent)
 
     def channel_share(self, model) -> float:

@@ -13,6 +13,7 @@ NaN/Inf flag per selected weight.
 from __future__ import annotations
 
 import warnings
+from typing import Any, Mapping
 
 import keras
 import numpy as np
@@ -25,7 +26,7 @@ from tfmot_mtl.training.callbacks import ResumableCallback, check_inner_model
 from tfmot_mtl.graph import ChannelGraph
 from tfmot_mtl.training.nonfinite import nonfinite_loss, nonfinite_variables, stop_if_nonfinite
 from tfmot_mtl.training.resume import check_groups
-from tfmot_mtl.sparsity._checks import check_strengths
+from tfmot_mtl.sparsity._checks import check_channel_weights, check_strengths
 from tfmot_mtl.sparsity._graph_step import ProxPlan, ProxStep
 from tfmot_mtl.sparsity._pieces import pieces
 from tfmot_mtl.sparsity._state import GraphState
@@ -131,6 +132,13 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             (``min_fraction=None``: 0.25, or with a cost target 0.75 of the share that, kept in
             every group alike, meets the target, set when the model is built; see
             :func:`tfmot_mtl.selection.default_min_fraction`).
+        channel_weights: optional ``{group_id: per-channel weights}`` (higher = kept longer), an
+            adaptive group lasso: each channel's threshold is divided by its weight, and with a
+            cost target its rank in the trim multiplied by it. :func:`tfmot_mtl.sparsity.pilot_weights`
+            makes them from a data-driven score of the trained model (what ``find_sparse`` does by
+            default), so which layers thin is decided by what the channels do for the loss, not by
+            their norms alone (with layer-relative norms all near 1, the cost alone would decide).
+            Groups without weights weigh 1.
         sparse_model: the model whose channels are shrunk when it is not the model being
             fitted but a part of it: the model inside a
             :class:`~tfmot_mtl.distill.TaskWeightedModel` (learned task weighting) or the
@@ -150,8 +158,10 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                  min_channels: int = MIN_CHANNELS, min_fraction: float | None = None, protect=(),
                  sparse_model: keras.Model | None = None, ramp_steps: int | None = None,
                  target_macs: float | None = None, target_params: float | None = None,
-                 relative: bool = False, cost_exponent: float = 1.0, layers: Selection | None = None):
+                 relative: bool = False, cost_exponent: float = 1.0, layers: Selection | None = None,
+                 channel_weights: Mapping[str, Any] | None = None):
         super().__init__()
+        self.channel_weights = check_channel_weights(channel_weights)
         if isinstance(cost_exponent, bool) or not 0.0 <= float(cost_exponent) <= 2.0:
             raise ValueError(f"cost_exponent must be in [0, 2], got {cost_exponent!r}")
         self.cost_exponent = float(cost_exponent)
@@ -299,16 +309,29 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             goal = CostGoal(graph, self.groups, self.cost_kind, self.cost_value, self.min_channels,
                             self.min_fraction, None, self.group_spec)
             self.min_fraction = goal.min_fraction
-            self.cost_target = CostTarget(goal, self.relative, self.cost_exponent)
+            self.cost_target = CostTarget(goal, self.relative, self.cost_exponent, self.channel_weights)
             self.target = min(0.95, max(0.01, AIM * self.cost_target.channel_share(model)))
             # Thresholds per unit of cost: a channel that saves k times the average cost dies
             # at k times the average threshold (the ranking the trim and channel_share use).
-            weights = self.cost_target.channel_weights()
+            weights = self.cost_target.cost_weights()
             self._scale = self._scale * np.asarray([weights.get(g.id, 1.0) for g in self.groups])[self._channel_group]
+        if self.channel_weights:
+            self._scale = self._scale / self._per_channel_weights()
         if groups and not self.groups:
             warnings.warn("ProximalGroupLasso selected no channel group; it will do nothing",
                           stacklevel=2)
         return self
+
+    def _per_channel_weights(self) -> np.ndarray:
+        """``channel_weights`` laid out as the plan's selected channels (1 where none given)."""
+        out = np.ones(self.num_channels)
+        for i, g in enumerate(self.groups):
+            if g.id in self.channel_weights:
+                w = np.asarray(self.channel_weights[g.id], np.float64)
+                if w.shape != (g.size,):
+                    raise ValueError(f"channel_weights[{g.id!r}] has {w.size} values; the group has {g.size} channels")
+                out[self._channel_group == i] = w
+        return out
 
     def _check_optimizer(self, optimizer) -> None:
         if self.mode == "adam" and not isinstance(optimizer, keras.optimizers.Adam):
@@ -477,6 +500,8 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
                 "gain": "auto" if self.auto_gain and self._step_graph is None else self.gain, "min_channels": self.min_channels,
                 "min_fraction": self.min_fraction, "protect": list(self.protect), "ramp_steps": self.ramp_steps,
                 "relative": self.relative, "cost_exponent": self.cost_exponent,
+                "channel_weights": ({gid: np.asarray(w).tolist() for gid, w in self.channel_weights.items()}
+                                    if self.channel_weights else None),
                 **({f"target_{self.cost_kind}": self.cost_value} if self.cost_kind else {})}
 
     @classmethod
