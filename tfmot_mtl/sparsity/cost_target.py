@@ -16,7 +16,9 @@ not L1: with fan-in-scaled weights the L2 norm of a channel is about the same in
 while its L1 norm grows with the fan-in, so an L1 ranking empties the layers with few inputs
 (a stem convolution) first. Per unit of cost, so that the channels removed are the ones that
 bring the cost down for the least weight, as the pruning callback ranks them
-(:func:`tfmot_mtl.pruning.cost.per_cost`).
+(:func:`tfmot_mtl.pruning.cost.per_cost`). With pilot weights (the adaptive group lasso of
+:mod:`tfmot_mtl.sparsity.pilot`, what ``find_sparse`` uses) the norm is multiplied by the
+channel's weight, as the step divides its threshold by it.
 """
 from __future__ import annotations
 
