@@ -267,7 +267,7 @@ def _target(target_macs, target_params, target_channels) -> tuple[str, float]:
 
 def _learning_rate(model: keras.Model, lr: float | None, share: float = 1.0) -> float:
     """``lr`` checked, or with None ``share`` times the initial learning rate of the model's compiled
-    Adam-family optimizer (a schedule's value at step 0), else :data:`DEFAULT_LR`. Only Adam's:
+    Adam-family optimizer (a schedule's value at its first step), else :data:`DEFAULT_LR`. Only Adam's:
     compress trains with Adam, and an SGD rate means something else to it."""
     if lr is not None:
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < float(lr) < 1:
@@ -277,13 +277,9 @@ def _learning_rate(model: keras.Model, lr: float | None, share: float = 1.0) -> 
     if not isinstance(optimizer, (keras.optimizers.Adam, keras.optimizers.AdamW, keras.optimizers.Nadam,
                                   keras.optimizers.Adamax)):
         return DEFAULT_LR
-    rate = optimizer.get_config().get("learning_rate")
-    if isinstance(rate, dict):  # a serialized schedule
-        rate = keras.optimizers.schedules.deserialize(rate)(0)
-    try:
-        rate = float(keras.ops.convert_to_numpy(rate))
-    except (TypeError, ValueError):
-        return DEFAULT_LR
+    from tfmot_mtl.utils import _keras_compat
+
+    rate = _keras_compat.learning_rate(optimizer, 1)  # a schedule at its first step
     return float(f"{share * rate:.6g}") if np.isfinite(rate) and 0 < rate < 1 else DEFAULT_LR
 
 

@@ -110,3 +110,16 @@ def plan_channels(graph: ChannelGraph, groups, strengths: dict[str, float]) -> C
     return ChannelPlan(list(groups), variables, entries,
                        np.repeat(np.arange(len(groups)), sizes).astype(np.int64),
                        np.concatenate(lam) if lam else np.zeros(0), elements)
+
+
+def per_channel(weights: dict, groups: list, channel_group: np.ndarray) -> np.ndarray:
+    """``{group_id: per-channel weights}`` laid out as a plan's selected channels (group ``i`` of
+    ``groups`` owns the positions where ``channel_group == i``); 1 where a group has none."""
+    out = np.ones(len(channel_group))
+    for i, g in enumerate(groups):
+        if g.id in weights:
+            w = np.asarray(weights[g.id], np.float64)
+            if w.shape != (g.size,):
+                raise ValueError(f"channel_weights[{g.id!r}] has {w.size} values; the group has {g.size} channels")
+            out[channel_group == i] = w
+    return out

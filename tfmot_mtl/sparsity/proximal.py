@@ -30,7 +30,7 @@ from tfmot_mtl.sparsity._checks import check_channel_weights, check_strengths
 from tfmot_mtl.sparsity._graph_step import ProxPlan, ProxStep
 from tfmot_mtl.sparsity._pieces import pieces
 from tfmot_mtl.sparsity._state import GraphState
-from tfmot_mtl.sparsity.plan import SCALES, Entry, group_strengths, plan_channels, trainable
+from tfmot_mtl.sparsity.plan import SCALES, Entry, group_strengths, per_channel, plan_channels, trainable
 from tfmot_mtl.sparsity.strength import Strength, evaluate_strength, serialize_strength
 from tfmot_mtl.selection import (MIN_CHANNELS, Selection, check_protect, check_selection, default_min_fraction,
                                  layer_floor, renamed_selection, select_groups)
@@ -316,22 +316,11 @@ class ProximalGroupLasso(GraphState, ResumableCallback):
             weights = self.cost_target.cost_weights()
             self._scale = self._scale * np.asarray([weights.get(g.id, 1.0) for g in self.groups])[self._channel_group]
         if self.channel_weights:
-            self._scale = self._scale / self._per_channel_weights()
+            self._scale = self._scale / per_channel(self.channel_weights, self.groups, self._channel_group)
         if groups and not self.groups:
             warnings.warn("ProximalGroupLasso selected no channel group; it will do nothing",
                           stacklevel=2)
         return self
-
-    def _per_channel_weights(self) -> np.ndarray:
-        """``channel_weights`` laid out as the plan's selected channels (1 where none given)."""
-        out = np.ones(self.num_channels)
-        for i, g in enumerate(self.groups):
-            if g.id in self.channel_weights:
-                w = np.asarray(self.channel_weights[g.id], np.float64)
-                if w.shape != (g.size,):
-                    raise ValueError(f"channel_weights[{g.id!r}] has {w.size} values; the group has {g.size} channels")
-                out[self._channel_group == i] = w
-        return out
 
     def _check_optimizer(self, optimizer) -> None:
         if self.mode == "adam" and not isinstance(optimizer, keras.optimizers.Adam):
